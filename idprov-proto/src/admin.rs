@@ -1,0 +1,265 @@
+//! The admin protocol under `/idprov/v1/admin/`. Every call carries
+//! `Authorization: Bearer <admin token>`; see `docs/protocol.md`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{DeviceId, MacAddr};
+use crate::keys::KeyFormat;
+use crate::secret::Secret;
+
+pub mod paths {
+    pub const PREFIX: &str = "/idprov/v1/admin";
+    pub const WHOAMI: &str = "/idprov/v1/admin/whoami";
+    pub const OOB: &str = "/idprov/v1/admin/oob";
+    pub const PENDING: &str = "/idprov/v1/admin/pending";
+    pub const DEVICES: &str = "/idprov/v1/admin/devices";
+    pub const PROVISIONING: &str = "/idprov/v1/admin/provisioning";
+    pub const AUDIT: &str = "/idprov/v1/admin/audit";
+    pub const EVENTS: &str = "/idprov/v1/admin/events";
+}
+
+/// Largest page a list call returns.
+pub const MAX_PAGE: usize = 1000;
+/// Most entries one `POST /admin/oob` may carry.
+pub const MAX_OOB_BATCH: usize = 10_000;
+
+/// Query of every list call: keyset paging by device id (or sequence for the
+/// audit log) plus a case-insensitive substring filter.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ListQuery {
+    /// Return entries strictly after this key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    /// Substring filter on id, MAC, fingerprint, source address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub q: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+    /// Number of entries in the collection (ignoring the filter).
+    pub total: u64,
+}
+
+/// One OOB entry as an administrator writes it. At least one of
+/// `public_key`, `mac`, `secret` is given; every one given must match.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OobEntryInput {
+    pub device_id: DeviceId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_format: Option<KeyFormat>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<MacAddr>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "Secret::serialize_exposed_opt"
+    )]
+    pub secret: Option<Secret>,
+    /// Unix seconds after which the entry no longer admits the device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// `POST /admin/oob`: upsert many entries in one transaction.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OobUpsertRequest {
+    pub entries: Vec<OobEntryInput>,
+    /// Allow changing the key/MAC/secret of an existing entry.
+    #[serde(default)]
+    pub replace: bool,
+    /// Compute and return the difference without storing anything.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OobUpsertResult {
+    pub added: Vec<DeviceId>,
+    pub changed: Vec<DeviceId>,
+    pub unchanged: u64,
+    pub dry_run: bool,
+}
+
+/// An OOB entry as the daemon stores it. Secrets are stored as salted hashes
+/// and never returned.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OobEntryView {
+    pub device_id: DeviceId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_format: Option<KeyFormat>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_fingerprint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<MacAddr>,
+    pub has_secret: bool,
+    pub secret_consumed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A device waiting for a decision.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PendingView {
+    pub device_id: DeviceId,
+    pub key_format: KeyFormat,
+    /// Full RFC 7638 thumbprint of the key.
+    pub key_fingerprint: String,
+    pub public_key: String,
+    pub verification_code: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<MacAddr>,
+    /// Address the last request came from.
+    pub source: String,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub attempts: u64,
+    #[serde(default)]
+    pub flags: Vec<String>,
+    /// Pass back with approve/reject; a mismatch is a conflict.
+    pub revision: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceStatus {
+    Active,
+    Revoked,
+    Rejected,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeviceKeyView {
+    pub kid: String,
+    pub key_format: KeyFormat,
+    pub public_key: String,
+    pub added_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeviceView {
+    pub device_id: DeviceId,
+    pub status: DeviceStatus,
+    pub keys: Vec<DeviceKeyView>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<MacAddr>,
+    /// How it was admitted: `oob_key`, `oob_mac`, `oob_secret`, `admin:<name>`.
+    pub admitted_by: String,
+    pub created_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_issued_at: Option<i64>,
+    pub tokens_issued: u64,
+    #[serde(default)]
+    pub flags: Vec<String>,
+    pub revision: u64,
+}
+
+/// Body of approve / reject / revoke.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionRequest {
+    /// The revision the administrator saw. Required for pending decisions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProvisioningState {
+    pub paused: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WhoAmI {
+    pub name: String,
+    pub daemon_id: String,
+}
+
+/// One entry of the append-only, hash-chained audit log.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub seq: u64,
+    pub at: i64,
+    /// `admin:<name>`, `device:<id>` or `daemon`.
+    pub actor: String,
+    pub action: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    pub detail: String,
+    /// Hex SHA-256 of the previous entry (zeros for the first).
+    pub prev_hash: String,
+    /// Hex SHA-256 over this entry's fields and `prev_hash`.
+    pub hash: String,
+}
+
+/// Server-sent events of `GET /admin/events` (`event:` is the variant name,
+/// `data:` the JSON).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AdminEvent {
+    PendingUpserted { pending: PendingView },
+    PendingRemoved { device_id: DeviceId },
+    DeviceUpserted { device: DeviceView },
+    DeviceRemoved { device_id: DeviceId },
+    OobChanged { count: u64 },
+    Audit { entry: AuditEntry },
+    Provisioning { state: ProvisioningState },
+    /// The subscriber fell behind and missed events: reload the lists.
+    Lagged { missed: u64 },
+}
+
+impl AdminEvent {
+    pub fn name(&self) -> &'static str {
+        match self {
+            AdminEvent::PendingUpserted { .. } => "pending_upserted",
+            AdminEvent::PendingRemoved { .. } => "pending_removed",
+            AdminEvent::DeviceUpserted { .. } => "device_upserted",
+            AdminEvent::DeviceRemoved { .. } => "device_removed",
+            AdminEvent::OobChanged { .. } => "oob_changed",
+            AdminEvent::Audit { .. } => "audit",
+            AdminEvent::Provisioning { .. } => "provisioning",
+            AdminEvent::Lagged { .. } => "lagged",
+        }
+    }
+}
+
+/// The administrator profile file written by `idprovd admin add` and on
+/// first start; read by the TUI and oob-tool. TOML, mode 0600.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminProfile {
+    pub name: String,
+    /// `https://host:port`
+    pub server: String,
+    /// `Bearer` token: `idpa.<name>.<secret>`.
+    #[serde(serialize_with = "Secret::serialize_exposed")]
+    pub token: Secret,
+    /// The daemon CA certificate (PEM) the client pins.
+    pub ca_cert: String,
+    pub ca_fingerprint: String,
+}

@@ -1,0 +1,118 @@
+//! The stable error codes of both APIs. Codes never change meaning; new ones
+//! may be added. Unauthenticated callers get one code per class (security.md,
+//! "Error model"): the precise reason goes to the log and the audit trail.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The request is malformed: JSON, a field, a device ID, a key. 400.
+    BadRequest,
+    /// The body is larger than the configured limit. 413.
+    PayloadTooLarge,
+    /// The proof of possession was refused, whatever the reason. 401.
+    InvalidProof,
+    /// The daemon token was refused (unknown, expired, revoked, forged). 401.
+    InvalidToken,
+    /// The daemon will not issue credentials to this device (rejected,
+    /// revoked, or its key/MAC/secret does not match the OOB list). 403.
+    Refused,
+    /// Too many requests; see `Retry-After`. 429.
+    RateLimited,
+    /// A pending device polled before the time it was given. 429.
+    SlowDown,
+    /// The pending queue is full; try again later. 503.
+    PendingFull,
+    /// Provisioning is paused by an administrator or an alert. 503.
+    ProvisioningPaused,
+    /// The server's clock went backwards; it refuses to issue. 503.
+    ClockRegressed,
+    /// A bounded cache is full (e.g. the replay cache); try later. 503.
+    Busy,
+    /// Admin API: no or bad credentials. 401.
+    Unauthorized,
+    /// No such resource. 404.
+    NotFound,
+    /// Method not allowed on this path. 405.
+    MethodNotAllowed,
+    /// Someone else changed the record first (revision mismatch). 409.
+    Conflict,
+    /// Content-Type is not application/json. 415.
+    UnsupportedMediaType,
+    /// The request took longer than allowed. 408.
+    Timeout,
+    /// The daemon failed (storage I/O). 500. Never caused by input.
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::BadRequest => 400,
+            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::InvalidProof | ErrorCode::InvalidToken | ErrorCode::Unauthorized => 401,
+            ErrorCode::Refused => 403,
+            ErrorCode::RateLimited | ErrorCode::SlowDown => 429,
+            ErrorCode::PendingFull
+            | ErrorCode::ProvisioningPaused
+            | ErrorCode::ClockRegressed
+            | ErrorCode::Busy => 503,
+            ErrorCode::NotFound => 404,
+            ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::Conflict => 409,
+            ErrorCode::UnsupportedMediaType => 415,
+            ErrorCode::Timeout => 408,
+            ErrorCode::Internal => 500,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::InvalidProof => "invalid_proof",
+            ErrorCode::InvalidToken => "invalid_token",
+            ErrorCode::Refused => "refused",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::SlowDown => "slow_down",
+            ErrorCode::PendingFull => "pending_full",
+            ErrorCode::ProvisioningPaused => "provisioning_paused",
+            ErrorCode::ClockRegressed => "clock_regressed",
+            ErrorCode::Busy => "busy",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+/// The JSON body of every error answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    pub message: String,
+    /// Seconds to wait before trying again (also in `Retry-After`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_secs: Option<u64>,
+    /// Per-entry problems of a bulk request (admin OOB upload).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<EntryError>,
+    /// The request id, also in `x-request-id`, for the logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+/// One problem in a bulk request: the 0-based index of the entry in the
+/// request, the device id when it could be read, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryError {
+    pub index: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
+    pub message: String,
+}
