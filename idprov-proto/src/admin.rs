@@ -222,15 +222,31 @@ pub struct AuditEntry {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum AdminEvent {
-    PendingUpserted { pending: PendingView },
-    PendingRemoved { device_id: DeviceId },
-    DeviceUpserted { device: DeviceView },
-    DeviceRemoved { device_id: DeviceId },
-    OobChanged { count: u64 },
-    Audit { entry: AuditEntry },
-    Provisioning { state: ProvisioningState },
+    PendingUpserted {
+        pending: PendingView,
+    },
+    PendingRemoved {
+        device_id: DeviceId,
+    },
+    DeviceUpserted {
+        device: DeviceView,
+    },
+    DeviceRemoved {
+        device_id: DeviceId,
+    },
+    OobChanged {
+        count: u64,
+    },
+    Audit {
+        entry: AuditEntry,
+    },
+    Provisioning {
+        state: ProvisioningState,
+    },
     /// The subscriber fell behind and missed events: reload the lists.
-    Lagged { missed: u64 },
+    Lagged {
+        missed: u64,
+    },
 }
 
 impl AdminEvent {

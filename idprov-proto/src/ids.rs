@@ -159,7 +159,10 @@ mod tests {
         assert_eq!("".parse::<DeviceId>(), Err(IdError::DeviceIdLength));
         assert_eq!("-x".parse::<DeviceId>(), Err(IdError::DeviceIdChars));
         assert_eq!("a b".parse::<DeviceId>(), Err(IdError::DeviceIdChars));
-        assert_eq!("a\u{1b}[2J".parse::<DeviceId>(), Err(IdError::DeviceIdChars));
+        assert_eq!(
+            "a\u{1b}[2J".parse::<DeviceId>(),
+            Err(IdError::DeviceIdChars)
+        );
         assert_eq!("é".parse::<DeviceId>(), Err(IdError::DeviceIdChars));
         assert!("x".repeat(129).parse::<DeviceId>().is_err());
         assert!("x".repeat(128).parse::<DeviceId>().is_ok());

@@ -195,8 +195,7 @@ impl PublicKey {
 
     /// Parse a SubjectPublicKeyInfo (DER). `x509` picks the wrapped format name.
     pub fn from_spki_der(spki: &[u8], x509: bool) -> Result<Self, KeyError> {
-        let (tail, info) =
-            SubjectPublicKeyInfo::from_der(spki).map_err(|_| KeyError::Malformed)?;
+        let (tail, info) = SubjectPublicKeyInfo::from_der(spki).map_err(|_| KeyError::Malformed)?;
         if !tail.is_empty() {
             return Err(KeyError::Malformed);
         }
