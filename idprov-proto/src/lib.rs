@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod device;
+pub mod dnssd;
 pub mod error;
 pub mod ids;
 pub mod keys;
