@@ -1,1 +1,60 @@
+//! The device side of idprov: find the hub's idprovd on the LAN, prove the
+//! device's identity with its own key, and keep the resulting token fresh.
+//!
+//! ```no_run
+//! use idprov_client::{Client, Event, Trust};
+//!
+//! # async fn device() -> Result<(), idprov_client::Error> {
+//! let client = Client::builder()
+//!     .device_id("sensor-0042".parse().map_err(|e| idprov_client::Error::Config(format!("{e}")))?)
+//!     .key_file("/etc/device/key.pem")
+//!     .trust(Trust::CaFingerprint("3f1c…".into()))
+//!     .state_dir("/var/lib/device/idprov")
+//!     .on_event(|e| eprintln!("idprov: {e:?}"))
+//!     .build()?;
+//! let keeper = client.start().await?; // discover, provision (waits if pending)
+//! let token = keeper.current().token; // present it to the hub's services
+//! # let _ = token;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! What happens underneath:
+//! - **Discovery**: without [`ClientBuilder::server`], the daemon is found by
+//!   DNS-SD (`_idprov._tcp.local.`). With a pinned CA the advertiser whose TXT
+//!   `ca` record matches is used and the others are reported
+//!   ([`Event::Discovered`]).
+//! - **Trust**: the daemon's TLS certificate must chain to the pinned CA
+//!   ([`Trust`]); DNS-SD answers are never trusted on their own.
+//! - **Provisioning**: a proof of possession (a JWS signed by the device key,
+//!   stamped with the *server's* time so a device without a real-time clock
+//!   works). A pending device polls at the server's hint with backoff and
+//!   jitter; a refusal is [`Error::Rejected`].
+//! - **Persistence**: credentials are saved atomically (0600) in the state
+//!   directory and reused after a restart.
+//! - **Renewal**: [`Keeper`] renews at half-life (minus jitter), retries with
+//!   backoff, and re-authenticates with the key after an expiry.
 
+mod api;
+mod backoff;
+mod client;
+pub mod discovery;
+mod error;
+mod events;
+mod keeper;
+mod proof;
+mod signer;
+mod store;
+mod trust;
+
+pub use backoff::Backoff;
+pub use client::{Client, ClientBuilder};
+pub use discovery::{DiscoveredDaemon, Discovery, DiscoveryOptions};
+pub use error::Error;
+pub use events::Event;
+pub use idprov_proto::device::Credentials;
+pub use idprov_proto::{DeviceId, KeyAlg, MacAddr, PublicKey, Secret};
+pub use keeper::Keeper;
+pub use signer::{KeySigner, Signer};
+pub use store::{SavedState, StateDir};
+pub use trust::{PinnedCa, Trust, normalize_fingerprint};

@@ -1,0 +1,250 @@
+//! The HTTPS calls of the device protocol, one function each, with the
+//! daemon's error answers mapped to [`Error`] and its clock recorded.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use idprov_proto::device::{
+    Credentials, InfoResponse, ProvisionRequest, ProvisionResponse, RenewRequest, paths,
+};
+use idprov_proto::{ErrorBody, ErrorCode};
+use reqwest::StatusCode;
+use serde::de::DeserializeOwned;
+
+use crate::error::Error;
+use crate::proof::ServerClock;
+use crate::trust::{PinnedCa, bootstrap_tls_config};
+
+/// Largest answer read from the daemon; real ones are a few KiB.
+const MAX_BODY: usize = 256 * 1024;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+fn user_agent() -> &'static str {
+    concat!("idprov-client/", env!("CARGO_PKG_VERSION"))
+}
+
+/// A connection to one daemon, over TLS pinned to its CA.
+#[derive(Clone)]
+pub(crate) struct DaemonApi {
+    http: reqwest::Client,
+    base: String,
+    clock: Arc<ServerClock>,
+}
+
+impl DaemonApi {
+    pub fn new(base: &str, ca: &PinnedCa, clock: Arc<ServerClock>) -> Result<Self, Error> {
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(ca.tls_config()?)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .user_agent(user_agent())
+            .build()
+            .map_err(|e| Error::Config(e.to_string()))?;
+        Ok(DaemonApi {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            clock,
+        })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub async fn info(&self) -> Result<InfoResponse, Error> {
+        let resp = self
+            .http
+            .get(format!("{}{}", self.base, paths::INFO))
+            .send()
+            .await
+            .map_err(|e| network(&self.base, &e))?;
+        let (_, info): (StatusCode, InfoResponse) = self.answer(resp).await?;
+        self.clock.observe_unix_secs(info.time);
+        Ok(info)
+    }
+
+    /// 200 approved or 202 pending.
+    pub async fn provision(&self, req: &ProvisionRequest) -> Result<ProvisionResponse, Error> {
+        let resp = self
+            .http
+            .post(format!("{}{}", self.base, paths::PROVISION))
+            .json(req)
+            .send()
+            .await
+            .map_err(|e| network(&self.base, &e))?;
+        let (_, answer) = self.answer(resp).await?;
+        Ok(answer)
+    }
+
+    pub async fn renew(&self, req: &RenewRequest) -> Result<Credentials, Error> {
+        let resp = self
+            .http
+            .post(format!("{}{}", self.base, paths::RENEW))
+            .json(req)
+            .send()
+            .await
+            .map_err(|e| network(&self.base, &e))?;
+        let (status, answer) = self.answer(resp).await?;
+        match answer {
+            ProvisionResponse::Approved(c) => Ok(c),
+            ProvisionResponse::Pending(_) => Err(Error::Protocol {
+                status: status.as_u16(),
+                message: "renewal answered 'pending'".into(),
+            }),
+        }
+    }
+
+    async fn answer<T: DeserializeOwned>(
+        &self,
+        resp: reqwest::Response,
+    ) -> Result<(StatusCode, T), Error> {
+        if let Some(date) = resp.headers().get(reqwest::header::DATE)
+            && let Ok(s) = date.to_str()
+        {
+            self.clock.observe_http_date(s);
+        }
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = read_limited(resp, &self.base).await?;
+        if status.is_success() {
+            let value = serde_json::from_slice(&body).map_err(|e| Error::Protocol {
+                status: status.as_u16(),
+                message: format!("unreadable answer: {e}"),
+            })?;
+            return Ok((status, value));
+        }
+        Err(api_error(status, retry_after, &body))
+    }
+}
+
+fn api_error(status: StatusCode, retry_after: Option<Duration>, body: &[u8]) -> Error {
+    let Ok(err) = serde_json::from_slice::<ErrorBody>(body) else {
+        let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+        return Error::Protocol {
+            status: status.as_u16(),
+            message: idprov_proto::ids::escape_untrusted(&text),
+        };
+    };
+    let message = idprov_proto::ids::escape_untrusted(&err.message);
+    if err.code == ErrorCode::Refused {
+        return Error::Rejected { message };
+    }
+    let retry_after = retry_after.or(err.retry_after_secs.map(Duration::from_secs));
+    Error::Api {
+        status: status.as_u16(),
+        body: Box::new(err),
+        retry_after,
+        message,
+    }
+}
+
+fn network(base: &str, e: &reqwest::Error) -> Error {
+    // The source chain holds the useful part (connection refused, TLS alert).
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    // A certificate the pinned verifier refused is not a network hiccup.
+    if message.contains("invalid peer certificate") || message.contains("UnknownIssuer") {
+        return Error::Untrusted(format!("{base}: {message}"));
+    }
+    Error::Network {
+        server: base.to_string(),
+        message,
+    }
+}
+
+async fn read_limited(mut resp: reqwest::Response, base: &str) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| network(base, &e))? {
+        if out.len() + chunk.len() > MAX_BODY {
+            return Err(Error::Protocol {
+                status: resp.status().as_u16(),
+                message: format!("answer longer than {MAX_BODY} bytes"),
+            });
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// Download the daemon's CA certificate without trusting the connection.
+/// The caller compares it with the pinned fingerprint, or pins it (TOFU).
+pub(crate) async fn fetch_ca(base: &str) -> Result<PinnedCa, Error> {
+    let base = base.trim_end_matches('/');
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(bootstrap_tls_config()?)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT)
+        .user_agent(user_agent())
+        .build()
+        .map_err(|e| Error::Config(e.to_string()))?;
+    let resp = http
+        .get(format!("{base}{}", paths::CA))
+        .send()
+        .await
+        .map_err(|e| network(base, &e))?;
+    let status = resp.status();
+    let body = read_limited(resp, base).await?;
+    if !status.is_success() {
+        return Err(api_error(status, None, &body));
+    }
+    let text = String::from_utf8(body).map_err(|_| Error::Protocol {
+        status: status.as_u16(),
+        message: "CA certificate is not PEM text".into(),
+    })?;
+    PinnedCa::from_pem(&text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_is_a_rejection_and_hints_are_kept() {
+        let body = br#"{"code":"refused","message":"no"}"#;
+        assert!(matches!(
+            api_error(StatusCode::FORBIDDEN, None, body),
+            Error::Rejected { .. }
+        ));
+        let body = br#"{"code":"slow_down","message":"wait","retry_after_secs":7}"#;
+        let e = api_error(StatusCode::TOO_MANY_REQUESTS, None, body);
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(7)));
+        assert_eq!(e.code(), Some(ErrorCode::SlowDown));
+        assert!(e.is_retryable());
+        // The header wins over the body.
+        let e = api_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some(Duration::from_secs(3)),
+            br#"{"code":"busy","message":"x","retry_after_secs":9}"#,
+        );
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn non_json_errors_are_protocol_errors_with_escaped_text() {
+        let e = api_error(StatusCode::BAD_GATEWAY, None, b"<html>\x1b[2J</html>");
+        match e {
+            Error::Protocol { status, message } => {
+                assert_eq!(status, 502);
+                assert!(!message.contains('\u{1b}'));
+            }
+            other => panic!("expected Protocol, got {other:?}"),
+        }
+        let e = api_error(
+            StatusCode::BAD_REQUEST,
+            None,
+            br#"{"code":"bad_request","message":"bad key"}"#,
+        );
+        assert!(!e.is_retryable());
+    }
+}

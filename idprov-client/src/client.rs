@@ -1,0 +1,576 @@
+//! The client: its builder, the connection to a daemon (discovery, trust,
+//! `/info`), provisioning with its waits, and one renewal.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use idprov_proto::device::RenewRequest;
+use idprov_proto::device::{Credentials, ProofEndpoint, ProvisionRequest, ProvisionResponse};
+use idprov_proto::{DeviceId, ErrorCode, MacAddr, Secret};
+use tokio::sync::Mutex;
+
+use crate::api::{DaemonApi, fetch_ca};
+use crate::backoff::Backoff;
+use crate::discovery::{DiscoveryOptions, discover};
+use crate::error::Error;
+use crate::events::{Event, EventFn, EventSink};
+use crate::keeper::Keeper;
+use crate::proof::{DEFAULT_PROOF_LIFETIME_SECS, ServerClock, make_proof};
+use crate::signer::{KeySigner, Signer};
+use crate::store::{SavedState, StateDir};
+use crate::trust::{PinnedCa, Trust, normalize_fingerprint};
+
+/// A `Retry-After` longer than this is treated as this (hostile or buggy).
+const MAX_HINT: Duration = Duration::from_secs(15 * 60);
+/// Consecutive refused proofs before giving up: a proof keeps failing when the
+/// key or the device id is wrong, and waiting will not fix that.
+const MAX_PROOF_FAILURES: u32 = 5;
+
+/// Where the daemon is.
+#[derive(Debug, Clone)]
+enum ServerChoice {
+    Fixed(String),
+    Discover(DiscoveryOptions),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum MacChoice {
+    Auto,
+    Given(MacAddr),
+    Omit,
+}
+
+/// Builds a [`Client`]. Device id, key and trust are required; without
+/// [`server`](Self::server) the daemon is found by DNS-SD.
+#[derive(Default)]
+pub struct ClientBuilder {
+    device_id: Option<DeviceId>,
+    signer: Option<Arc<dyn Signer>>,
+    key_file: Option<PathBuf>,
+    mac: Option<MacChoice>,
+    secret: Option<Secret>,
+    server: Option<ServerChoice>,
+    trust: Option<Trust>,
+    state_dir: Option<PathBuf>,
+    backoff: Option<Backoff>,
+    on_event: Option<EventFn>,
+}
+
+impl ClientBuilder {
+    pub fn device_id(mut self, id: DeviceId) -> Self {
+        self.device_id = Some(id);
+        self
+    }
+    /// A PEM private key file (PKCS#8, SEC1 or PKCS#1; P-256 or RSA).
+    pub fn key_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.key_file = Some(path.into());
+        self
+    }
+    /// A signer whose key never leaves hardware (TPM, secure element).
+    pub fn signer(mut self, signer: Arc<dyn Signer>) -> Self {
+        self.signer = Some(signer);
+        self
+    }
+    /// The MAC to report. By default the first non-loopback interface's MAC
+    /// is used, and none is sent when there is none.
+    pub fn mac(mut self, mac: Option<MacAddr>) -> Self {
+        self.mac = Some(mac.map_or(MacChoice::Omit, MacChoice::Given));
+        self
+    }
+    /// A one-time secret from the administrator's OOB list.
+    pub fn secret(mut self, secret: Secret) -> Self {
+        self.secret = Some(secret);
+        self
+    }
+    /// A fixed daemon URL (`https://hub.local:8445`) instead of DNS-SD.
+    pub fn server(mut self, url: impl Into<String>) -> Self {
+        self.server = Some(ServerChoice::Fixed(url.into()));
+        self
+    }
+    /// Find the daemon by DNS-SD with these timings (the default).
+    pub fn discovery(mut self, opts: DiscoveryOptions) -> Self {
+        self.server = Some(ServerChoice::Discover(opts));
+        self
+    }
+    pub fn trust(mut self, trust: Trust) -> Self {
+        self.trust = Some(trust);
+        self
+    }
+    /// Where credentials and a TOFU-pinned CA are kept. Without it nothing
+    /// is persisted and a restarted device provisions again.
+    pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.state_dir = Some(dir.into());
+        self
+    }
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = Some(backoff);
+        self
+    }
+    /// Called with every [`Event`], from the client's tasks: keep it quick.
+    pub fn on_event(mut self, f: impl Fn(&Event) + Send + Sync + 'static) -> Self {
+        self.on_event = Some(Arc::new(f));
+        self
+    }
+
+    pub fn build(self) -> Result<Client, Error> {
+        let device_id = self
+            .device_id
+            .ok_or_else(|| Error::Config("a device id is required".into()))?;
+        let signer: Arc<dyn Signer> = match (self.signer, self.key_file) {
+            (Some(s), None) => s,
+            (None, Some(path)) => Arc::new(KeySigner::load(&path)?),
+            (Some(_), Some(_)) => {
+                return Err(Error::Config(
+                    "give either a key file or a signer, not both".into(),
+                ));
+            }
+            (None, None) => return Err(Error::Config("a key file or a signer is required".into())),
+        };
+        let mut trust = self
+            .trust
+            .ok_or_else(|| Error::Config("a trust anchor is required: a CA fingerprint, a CA certificate, or explicit trust on first use".into()))?;
+        if let Trust::CaFingerprint(fp) = &trust {
+            trust = Trust::CaFingerprint(normalize_fingerprint(fp)?);
+        }
+        if let Trust::CaCertPem(pem) = &trust {
+            PinnedCa::from_pem(pem)?;
+        }
+        let server = match self.server {
+            Some(ServerChoice::Fixed(url)) => {
+                let url = url.trim_end_matches('/').to_string();
+                if !url.starts_with("https://") {
+                    return Err(Error::Config(format!(
+                        "server URL must start with https://: {url}"
+                    )));
+                }
+                ServerChoice::Fixed(url)
+            }
+            Some(d) => d,
+            None => ServerChoice::Discover(DiscoveryOptions::default()),
+        };
+        let mac = match self.mac.unwrap_or(MacChoice::Auto) {
+            MacChoice::Given(m) => Some(m),
+            MacChoice::Omit => None,
+            // No MAC (or an error reading one) is a normal case, not a failure.
+            MacChoice::Auto => match mac_address::get_mac_address() {
+                Ok(Some(m)) => Some(MacAddr(m.bytes())).filter(|m| !m.is_zero()),
+                _ => None,
+            },
+        };
+        let state = self.state_dir.map(StateDir::open).transpose()?;
+        let events = EventSink::new(self.on_event);
+        let saved = match &state {
+            Some(dir) => match dir.load_state() {
+                Ok(s) => s,
+                // The key is still here: provisioning again repairs it.
+                Err(e) => {
+                    tracing::warn!("ignoring unreadable saved credentials: {e}");
+                    None
+                }
+            },
+            None => None,
+        };
+        let clock = Arc::new(ServerClock::new(
+            saved.as_ref().and_then(|s| s.clock_offset_ms),
+        ));
+        Ok(Client {
+            inner: Arc::new(Inner {
+                device_id,
+                signer,
+                mac,
+                secret: self.secret,
+                server,
+                trust,
+                state,
+                backoff: self.backoff.unwrap_or_default(),
+                events,
+                clock,
+                saved: std::sync::Mutex::new(saved),
+                conn: Mutex::new(None),
+            }),
+        })
+    }
+}
+
+/// The device side of idprov. Cheap to clone; clones share one connection.
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    device_id: DeviceId,
+    signer: Arc<dyn Signer>,
+    mac: Option<MacAddr>,
+    secret: Option<Secret>,
+    server: ServerChoice,
+    trust: Trust,
+    state: Option<StateDir>,
+    pub(crate) backoff: Backoff,
+    pub(crate) events: EventSink,
+    pub(crate) clock: Arc<ServerClock>,
+    saved: std::sync::Mutex<Option<SavedState>>,
+    conn: Mutex<Option<Conn>>,
+}
+
+#[derive(Clone)]
+struct Conn {
+    api: DaemonApi,
+    daemon_id: String,
+    proof_lifetime: u64,
+}
+
+impl Client {
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    pub fn device_id(&self) -> &DeviceId {
+        &self.inner.device_id
+    }
+
+    /// The RFC 7638 thumbprint of the device key (the `kid` of its proofs).
+    pub fn key_thumbprint(&self) -> &str {
+        self.inner.signer.public_key().thumbprint()
+    }
+
+    /// The code the administrator sees next to this device's request.
+    pub fn verification_code(&self) -> String {
+        self.inner.signer.public_key().verification_code()
+    }
+
+    pub fn mac(&self) -> Option<MacAddr> {
+        self.inner.mac
+    }
+
+    /// The daemon's time as this client estimates it, unix seconds.
+    pub fn server_now(&self) -> i64 {
+        self.inner.clock.now()
+    }
+
+    /// Credentials: the saved ones if they are still valid for this key, or
+    /// new ones from the daemon. Waits while the device is pending, retries
+    /// network and busy errors, and returns [`Error::Rejected`] if the
+    /// daemon refuses the device. Wrap it in a timeout to bound the wait.
+    pub async fn provision(&self) -> Result<Credentials, Error> {
+        if let Some(c) = self.usable_saved() {
+            self.inner.events.emit(Event::Provisioned {
+                expires_at: c.expires_at,
+                reused: true,
+            });
+            return Ok(c);
+        }
+        self.provision_fresh().await
+    }
+
+    /// Provision with a new proof, ignoring saved credentials.
+    pub async fn provision_fresh(&self) -> Result<Credentials, Error> {
+        let inner = &self.inner;
+        let mut failures = 0u32;
+        let mut proof_failures = 0u32;
+        let mut polls = 0u32;
+        loop {
+            let result = match self.connection().await {
+                Ok(conn) => self.provision_once(&conn).await,
+                Err(e) => Err(e),
+            };
+            let wait = match result {
+                Ok(ProvisionResponse::Approved(c)) => {
+                    self.remember(&c).await;
+                    inner.events.emit(Event::Provisioned {
+                        expires_at: c.expires_at,
+                        reused: false,
+                    });
+                    return Ok(c);
+                }
+                Ok(ProvisionResponse::Pending(p)) => {
+                    failures = 0;
+                    let hint = Duration::from_secs(p.retry_after_secs);
+                    let wait = inner.backoff.after_hint(hint, polls.min(4), MAX_HINT);
+                    polls = polls.saturating_add(1);
+                    inner.events.emit(Event::Pending {
+                        verification_code: idprov_proto::ids::escape_untrusted(
+                            &p.verification_code,
+                        ),
+                        retry_in: wait,
+                    });
+                    wait
+                }
+                Err(e) => {
+                    if e.code() == Some(ErrorCode::InvalidProof) {
+                        proof_failures += 1;
+                        if proof_failures >= MAX_PROOF_FAILURES {
+                            return Err(e);
+                        }
+                    }
+                    self.retry_delay(e, &mut failures).await?
+                }
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// One renewal attempt with the current token. `Error::Api` with
+    /// `invalid_token` means the token is gone: provision again.
+    pub async fn renew(&self, current: &Credentials) -> Result<Credentials, Error> {
+        let conn = self.connection().await?;
+        let proof = self.proof(&conn, ProofEndpoint::Renew)?;
+        let req = RenewRequest {
+            token: current.token.clone(),
+            proof,
+        };
+        match conn.api.renew(&req).await {
+            Ok(c) => {
+                self.remember(&c).await;
+                Ok(c)
+            }
+            Err(e) => {
+                self.after_error(&e).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Provision (or reload) and start a [`Keeper`] that keeps the token fresh.
+    pub async fn start(&self) -> Result<Keeper, Error> {
+        let creds = self.provision().await?;
+        Ok(Keeper::spawn(self.clone(), creds))
+    }
+
+    /// Decide how long to wait after `e`, or give up if waiting cannot help.
+    pub(crate) async fn retry_delay(
+        &self,
+        e: Error,
+        failures: &mut u32,
+    ) -> Result<Duration, Error> {
+        if !e.is_retryable() {
+            return Err(e);
+        }
+        self.after_error(&e).await;
+        let own = self.inner.backoff.delay(*failures);
+        *failures = failures.saturating_add(1);
+        let wait = match e.retry_after() {
+            Some(hint) => self.inner.backoff.after_hint(hint, 0, MAX_HINT).max(own),
+            None => own,
+        };
+        self.inner.events.emit(Event::RetryScheduled {
+            error: e.to_string(),
+            retry_in: wait,
+        });
+        Ok(wait)
+    }
+
+    fn usable_saved(&self) -> Option<Credentials> {
+        let saved = self.inner.saved.lock().ok()?.clone()?;
+        let c = saved.credentials;
+        let fresh = self.inner.clock.now() < c.expires_at;
+        (fresh && c.device_id == self.inner.device_id && c.key_id == self.key_thumbprint())
+            .then_some(c)
+    }
+
+    async fn provision_once(&self, conn: &Conn) -> Result<ProvisionResponse, Error> {
+        let key = self.inner.signer.public_key();
+        let req = ProvisionRequest {
+            device_id: self.inner.device_id.clone(),
+            public_key: key.pem().to_string(),
+            key_format: Some(key.format()),
+            mac: self.inner.mac,
+            secret: self.inner.secret.clone(),
+            proof: self.proof(conn, ProofEndpoint::Provision)?,
+        };
+        let answer = conn.api.provision(&req).await;
+        if let Err(e) = &answer {
+            self.after_error(e).await;
+        }
+        answer
+    }
+
+    fn proof(&self, conn: &Conn, endpoint: ProofEndpoint) -> Result<String, Error> {
+        make_proof(
+            self.inner.signer.as_ref(),
+            &self.inner.device_id,
+            &conn.daemon_id,
+            endpoint,
+            self.inner.clock.now(),
+            conn.proof_lifetime,
+        )
+    }
+
+    /// After a network error the daemon may have moved, and after a refused
+    /// proof our idea of its clock may be stale: connect afresh next time.
+    async fn after_error(&self, e: &Error) {
+        if e.is_network() || e.code() == Some(ErrorCode::InvalidProof) {
+            *self.inner.conn.lock().await = None;
+            if e.is_network()
+                && let Ok(mut saved) = self.inner.saved.lock()
+                && let Some(s) = saved.as_mut()
+            {
+                // Do not insist on the saved address: discover again.
+                s.server.clear();
+            }
+        }
+    }
+
+    async fn remember(&self, c: &Credentials) {
+        let (server, daemon_id) = match self.inner.conn.lock().await.as_ref() {
+            Some(conn) => (conn.api.base().to_string(), conn.daemon_id.clone()),
+            None => (String::new(), String::new()),
+        };
+        let state = SavedState {
+            credentials: c.clone(),
+            daemon_id,
+            server,
+            clock_offset_ms: self.inner.clock.offset_ms(),
+        };
+        if let Some(dir) = &self.inner.state
+            && let Err(e) = dir.save_state(&state)
+        {
+            // The credentials are good; only a restart would cost a re-provision.
+            tracing::warn!("cannot save credentials: {e}");
+        }
+        if let Ok(mut saved) = self.inner.saved.lock() {
+            *saved = Some(state);
+        }
+    }
+
+    pub(crate) fn forget(&self) {
+        if let Some(dir) = &self.inner.state
+            && let Err(e) = dir.clear_state()
+        {
+            tracing::warn!("cannot remove saved credentials: {e}");
+        }
+        if let Ok(mut saved) = self.inner.saved.lock() {
+            *saved = None;
+        }
+    }
+
+    /// The current connection, or a new one: find the daemon, establish
+    /// trust, read `/info`.
+    async fn connection(&self) -> Result<Conn, Error> {
+        let mut guard = self.inner.conn.lock().await;
+        if let Some(c) = guard.as_ref() {
+            return Ok(c.clone());
+        }
+        let conn = self.connect().await?;
+        *guard = Some(conn.clone());
+        Ok(conn)
+    }
+
+    async fn connect(&self) -> Result<Conn, Error> {
+        let inner = &self.inner;
+        let mut ca = self.configured_ca()?;
+        let saved_server = inner
+            .saved
+            .lock()
+            .ok()
+            .and_then(|s| s.as_ref().map(|s| s.server.clone()))
+            .filter(|s| !s.is_empty());
+        let mut advertised_fp = None;
+        let base = match (&inner.server, saved_server) {
+            (ServerChoice::Fixed(url), _) => url.clone(),
+            (ServerChoice::Discover(_), Some(saved)) => saved,
+            (ServerChoice::Discover(opts), None) => {
+                let pinned = match (&ca, &inner.trust) {
+                    (Some(ca), _) => Some(ca.fingerprint().to_string()),
+                    (None, Trust::CaFingerprint(fp)) => Some(fp.clone()),
+                    (None, _) => None,
+                };
+                let found = discover(pinned.as_deref(), *opts).await?;
+                let url = found
+                    .chosen
+                    .url()
+                    .ok_or_else(|| Error::NotFound(opts.timeout))?;
+                for other in &found.others {
+                    tracing::warn!(
+                        instance = %other.instance,
+                        url = ?other.url(),
+                        ca = ?other.ca_fingerprint,
+                        "another idprov daemon advertises on this network; not using it"
+                    );
+                }
+                advertised_fp = found.chosen.ca_fingerprint.clone();
+                inner.events.emit(Event::Discovered {
+                    server: url.clone(),
+                    daemon_id: found.chosen.daemon_id.clone(),
+                    others: found.others,
+                });
+                url
+            }
+        };
+        if ca.is_none() {
+            ca = Some(self.establish_ca(&base, advertised_fp.as_deref()).await?);
+        }
+        let ca = ca.ok_or_else(|| Error::Untrusted("no CA".into()))?;
+        let api = DaemonApi::new(&base, &ca, inner.clock.clone())?;
+        let info = api.info().await?;
+        if info.ca_fingerprint.to_ascii_lowercase() != ca.fingerprint() {
+            return Err(Error::Untrusted(format!(
+                "{base} reports CA {} but its certificate chains to the pinned CA {}",
+                idprov_proto::ids::escape_untrusted(&info.ca_fingerprint),
+                ca.fingerprint()
+            )));
+        }
+        let daemon_id = info.daemon_id.clone();
+        inner.events.emit(Event::Connected {
+            server: base.clone(),
+            daemon_id: idprov_proto::ids::escape_untrusted(&daemon_id),
+        });
+        Ok(Conn {
+            api,
+            daemon_id,
+            proof_lifetime: DEFAULT_PROOF_LIFETIME_SECS.min(info.proof_max_lifetime_secs.max(1)),
+        })
+    }
+
+    /// The CA known without asking the daemon: given in full, or saved in the
+    /// state directory (when it matches the configured fingerprint).
+    fn configured_ca(&self) -> Result<Option<PinnedCa>, Error> {
+        let inner = &self.inner;
+        if let Trust::CaCertPem(pem) = &inner.trust {
+            return PinnedCa::from_pem(pem).map(Some);
+        }
+        let stored = match &inner.state {
+            Some(dir) => dir.load_ca()?,
+            None => None,
+        };
+        Ok(match (&inner.trust, stored) {
+            (Trust::CaFingerprint(fp), Some(ca)) if ca.fingerprint() == fp => Some(ca),
+            (Trust::TrustOnFirstUse, Some(ca)) => Some(ca),
+            _ => None,
+        })
+    }
+
+    /// Fetch the daemon's CA and decide whether to trust it.
+    async fn establish_ca(&self, base: &str, advertised: Option<&str>) -> Result<PinnedCa, Error> {
+        let inner = &self.inner;
+        let ca = fetch_ca(base).await?;
+        match &inner.trust {
+            Trust::CaFingerprint(fp) if ca.fingerprint() != fp => {
+                return Err(Error::Untrusted(format!(
+                    "{base} presents CA {} but {fp} is pinned",
+                    ca.fingerprint()
+                )));
+            }
+            Trust::CaFingerprint(_) => {}
+            Trust::TrustOnFirstUse => {
+                if let Some(adv) = advertised
+                    && adv != ca.fingerprint()
+                {
+                    return Err(Error::Untrusted(format!(
+                        "{base} advertises CA {adv} by DNS-SD but presents {}",
+                        ca.fingerprint()
+                    )));
+                }
+                inner.events.emit(Event::TrustedOnFirstUse {
+                    fingerprint: ca.fingerprint().to_string(),
+                });
+            }
+            Trust::CaCertPem(_) => {}
+        }
+        if let Some(dir) = &inner.state {
+            dir.save_ca(&ca)?;
+        }
+        Ok(ca)
+    }
+}
