@@ -1,0 +1,138 @@
+//! Turning daemon data into screen text.
+//!
+//! Every string that a device (or a file an administrator uploaded) could have
+//! chosen goes through [`safe`] before it reaches a widget: control
+//! characters, terminal escape sequences and anything outside printable ASCII
+//! are shown as `\u{..}` escapes (security rule 7). As a side effect every
+//! cell is one column wide, so column widths computed from `len()` are exact.
+
+use std::borrow::Cow;
+use std::time::{Duration, UNIX_EPOCH};
+
+use idprov_proto::ids::escape_untrusted;
+
+/// Escape an untrusted string for display. Printable ASCII passes through
+/// unchanged (without allocating); everything else is escaped with
+/// [`escape_untrusted`], and so is the backslash, so that an escape shown on
+/// screen can never be confused with one a device typed itself.
+pub fn safe(s: &str) -> Cow<'_, str> {
+    if s.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'\\') {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if (c.is_ascii_graphic() && c != '\\') || c == ' ' {
+            out.push(c);
+        } else {
+            let mut buf = [0u8; 4];
+            out.push_str(&escape_untrusted(c.encode_utf8(&mut buf)));
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Shorten to at most `max` columns, marking the cut with `…`. Input must
+/// already be [`safe`] (one column per byte).
+pub fn clip(s: &str, max: usize) -> Cow<'_, str> {
+    if s.len() <= max {
+        Cow::Borrowed(s)
+    } else if max == 0 {
+        Cow::Borrowed("")
+    } else {
+        // `safe` output is ASCII, so any byte index is a char boundary.
+        let cut = s.get(..max - 1).unwrap_or("");
+        Cow::Owned(format!("{cut}…"))
+    }
+}
+
+/// "12s", "5m", "3h", "2d" — how long ago `at` was, for list columns.
+pub fn ago(now: i64, at: i64) -> String {
+    let d = now.saturating_sub(at);
+    if d < 0 {
+        return "future".into();
+    }
+    match d {
+        0..60 => format!("{d}s"),
+        60..3600 => format!("{}m", d / 60),
+        3600..86_400 => format!("{}h", d / 3600),
+        _ => format!("{}d", d / 86_400),
+    }
+}
+
+/// UTC RFC 3339 time of a Unix timestamp, for detail panes and the audit log.
+pub fn timestamp(at: i64) -> String {
+    match u64::try_from(at) {
+        Ok(secs) => {
+            let t = UNIX_EPOCH + Duration::from_secs(secs);
+            humantime::format_rfc3339_seconds(t).to_string()
+        }
+        Err(_) => format!("@{at}"),
+    }
+}
+
+/// "in 3d", "2h ago" — for expiry dates.
+pub fn relative(now: i64, at: i64) -> String {
+    if at >= now {
+        format!("in {}", ago(at, now))
+    } else {
+        format!("{} ago", ago(now, at))
+    }
+}
+
+/// 12345 → "12,345".
+pub fn thousands(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safe_passes_plain_ascii_without_copying() {
+        assert!(matches!(safe("sensor-01 192.0.2.1"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn safe_escapes_terminal_sequences_and_non_ascii() {
+        let out = safe("x\u{1b}[2J\u{7}\r\nü\u{9b}31m");
+        assert!(out.bytes().all(|b| (0x20..0x7f).contains(&b)), "{out}");
+        assert_eq!(out, "x\\u{1b}[2J\\u{7}\\r\\n\\u{fc}\\u{9b}31m");
+    }
+
+    #[test]
+    fn safe_escapes_backslash_so_escapes_are_unambiguous() {
+        assert_eq!(safe("a\\u{1b}"), "a\\\\u{1b}");
+    }
+
+    #[test]
+    fn clip_marks_the_cut() {
+        assert_eq!(clip("abcdef", 6), "abcdef");
+        assert_eq!(clip("abcdef", 4), "abc…");
+        assert_eq!(clip("abcdef", 0), "");
+    }
+
+    #[test]
+    fn ages_and_times() {
+        assert_eq!(ago(100, 100), "0s");
+        assert_eq!(ago(200, 100), "1m");
+        assert_eq!(ago(100 + 7200, 100), "2h");
+        assert_eq!(ago(100 + 3 * 86_400, 100), "3d");
+        assert_eq!(ago(100, 200), "future");
+        assert_eq!(relative(0, 7200), "in 2h");
+        assert_eq!(relative(7200, 0), "2h ago");
+        assert_eq!(timestamp(0), "1970-01-01T00:00:00Z");
+        assert_eq!(timestamp(-5), "@-5");
+        assert_eq!(thousands(100_000), "100,000");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+    }
+}
