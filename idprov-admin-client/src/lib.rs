@@ -12,6 +12,7 @@ use idprov_proto::admin::{
     AdminEvent, AdminProfile, AuditEntry, DecisionRequest, DeviceView, ListQuery, OobEntryView,
     OobUpsertRequest, OobUpsertResult, Page, PendingView, ProvisioningState, WhoAmI, paths,
 };
+use idprov_proto::oob_import;
 use idprov_proto::{DeviceId, ErrorBody, ErrorCode};
 use reqwest::{Method, StatusCode};
 use rustls_pki_types::CertificateDer;
@@ -255,6 +256,37 @@ impl AdminClient {
             .map(drop)
     }
 
+    // ---- OOB import sessions (large atomic imports) ----
+    pub async fn oob_import_start(
+        &self,
+        req: &oob_import::OobImportStart,
+    ) -> Result<oob_import::OobImportSession, AdminError> {
+        self.call(Method::POST, oob_import::IMPORTS, None, Some(req))
+            .await
+    }
+    pub async fn oob_import_chunk(
+        &self,
+        session: &str,
+        chunk: &oob_import::OobImportChunk,
+    ) -> Result<oob_import::OobImportChunkAck, AdminError> {
+        let path = format!("{}/{}/chunks", oob_import::IMPORTS, path_segment(session));
+        self.call(Method::POST, &path, None, Some(chunk)).await
+    }
+    pub async fn oob_import_commit(
+        &self,
+        session: &str,
+        req: &oob_import::OobImportCommit,
+    ) -> Result<oob_import::OobImportResult, AdminError> {
+        let path = format!("{}/{}/commit", oob_import::IMPORTS, path_segment(session));
+        self.call(Method::POST, &path, None, Some(req)).await
+    }
+    pub async fn oob_import_abort(&self, session: &str) -> Result<(), AdminError> {
+        let path = format!("{}/{}", oob_import::IMPORTS, path_segment(session));
+        self.send::<()>(Method::DELETE, &path, None, None)
+            .await
+            .map(drop)
+    }
+
     // ---- pending ----
     pub async fn pending_list(&self, q: &ListQuery) -> Result<Page<PendingView>, AdminError> {
         self.call::<(), _>(Method::GET, paths::PENDING, Some(q), None)
@@ -435,4 +467,12 @@ fn parse_sse_block(block: &[u8]) -> Option<AdminEvent> {
         return None; // comment / keep-alive
     }
     serde_json::from_str(&data).ok()
+}
+
+/// A session id goes into a path: keep only characters that need no
+/// escaping, so a hostile id cannot change the path.
+fn path_segment(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+        .collect()
 }

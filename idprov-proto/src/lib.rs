@@ -12,6 +12,7 @@ pub mod dnssd;
 pub mod error;
 pub mod ids;
 pub mod keys;
+pub mod oob_import;
 pub mod secret;
 
 pub use error::{ErrorBody, ErrorCode};

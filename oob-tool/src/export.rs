@@ -1,0 +1,236 @@
+//! `export` and `list`: read the daemon's OOB list page by page and write it
+//! as CSV or JSON (import-ready), or as a table / JSON for people and scripts.
+
+use std::io::Write;
+
+use idprov_admin_client::AdminClient;
+use idprov_proto::admin::{ListQuery, MAX_PAGE, OobEntryView};
+
+use crate::record::{COLUMNS, Expires, RawRecord, format_expires};
+use crate::source::Format;
+
+/// Every page of the list, in device-ID order, to `each`.
+pub async fn for_each_entry(
+    client: &AdminClient,
+    q: Option<String>,
+    mut each: impl FnMut(OobEntryView) -> anyhow::Result<()>,
+) -> anyhow::Result<u64> {
+    let mut after = None;
+    let mut n = 0;
+    loop {
+        let page = client
+            .oob_list(&ListQuery {
+                after: after.take(),
+                limit: Some(MAX_PAGE),
+                q: q.clone(),
+            })
+            .await?;
+        for e in page.items {
+            n += 1;
+            each(e)?;
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return Ok(n),
+        }
+    }
+}
+
+/// The import form of a stored entry. The daemon keeps only a hash of a
+/// one-time secret, so the secret column is always empty.
+pub fn to_record(e: &OobEntryView) -> RawRecord {
+    RawRecord {
+        device_id: e.device_id.to_string(),
+        public_key: e.public_key.clone(),
+        key_format: e.key_format.map(|f| f.to_string()),
+        mac: e.mac.map(|m| m.to_string()),
+        secret: None,
+        expires: e.expires_at.map(|t| Expires::Text(format_expires(t))),
+        note: e.note.clone(),
+    }
+}
+
+/// Keep a spreadsheet from running a cell as a formula: a cell that starts
+/// with `= + - @`, a tab or a carriage return gets an apostrophe in front
+/// (OWASP "CSV injection"). A cell that already starts with an apostrophe
+/// gets one too, so import can always remove exactly one.
+///
+/// PEM text is left as it is (tools that flash devices read these files):
+/// it starts with `-`, but a cell made only of PEM characters has no
+/// function call, reference or DDE link in it, so there is nothing to run.
+pub fn escape_cell(cell: &str) -> std::borrow::Cow<'_, str> {
+    if is_plain_pem(cell) {
+        return cell.into();
+    }
+    match cell.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r' | '\'') => format!("'{cell}").into(),
+        _ => cell.into(),
+    }
+}
+
+fn is_plain_pem(cell: &str) -> bool {
+    cell.starts_with("-----BEGIN ")
+        && cell.bytes().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(b, b'+' | b'/' | b'=' | b'-' | b' ' | b'\n' | b'\r')
+        })
+}
+
+pub struct Writer<W: Write> {
+    format: Format,
+    csv: Option<csv::Writer<W>>,
+    json: Option<W>,
+    first: bool,
+    /// Entries whose one-time secret could not be exported.
+    pub secrets_left_out: u64,
+}
+
+impl<W: Write> Writer<W> {
+    pub fn new(format: Format, out: W) -> anyhow::Result<Self> {
+        let mut w = Writer {
+            format,
+            csv: None,
+            json: None,
+            first: true,
+            secrets_left_out: 0,
+        };
+        match format {
+            Format::Csv => {
+                let mut csv = csv::WriterBuilder::new()
+                    .terminator(csv::Terminator::CRLF)
+                    .from_writer(out);
+                csv.write_record(COLUMNS)?;
+                w.csv = Some(csv);
+            }
+            Format::Json | Format::Jsonl => {
+                let mut out = out;
+                if format == Format::Json {
+                    out.write_all(b"[")?;
+                }
+                w.json = Some(out);
+            }
+        }
+        Ok(w)
+    }
+
+    pub fn write(&mut self, e: &OobEntryView) -> anyhow::Result<()> {
+        if e.has_secret && !e.secret_consumed {
+            self.secrets_left_out += 1;
+        }
+        let r = to_record(e);
+        if let Some(csv) = &mut self.csv {
+            let expires = match &r.expires {
+                Some(Expires::Text(t)) => t.clone(),
+                Some(Expires::Unix(n)) => n.to_string(),
+                None => String::new(),
+            };
+            let cells = [
+                r.device_id.as_str(),
+                r.public_key.as_deref().unwrap_or(""),
+                r.key_format.as_deref().unwrap_or(""),
+                r.mac.as_deref().unwrap_or(""),
+                "",
+                expires.as_str(),
+                r.note.as_deref().unwrap_or(""),
+            ];
+            csv.write_record(cells.iter().map(|c| escape_cell(c).into_owned()))?;
+        } else if let Some(out) = &mut self.json {
+            match self.format {
+                Format::Json => {
+                    out.write_all(if self.first { b"\n  " } else { b",\n  " })?;
+                    serde_json::to_writer(&mut *out, &r)?;
+                }
+                _ => {
+                    serde_json::to_writer(&mut *out, &r)?;
+                    out.write_all(b"\n")?;
+                }
+            }
+        }
+        self.first = false;
+        Ok(())
+    }
+
+    pub fn finish(self) -> anyhow::Result<()> {
+        if let Some(mut csv) = self.csv {
+            csv.flush()?;
+        }
+        if let Some(mut out) = self.json {
+            if self.format == Format::Json {
+                out.write_all(if self.first { b"]\n" } else { b"\n]\n" })?;
+            }
+            out.flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// Make a string from the daemon safe to print on a terminal: control
+/// characters (escape sequences, line breaks) are shown escaped.
+pub fn printable(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
+/// One line of the `list` table.
+pub fn table_row(e: &OobEntryView) -> String {
+    let key = match (&e.key_format, &e.key_fingerprint) {
+        (Some(f), Some(fp)) => format!("{f} {}", &fp[..fp.len().min(16)]),
+        (Some(f), None) => f.to_string(),
+        _ => "-".to_string(),
+    };
+    let mac = e.mac.map_or_else(|| "-".to_string(), |m| m.to_string());
+    let secret = match (e.has_secret, e.secret_consumed) {
+        (false, _) => "-",
+        (true, false) => "yes",
+        (true, true) => "used",
+    };
+    let expires = e.expires_at.map_or_else(|| "-".to_string(), format_expires);
+    let note = e.note.as_deref().map(printable).unwrap_or_default();
+    format!(
+        "{:<32} {:<31} {:<17} {:<6} {:<20} {}",
+        e.device_id, key, mac, secret, expires, note
+    )
+}
+
+pub fn table_header() -> String {
+    format!(
+        "{:<32} {:<31} {:<17} {:<6} {:<20} {}",
+        "DEVICE ID", "KEY", "MAC", "SECRET", "EXPIRES", "NOTE"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::unescape_cell;
+
+    #[test]
+    fn formula_cells_round_trip() {
+        for cell in [
+            "=1+1",
+            "+cmd",
+            "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+            "-----BEGIN PUBLIC KEY-----\n-2+3+cmd|' /C calc'!A0\n",
+            "-1",
+            "@SUM(A1)",
+            "\tx",
+            "'quoted",
+            "plain",
+            "",
+        ] {
+            let escaped = escape_cell(cell);
+            assert!(
+                !escaped.starts_with(['=', '+', '-', '@', '\t', '\r']) || is_plain_pem(&escaped),
+                "{cell:?}"
+            );
+            assert_eq!(unescape_cell(&escaped), cell);
+        }
+    }
+}

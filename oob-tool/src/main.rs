@@ -1,0 +1,391 @@
+//! `idprov-oob`: the command line. Each subcommand is a short function over
+//! the library modules.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use idprov_admin_client::AdminClient;
+use idprov_oob::export;
+use idprov_oob::generate::{self, Alg, Plan};
+use idprov_oob::source::{Format, Input};
+use idprov_oob::upload::{self, ImportOptions, Refused};
+use idprov_oob::validate::{self, print_problems};
+use idprov_proto::DeviceId;
+use idprov_proto::admin::MAX_OOB_BATCH;
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Parser)]
+#[command(
+    name = "idprov-oob",
+    version,
+    about = "Bulk upload, export and key generation for the idprovd OOB list"
+)]
+struct Cli {
+    /// Administrator profile (TOML) written by idprovd. Default: $IDPROV_PROFILE,
+    /// ~/.config/idprov/profile.toml, then the daemon's data directory.
+    #[arg(long, global = true, env = "IDPROV_PROFILE")]
+    profile: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check files and upload them as one atomic import.
+    Import {
+        /// CSV, JSON or JSON Lines files; all of them form one import.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Input format (default: by file extension).
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+        /// Show what would change, store nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Allow changing the key, MAC or secret of existing entries.
+        #[arg(long)]
+        replace: bool,
+        /// Remove every entry on the daemon that the files do not list.
+        #[arg(long)]
+        prune: bool,
+        /// Entries per request when uploading in chunks.
+        #[arg(long, default_value_t = 5000)]
+        chunk: usize,
+        /// How many device IDs of each kind (added, changed, removed) to list.
+        #[arg(long, default_value_t = 20)]
+        show: usize,
+    },
+    /// Check files without contacting the daemon.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+    },
+    /// Write the OOB list as CSV or JSON, ready to import again.
+    Export {
+        /// Output file (default: standard output).
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+        /// Output format (default: by --out extension, else CSV).
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+        /// Only entries whose id, MAC or fingerprint contains this text.
+        #[arg(long, short)]
+        query: Option<String>,
+    },
+    /// Show the OOB list.
+    List {
+        /// One JSON array, for scripts.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, short)]
+        query: Option<String>,
+    },
+    /// Remove entries by device ID.
+    Remove {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Generate key pairs for a batch of devices, and a CSV to import.
+    Generate {
+        /// Number of devices.
+        count: u64,
+        /// Device ID prefix; IDs are PREFIX plus a zero-padded number.
+        #[arg(long)]
+        prefix: String,
+        /// Output directory (created, mode 0700).
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value_t = Alg::Es256)]
+        alg: Alg,
+        /// RSA key size (with --alg rs256): 2048, 3072 or 4096.
+        #[arg(long, default_value_t = 2048)]
+        rsa_bits: u32,
+        /// First number.
+        #[arg(long, default_value_t = 1)]
+        start: u64,
+        /// Note written into every CSV row.
+        #[arg(long)]
+        note: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(r) = e.downcast_ref::<Refused>() {
+                eprintln!("error: {e}");
+                for p in &r.problems {
+                    eprintln!("  entry: {}", p.message);
+                }
+            } else {
+                eprintln!("error: {e:#}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn client(profile: Option<&std::path::Path>) -> anyhow::Result<AdminClient> {
+    Ok(AdminClient::from_profile_path(profile)?)
+}
+
+/// A progress bar on standard error, only when that is a terminal.
+fn bar(len: Option<u64>, template: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let b = match len {
+        Some(n) => ProgressBar::new(n),
+        None => ProgressBar::new_spinner(),
+    };
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        b.set_style(style);
+    }
+    b.enable_steady_tick(Duration::from_millis(200));
+    b
+}
+
+fn inputs(files: Vec<PathBuf>, format: Option<Format>) -> anyhow::Result<Vec<Input>> {
+    files.into_iter().map(|f| Input::new(f, format)).collect()
+}
+
+/// Pass one over the files; prints every problem. `None` when any.
+fn check(inputs: &[Input]) -> anyhow::Result<Option<validate::Summary>> {
+    let spinner = bar(None, "{spinner} checking: {pos} rows {elapsed}");
+    let summary = validate::validate(inputs, &|n| spinner.set_position(n))?;
+    spinner.finish_and_clear();
+    print_problems(inputs, "warning", &summary.warnings);
+    if !summary.problems.is_empty() {
+        print_problems(inputs, "error", &summary.problems);
+        let rows: std::collections::BTreeSet<_> = summary
+            .problems
+            .iter()
+            .map(|p| (p.loc.file, p.loc.line))
+            .collect();
+        eprintln!(
+            "{} problem(s) in {} row(s); nothing was imported",
+            summary.problems.len(),
+            rows.len()
+        );
+        return Ok(None);
+    }
+    Ok(Some(summary))
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let profile = cli.profile.as_deref();
+    match cli.command {
+        Command::Check { files, format } => {
+            let inputs = inputs(files, format)?;
+            Ok(match check(&inputs)? {
+                Some(s) => {
+                    println!("{} entries, no problems", s.entries);
+                    ExitCode::SUCCESS
+                }
+                None => ExitCode::FAILURE,
+            })
+        }
+        Command::Import {
+            files,
+            format,
+            dry_run,
+            replace,
+            prune,
+            chunk,
+            show,
+        } => {
+            let inputs = inputs(files, format)?;
+            // Load the profile first: no point checking a million rows for a
+            // daemon we cannot reach.
+            let client = client(profile)?;
+            let Some(summary) = check(&inputs)? else {
+                return Ok(ExitCode::FAILURE);
+            };
+            if summary.entries == 0 && !prune {
+                println!("no entries; nothing to do");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let progress = bar(
+                Some(summary.entries),
+                "{msg:10} [{bar:40}] {pos}/{len} {per_sec} {elapsed}",
+            );
+            progress.set_message("uploading");
+            let opts = ImportOptions {
+                replace,
+                prune,
+                dry_run,
+                chunk: chunk.clamp(1, MAX_OOB_BATCH),
+            };
+            let inputs = Arc::new(inputs);
+            let result = runtime()?.block_on(upload::import(
+                &client,
+                inputs.clone(),
+                &summary,
+                opts,
+                &progress,
+            ));
+            progress.finish_and_clear();
+            match result {
+                Ok(r) => {
+                    upload::print_result(&r, show);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => match e.downcast::<Refused>() {
+                    Ok(r) => {
+                        for p in &r.problems {
+                            eprintln!("{}: error: {}", upload::label(&inputs, p), p.message);
+                        }
+                        eprintln!("error: {}; nothing was imported", r.message);
+                        Ok(ExitCode::FAILURE)
+                    }
+                    Err(e) => Err(e.context("nothing was imported")),
+                },
+            }
+        }
+        Command::Export { out, format, query } => {
+            let format = match (format, &out) {
+                (Some(f), _) => f,
+                (None, Some(p)) => Format::from_path(p).unwrap_or(Format::Csv),
+                (None, None) => Format::Csv,
+            };
+            let client = client(profile)?;
+            let rt = runtime()?;
+            let sink: Box<dyn std::io::Write> = match &out {
+                // Written next to the target and renamed, so a failed export
+                // never leaves a truncated file that looks complete.
+                Some(p) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(partial(p))
+                        .with_context(|| format!("cannot create {}", p.display()))?,
+                )),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+            };
+            let mut w = export::Writer::new(format, sink)?;
+            let n = rt.block_on(export::for_each_entry(&client, query, |e| w.write(&e)))?;
+            let left_out = w.secrets_left_out;
+            w.finish()?;
+            if let Some(p) = &out {
+                std::fs::rename(partial(p), p)?;
+                eprintln!("exported {n} entries to {}", p.display());
+            }
+            if left_out > 0 {
+                eprintln!(
+                    "note: {left_out} entries have an unused one-time secret; the daemon stores only its hash, so the secret column is empty"
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::List { json, query } => {
+            let client = client(profile)?;
+            let rt = runtime()?;
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            use std::io::Write;
+            if json {
+                let mut first = true;
+                out.write_all(b"[")?;
+                rt.block_on(export::for_each_entry(&client, query, |e| {
+                    out.write_all(if first { b"\n  " } else { b",\n  " })?;
+                    first = false;
+                    serde_json::to_writer(&mut out, &e)?;
+                    Ok(())
+                }))?;
+                out.write_all(if first { b"]\n" } else { b"\n]\n" })?;
+            } else {
+                writeln!(out, "{}", export::table_header())?;
+                let n = rt.block_on(export::for_each_entry(&client, query, |e| {
+                    writeln!(out, "{}", export::table_row(&e))?;
+                    Ok(())
+                }))?;
+                writeln!(out, "{n} entries")?;
+            }
+            out.flush()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Remove { ids } => {
+            let ids: Vec<DeviceId> = ids
+                .iter()
+                .map(|s| {
+                    s.parse().with_context(|| {
+                        format!("{}: not a device id", idprov_oob::record::quoted(s))
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?;
+            let client = client(profile)?;
+            let rt = runtime()?;
+            let mut failed = 0;
+            for id in &ids {
+                match rt.block_on(client.oob_remove(id)) {
+                    Ok(()) => println!("removed {id}"),
+                    Err(e) => {
+                        failed += 1;
+                        eprintln!("error: {id}: {e}");
+                    }
+                }
+            }
+            Ok(if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Generate {
+            count,
+            prefix,
+            out,
+            alg,
+            rsa_bits,
+            start,
+            note,
+        } => {
+            if let Some(n) = &note
+                && n.chars().any(char::is_control)
+            {
+                bail!("--note must not contain control characters");
+            }
+            let plan = Plan {
+                count,
+                prefix,
+                start,
+                out,
+                alg,
+                rsa_bits,
+                note,
+            };
+            let progress = bar(
+                Some(count),
+                "generating [{bar:40}] {pos}/{len} {per_sec} {elapsed}",
+            );
+            let csv = generate::run(&plan, &|n| progress.set_position(n))?;
+            progress.finish_and_clear();
+            println!(
+                "generated {count} key pairs: private keys in {}/*.key.pem (mode 0600), public keys in {}",
+                plan.out.display(),
+                csv.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn partial(p: &std::path::Path) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(".partial");
+    PathBuf::from(s)
+}

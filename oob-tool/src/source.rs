@@ -1,0 +1,566 @@
+//! Readers for the three input formats. Each yields rows one at a time with
+//! the line the row starts on, so a file of any size is read in constant
+//! memory and every problem can be reported with its line number.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+
+use crate::record::{COLUMNS, RawRecord};
+
+/// Largest single JSON entry (or JSON Lines line) accepted.
+pub const MAX_JSON_ENTRY: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Csv,
+    Json,
+    Jsonl,
+}
+
+impl Format {
+    /// By file extension: `.csv`, `.json`, `.jsonl` / `.ndjson`.
+    pub fn from_path(path: &Path) -> anyhow::Result<Format> {
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        match ext.as_deref() {
+            Some("csv") => Ok(Format::Csv),
+            Some("json") => Ok(Format::Json),
+            Some("jsonl") | Some("ndjson") => Ok(Format::Jsonl),
+            _ => bail!(
+                "{}: cannot tell the format from the file name; pass --format csv|json|jsonl",
+                path.display()
+            ),
+        }
+    }
+}
+
+/// One input file with its format decided.
+#[derive(Debug, Clone)]
+pub struct Input {
+    pub path: PathBuf,
+    pub format: Format,
+}
+
+impl Input {
+    pub fn new(path: PathBuf, format: Option<Format>) -> anyhow::Result<Input> {
+        let format = match format {
+            Some(f) => f,
+            None => Format::from_path(&path)?,
+        };
+        Ok(Input { path, format })
+    }
+
+    /// Directory that relative key paths in this file are resolved against.
+    pub fn base_dir(&self) -> PathBuf {
+        match self.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    }
+
+    pub fn open(&self) -> anyhow::Result<Rows> {
+        let file = File::open(&self.path)
+            .with_context(|| format!("cannot open {}", self.path.display()))?;
+        let reader = BufReader::with_capacity(256 * 1024, file);
+        Ok(match self.format {
+            Format::Csv => Rows::Csv(CsvRows::new(reader)),
+            Format::Json => Rows::Json(JsonRows::new(reader)),
+            Format::Jsonl => Rows::Jsonl(JsonlRows::new(reader)),
+        })
+    }
+}
+
+/// A row and the line it starts on; `Err` holds the problem with the row.
+#[derive(Debug)]
+pub struct Row {
+    pub line: u64,
+    pub record: Result<RawRecord, String>,
+}
+
+pub enum Rows {
+    Csv(CsvRows),
+    Json(JsonRows),
+    Jsonl(JsonlRows),
+}
+
+impl Iterator for Rows {
+    type Item = Row;
+    fn next(&mut self) -> Option<Row> {
+        match self {
+            Rows::Csv(r) => r.next(),
+            Rows::Json(r) => r.next(),
+            Rows::Jsonl(r) => r.next(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- CSV
+
+pub struct CsvRows {
+    reader: csv::Reader<BufReader<File>>,
+    /// Column index → field of [`RawRecord`] (index into [`COLUMNS`]).
+    columns: Option<Vec<usize>>,
+    done: bool,
+    record: csv::StringRecord,
+}
+
+impl CsvRows {
+    fn new(reader: BufReader<File>) -> CsvRows {
+        let reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(reader);
+        CsvRows {
+            reader,
+            columns: None,
+            done: false,
+            record: csv::StringRecord::new(),
+        }
+    }
+
+    fn fail(&mut self, line: u64, message: String) -> Option<Row> {
+        self.done = true;
+        Some(Row {
+            line,
+            record: Err(message),
+        })
+    }
+
+    /// The header row names the columns; any order, any subset that
+    /// includes device_id. Unknown or repeated names stop the file.
+    fn read_header(&mut self) -> Result<(), Row> {
+        let err = |line, message| Row {
+            line,
+            record: Err(message),
+        };
+        match self.reader.read_record(&mut self.record) {
+            Ok(true) => {}
+            Ok(false) => return Err(err(1, "the file is empty (no header row)".into())),
+            Err(e) => return Err(err(csv_line(&e), csv_message(&e))),
+        }
+        let mut columns = Vec::new();
+        let mut problems = Vec::new();
+        for name in self.record.iter() {
+            let clean = name
+                .trim_start_matches('\u{feff}')
+                .trim()
+                .to_ascii_lowercase();
+            match COLUMNS.iter().position(|c| *c == clean) {
+                Some(i) if columns.contains(&i) => {
+                    problems.push(format!("column {clean} appears twice"))
+                }
+                Some(i) => columns.push(i),
+                None => problems.push(format!(
+                    "unknown column {} (known columns: {})",
+                    crate::record::quoted(name),
+                    COLUMNS.join(", ")
+                )),
+            }
+        }
+        if problems.is_empty() && !columns.contains(&0) {
+            problems.push("the header has no device_id column".into());
+        }
+        if !problems.is_empty() {
+            return Err(err(1, problems.join("; ")));
+        }
+        self.columns = Some(columns);
+        Ok(())
+    }
+}
+
+impl Iterator for CsvRows {
+    type Item = Row;
+    fn next(&mut self) -> Option<Row> {
+        if self.done {
+            return None;
+        }
+        if self.columns.is_none()
+            && let Err(row) = self.read_header()
+        {
+            self.done = true;
+            return Some(row);
+        }
+        let columns = self.columns.as_ref()?;
+        match self.reader.read_record(&mut self.record) {
+            Ok(false) => {
+                self.done = true;
+                None
+            }
+            Err(e) if matches!(e.kind(), csv::ErrorKind::Utf8 { .. }) => Some(Row {
+                line: csv_line(&e),
+                record: Err(csv_message(&e)),
+            }),
+            Err(e) => {
+                let (line, msg) = (csv_line(&e), csv_message(&e));
+                self.fail(line, msg)
+            }
+            Ok(true) => {
+                let line = self.record.position().map_or(0, |p| p.line());
+                if self.record.len() != columns.len() {
+                    return Some(Row {
+                        line,
+                        record: Err(format!(
+                            "the row has {} fields but the header has {}",
+                            self.record.len(),
+                            columns.len()
+                        )),
+                    });
+                }
+                let mut raw = RawRecord::default();
+                for (cell, col) in self.record.iter().zip(columns) {
+                    let value = unescape_cell(cell).to_string();
+                    let slot = match col {
+                        0 => {
+                            raw.device_id = value;
+                            continue;
+                        }
+                        1 => &mut raw.public_key,
+                        2 => &mut raw.key_format,
+                        3 => &mut raw.mac,
+                        4 => &mut raw.secret,
+                        5 => {
+                            raw.expires = Some(crate::record::Expires::Text(value))
+                                .filter(|_| !cell.is_empty());
+                            continue;
+                        }
+                        _ => &mut raw.note,
+                    };
+                    *slot = Some(value).filter(|v| !v.is_empty());
+                }
+                Some(Row {
+                    line,
+                    record: Ok(raw),
+                })
+            }
+        }
+    }
+}
+
+/// Export protects cells from spreadsheet formula injection by putting an
+/// apostrophe in front of any cell that starts with `= + - @ TAB CR` or an
+/// apostrophe (see [`crate::export::escape_cell`]); import takes it off again.
+pub fn unescape_cell(cell: &str) -> &str {
+    cell.strip_prefix('\'').unwrap_or(cell)
+}
+
+fn csv_line(e: &csv::Error) -> u64 {
+    e.position().map_or(0, |p| p.line())
+}
+
+fn csv_message(e: &csv::Error) -> String {
+    match e.kind() {
+        csv::ErrorKind::Utf8 { err, .. } => {
+            format!("field {} is not valid UTF-8", err.field() + 1)
+        }
+        csv::ErrorKind::Io(io) => format!("read error: {io}"),
+        _ => e.to_string(),
+    }
+}
+
+// ---------------------------------------------------------------- JSON Lines
+
+pub struct JsonlRows {
+    reader: BufReader<File>,
+    line: u64,
+    buf: Vec<u8>,
+    done: bool,
+}
+
+impl JsonlRows {
+    fn new(reader: BufReader<File>) -> JsonlRows {
+        JsonlRows {
+            reader,
+            line: 0,
+            buf: Vec::new(),
+            done: false,
+        }
+    }
+}
+
+impl Iterator for JsonlRows {
+    type Item = Row;
+    fn next(&mut self) -> Option<Row> {
+        loop {
+            if self.done {
+                return None;
+            }
+            self.buf.clear();
+            // Read at most one entry's worth (plus the newline) so a file
+            // without line breaks cannot exhaust memory.
+            let limit = (MAX_JSON_ENTRY + 2) as u64;
+            let read = (&mut self.reader)
+                .take(limit)
+                .read_until(b'\n', &mut self.buf);
+            self.line += 1;
+            let line = self.line;
+            match read {
+                Ok(0) => {
+                    self.done = true;
+                    return None;
+                }
+                Err(e) => {
+                    self.done = true;
+                    return Some(Row {
+                        line,
+                        record: Err(format!("read error: {e}")),
+                    });
+                }
+                Ok(_) => {}
+            }
+            if self.buf.len() as u64 >= limit && self.buf.last() != Some(&b'\n') {
+                // Skip the rest of the over-long line.
+                let mut sink = Vec::new();
+                loop {
+                    sink.clear();
+                    match (&mut self.reader)
+                        .take(1 << 20)
+                        .read_until(b'\n', &mut sink)
+                    {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) if sink.last() == Some(&b'\n') => break,
+                        Ok(_) => {}
+                    }
+                }
+                return Some(Row {
+                    line,
+                    record: Err(format!("the line is longer than {MAX_JSON_ENTRY} bytes")),
+                });
+            }
+            let mut text: &[u8] = &self.buf;
+            if line == 1 {
+                text = text.strip_prefix(b"\xef\xbb\xbf").unwrap_or(text);
+            }
+            if text.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            return Some(Row {
+                line,
+                record: serde_json::from_slice(text).map_err(|e| json_message(&e)),
+            });
+        }
+    }
+}
+
+/// serde_json's message without its "at line L column C" suffix (the caller
+/// reports the line itself).
+fn json_message(e: &serde_json::Error) -> String {
+    let s = e.to_string();
+    match s.rfind(" at line ") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+// ---------------------------------------------------------------- JSON array
+
+/// A JSON file is one array of entry objects. It is cut into elements by a
+/// small scanner (strings, escapes and nesting only) so that each element
+/// can be parsed on its own, with its line number, in constant memory.
+pub struct JsonRows {
+    bytes: std::io::Bytes<BufReader<File>>,
+    peeked: Option<u8>,
+    line: u64,
+    state: JsonState,
+    buf: Vec<u8>,
+    /// A problem found after the last element, reported after it.
+    pending: Option<Row>,
+}
+
+#[derive(PartialEq)]
+enum JsonState {
+    Start,
+    Elements,
+    Done,
+}
+
+impl JsonRows {
+    fn new(reader: BufReader<File>) -> JsonRows {
+        JsonRows {
+            bytes: reader.bytes(),
+            peeked: None,
+            line: 1,
+            state: JsonState::Start,
+            buf: Vec::new(),
+            pending: None,
+        }
+    }
+
+    fn byte(&mut self) -> Result<Option<u8>, String> {
+        if let Some(b) = self.peeked.take() {
+            return Ok(Some(b));
+        }
+        match self.bytes.next() {
+            None => Ok(None),
+            Some(Err(e)) => Err(format!("read error: {e}")),
+            Some(Ok(b)) => {
+                if b == b'\n' {
+                    self.line += 1;
+                }
+                Ok(Some(b))
+            }
+        }
+    }
+
+    fn skip_ws(&mut self) -> Result<Option<u8>, String> {
+        loop {
+            match self.byte()? {
+                Some(b) if b.is_ascii_whitespace() => {}
+                other => return Ok(other),
+            }
+        }
+    }
+
+    fn fail(&mut self, line: u64, message: String) -> Option<Row> {
+        self.state = JsonState::Done;
+        Some(Row {
+            line,
+            record: Err(message),
+        })
+    }
+
+    /// Read one element whose first byte is `first`; stops after the `,` or
+    /// `]` that follows it. Returns whether the array ended.
+    fn element(&mut self, first: u8) -> Result<bool, String> {
+        self.buf.clear();
+        let mut depth = 0usize;
+        let mut in_string = false;
+        let mut escaped = false;
+        let mut b = first;
+        loop {
+            if in_string {
+                if escaped {
+                    escaped = false;
+                } else if b == b'\\' {
+                    escaped = true;
+                } else if b == b'"' {
+                    in_string = false;
+                }
+            } else {
+                match b {
+                    b'"' => in_string = true,
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' if depth > 0 => depth -= 1,
+                    b']' => return Ok(true),
+                    b',' if depth == 0 => return Ok(false),
+                    _ => {}
+                }
+            }
+            if self.buf.len() <= MAX_JSON_ENTRY {
+                self.buf.push(b);
+            }
+            b = match self.byte()? {
+                Some(b) => b,
+                None => return Err("unexpected end of file: the array is not closed".into()),
+            };
+        }
+    }
+}
+
+impl Iterator for JsonRows {
+    type Item = Row;
+    fn next(&mut self) -> Option<Row> {
+        if let Some(row) = self.pending.take() {
+            return Some(row);
+        }
+        loop {
+            match self.state {
+                JsonState::Done => return None,
+                JsonState::Start => {
+                    let first = match self.skip_ws() {
+                        Ok(b) => b,
+                        Err(e) => return self.fail(self.line, e),
+                    };
+                    // A UTF-8 byte order mark is allowed before the array.
+                    let first = if first == Some(0xef) {
+                        let bom = (self.byte(), self.byte());
+                        if bom != (Ok(Some(0xbb)), Ok(Some(0xbf))) {
+                            return self
+                                .fail(1, "the file does not start with a JSON array".into());
+                        }
+                        match self.skip_ws() {
+                            Ok(b) => b,
+                            Err(e) => return self.fail(self.line, e),
+                        }
+                    } else {
+                        first
+                    };
+                    if first != Some(b'[') {
+                        return self.fail(
+                            self.line,
+                            "the file does not start with a JSON array ([ {...}, ... ])".into(),
+                        );
+                    }
+                    self.state = JsonState::Elements;
+                    // An empty array.
+                    match self.skip_ws() {
+                        Ok(Some(b']')) => {
+                            self.state = JsonState::Done;
+                            return self.trailing();
+                        }
+                        Ok(Some(b)) => self.peeked = Some(b),
+                        Ok(None) => {
+                            return self.fail(
+                                self.line,
+                                "unexpected end of file: the array is not closed".into(),
+                            );
+                        }
+                        Err(e) => return self.fail(self.line, e),
+                    }
+                }
+                JsonState::Elements => {
+                    let first = match self.skip_ws() {
+                        Ok(Some(b)) => b,
+                        Ok(None) => {
+                            return self.fail(
+                                self.line,
+                                "unexpected end of file: the array is not closed".into(),
+                            );
+                        }
+                        Err(e) => return self.fail(self.line, e),
+                    };
+                    let line = self.line;
+                    let ended = match self.element(first) {
+                        Ok(ended) => ended,
+                        Err(e) => return self.fail(line, e),
+                    };
+                    let text = std::mem::take(&mut self.buf);
+                    let record = if text.iter().all(u8::is_ascii_whitespace) {
+                        Err("empty array element (stray comma?)".to_string())
+                    } else if text.len() > MAX_JSON_ENTRY {
+                        Err(format!("the entry is longer than {MAX_JSON_ENTRY} bytes"))
+                    } else {
+                        serde_json::from_slice::<RawRecord>(&text).map_err(|e| json_message(&e))
+                    };
+                    self.buf = text;
+                    if ended {
+                        self.state = JsonState::Done;
+                        self.pending = self.trailing();
+                    }
+                    return Some(Row { line, record });
+                }
+            }
+        }
+    }
+}
+
+impl JsonRows {
+    /// After the closing bracket only whitespace may follow.
+    fn trailing(&mut self) -> Option<Row> {
+        match self.skip_ws() {
+            Ok(None) => None,
+            Ok(Some(_)) => Some(Row {
+                line: self.line,
+                record: Err("unexpected data after the closing ]".into()),
+            }),
+            Err(e) => Some(Row {
+                line: self.line,
+                record: Err(e),
+            }),
+        }
+    }
+}
