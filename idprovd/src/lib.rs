@@ -1,1 +1,160 @@
+//! idprovd as a library: [`run`] is the whole daemon, and [`start`] gives
+//! tests (and the binary) a handle on a daemon serving on a listener they
+//! bound themselves (port 0 in tests).
+//!
+//! Map of the crate: [`config`] (layers and keys), [`pki`] (CA, server
+//! certificate, signing key), [`store`] (redb), [`daemon`] (device
+//! operations), [`admin_ops`] (administrator operations), [`http`] (routes),
+//! [`server`] (TLS listener), [`admins`] (administrator credentials).
 
+pub mod admin_ops;
+pub mod admins;
+pub mod clock;
+pub mod config;
+pub mod daemon;
+pub mod http;
+pub mod pki;
+pub mod proof;
+pub mod server;
+pub mod store;
+pub mod tokens;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use idprov_proto::admin::AdminEvent;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, broadcast};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::Config;
+pub use daemon::Daemon;
+
+/// Listening sockets, bound by the caller.
+pub struct Listeners {
+    pub https: TcpListener,
+}
+
+/// A started daemon.
+pub struct Running {
+    pub daemon: Arc<Daemon>,
+    pub addr: SocketAddr,
+    /// The first administrator profile, if this start created the data dir.
+    pub first_profile: Option<std::path::PathBuf>,
+    pub task: JoinHandle<Result<()>>,
+}
+
+/// Run the daemon until `shutdown` is cancelled.
+pub async fn run(cfg: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<()> {
+    let running = start(cfg, Arc::new(SystemClock), listeners, shutdown).await?;
+    announce(&running);
+    running.task.await.context("daemon task")?
+}
+
+/// Open everything, start serving in a task, and return at once.
+pub async fn start(
+    cfg: Config,
+    clock: Arc<dyn Clock>,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<Running> {
+    let addr = listeners.https.local_addr().context("listener address")?;
+    let now = clock.now();
+    let dir = cfg.data_dir.clone();
+    let names = cfg.server_names.clone();
+    let addrs = cfg.server_addresses.clone();
+    let (pki, store) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let pki = pki::Pki::load_or_create(&dir, now, &names, &addrs)?;
+        let store = store::Store::open(&dir, &pki.identity.daemon_id, pki.created)?;
+        Ok((pki, store))
+    })
+    .await
+    .context("startup task")??;
+
+    let first_profile = if pki.created {
+        let path = cfg.data_dir.join(admins::FIRST_PROFILE);
+        let profile = admins::add(
+            &cfg.data_dir,
+            "admin",
+            &server_url(addr),
+            &pki.ca_cert_pem,
+            &pki.ca_fingerprint,
+            now,
+        )?;
+        admins::write_profile(&path, &profile)?;
+        Some(path)
+    } else {
+        None
+    };
+
+    let tls = server::tls_config(&pki)?;
+    let (events, _) = broadcast::channel::<AdminEvent>(4096);
+    let daemon = Arc::new(Daemon {
+        admins: admins::AdminRegistry::new(&cfg.data_dir),
+        event_streams: Arc::new(Semaphore::new(cfg.limits.max_event_streams)),
+        cfg,
+        clock,
+        store,
+        pki,
+        events,
+    });
+    let router = http::router(daemon.clone());
+    let limits = daemon.cfg.limits.clone();
+    let housekeeping = tokio::spawn(housekeeping(daemon.clone(), shutdown.clone()));
+    let task = tokio::spawn(async move {
+        let r = server::serve(listeners.https, tls, router, limits, shutdown).await;
+        housekeeping.abort();
+        r
+    });
+    Ok(Running {
+        daemon,
+        addr,
+        first_profile,
+        task,
+    })
+}
+
+/// The URL administrators and local tools reach the daemon at.
+pub fn server_url(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_string(),
+        ip if ip.is_unspecified() => "[::1]".to_string(),
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+    };
+    format!("https://{ip}:{}", addr.port())
+}
+
+fn announce(r: &Running) {
+    let d = &r.daemon;
+    println!("idprovd {} listening on https://{}", d.daemon_id(), r.addr);
+    println!("data dir: {}", d.cfg.data_dir.display());
+    println!("CA fingerprint (SHA-256): {}", d.pki.ca_fingerprint);
+    if let Some(p) = &r.first_profile {
+        println!("first administrator profile: {}", p.display());
+    }
+    tracing::info!(
+        daemon_id = d.daemon_id(),
+        addr = %r.addr,
+        ca_fingerprint = %d.pki.ca_fingerprint,
+        "idprovd ready"
+    );
+}
+
+/// Expire stale pending requests and forget expired proofs and tokens.
+async fn housekeeping(d: Arc<Daemon>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = d.expire_pending().await {
+            tracing::warn!(error = ?e, "housekeeping failed");
+        }
+    }
+}

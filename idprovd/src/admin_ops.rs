@@ -1,0 +1,646 @@
+//! What administrators can do (flow 4, F9). Every change carries the revision
+//! the administrator saw, so of two administrators acting on one record
+//! exactly one wins; every decision lands in the audit log in the same
+//! transaction that makes it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use idprov_proto::admin::{
+    AdminEvent, AuditEntry, DeviceStatus, DeviceView, ListQuery, MAX_OOB_BATCH, MAX_PAGE,
+    OobEntryInput, OobEntryView, OobUpsertRequest, OobUpsertResult, Page, PendingView,
+    ProvisioningState,
+};
+use idprov_proto::error::EntryError;
+use idprov_proto::{DeviceId, PublicKey};
+
+use crate::daemon::{Daemon, draft};
+use crate::http::error::ApiError;
+use crate::store::{DeviceRecord, KeyRecord, OobRecord, secret_hash};
+
+/// Who is acting, and from where (for the audit log).
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub name: String,
+    pub source: String,
+}
+
+impl Actor {
+    fn label(&self) -> String {
+        format!("admin:{}", self.name)
+    }
+}
+
+const MAX_NOTE: usize = 256;
+const MAX_SECRET: usize = 256;
+const MIN_SECRET: usize = 8;
+const MAX_REASON: usize = 256;
+
+fn limit(q: &ListQuery) -> usize {
+    q.limit.unwrap_or(100).clamp(1, MAX_PAGE)
+}
+
+fn matches(q: &Option<String>, fields: &[&str]) -> bool {
+    match q {
+        None => true,
+        Some(q) if q.is_empty() => true,
+        Some(q) => {
+            let q = q.to_lowercase();
+            fields.iter().any(|f| f.to_lowercase().contains(&q))
+        }
+    }
+}
+
+fn check_reason(r: &Option<String>) -> Result<(), ApiError> {
+    if r.as_ref()
+        .is_some_and(|r| r.len() > MAX_REASON || r.chars().any(char::is_control))
+    {
+        return Err(ApiError::bad_request(format!(
+            "reason must be at most {MAX_REASON} characters without control characters"
+        )));
+    }
+    Ok(())
+}
+
+impl Daemon {
+    pub async fn list_pending(
+        self: &Arc<Self>,
+        q: ListQuery,
+    ) -> Result<Page<PendingView>, ApiError> {
+        let n = limit(&q);
+        self.read(move |_, rx| {
+            let (items, next, total) = rx.list_pending(q.after.as_deref(), n, |p| {
+                let mac = p.mac.map(|m| m.to_string()).unwrap_or_default();
+                matches(&q.q, &[p.device_id.as_str(), &mac, &p.kid, &p.source])
+            })?;
+            let next = if items.len() == n { next } else { None };
+            Ok(Page {
+                items: items.iter().map(|p| p.view()).collect(),
+                next,
+                total,
+            })
+        })
+        .await
+    }
+
+    pub async fn list_devices(
+        self: &Arc<Self>,
+        q: ListQuery,
+    ) -> Result<Page<DeviceView>, ApiError> {
+        let n = limit(&q);
+        self.read(move |_, rx| {
+            let (items, next, total) = rx.list_devices(q.after.as_deref(), n, |d| {
+                let mac = d.mac.map(|m| m.to_string()).unwrap_or_default();
+                let kids: Vec<&str> = d.keys.iter().map(|k| k.kid.as_str()).collect();
+                let mut fields = vec![d.device_id.as_str(), mac.as_str(), d.admitted_by.as_str()];
+                fields.extend(kids);
+                matches(&q.q, &fields)
+            })?;
+            let next = if items.len() == n { next } else { None };
+            Ok(Page {
+                items: items.iter().map(|d| d.view()).collect(),
+                next,
+                total,
+            })
+        })
+        .await
+    }
+
+    pub async fn get_device(self: &Arc<Self>, id: DeviceId) -> Result<DeviceView, ApiError> {
+        self.read(move |_, rx| {
+            rx.device(id.as_str())?
+                .map(|d| d.view())
+                .ok_or_else(|| ApiError::not_found(format!("no device {id}")))
+        })
+        .await
+    }
+
+    pub async fn list_oob(self: &Arc<Self>, q: ListQuery) -> Result<Page<OobEntryView>, ApiError> {
+        let n = limit(&q);
+        self.read(move |_, rx| {
+            let (items, next, total) = rx.list_oob(q.after.as_deref(), n, |o| {
+                let mac = o.mac.map(|m| m.to_string()).unwrap_or_default();
+                let kid = o.kid.clone().unwrap_or_default();
+                let note = o.note.clone().unwrap_or_default();
+                matches(&q.q, &[o.device_id.as_str(), &mac, &kid, &note])
+            })?;
+            let next = if items.len() == n { next } else { None };
+            Ok(Page {
+                items: items.iter().map(|o| o.view()).collect(),
+                next,
+                total,
+            })
+        })
+        .await
+    }
+
+    /// Approve a pending device: it becomes an active device with the
+    /// pending key; its next poll gets a token.
+    pub async fn approve(
+        self: &Arc<Self>,
+        id: DeviceId,
+        revision: Option<u64>,
+        actor: Actor,
+    ) -> Result<DeviceView, ApiError> {
+        self.decide(id, revision, None, actor, DeviceStatus::Active)
+            .await
+    }
+
+    pub async fn reject(
+        self: &Arc<Self>,
+        id: DeviceId,
+        revision: Option<u64>,
+        reason: Option<String>,
+        actor: Actor,
+    ) -> Result<DeviceView, ApiError> {
+        check_reason(&reason)?;
+        self.decide(id, revision, reason, actor, DeviceStatus::Rejected)
+            .await
+    }
+
+    async fn decide(
+        self: &Arc<Self>,
+        id: DeviceId,
+        revision: Option<u64>,
+        reason: Option<String>,
+        actor: Actor,
+        status: DeviceStatus,
+    ) -> Result<DeviceView, ApiError> {
+        let revision = revision.ok_or_else(|| {
+            ApiError::bad_request("revision is required: pass the revision you decided on")
+        })?;
+        let now = self.now();
+        let (view, events) = self
+            .write(move |_, tx| {
+                let Some(p) = tx.pending(id.as_str())? else {
+                    if tx.device(id.as_str())?.is_some() {
+                        return Err(ApiError::conflict(
+                            "another administrator decided this device first",
+                        ));
+                    }
+                    return Err(ApiError::not_found(format!("no pending request for {id}")));
+                };
+                if p.revision != revision {
+                    return Err(ApiError::conflict(format!(
+                        "the request changed since you saw it (revision {} now, you saw {revision}); reload and decide again",
+                        p.revision
+                    )));
+                }
+                let dev = DeviceRecord {
+                    device_id: p.device_id.clone(),
+                    status,
+                    epoch: rand::random(),
+                    keys: vec![KeyRecord {
+                        kid: p.kid.clone(),
+                        format: p.key_format,
+                        pem: p.public_key.clone(),
+                        added_at: now,
+                        expires_at: None,
+                    }],
+                    mac: p.mac,
+                    admitted_by: actor.label(),
+                    created_at: now,
+                    last_issued_at: None,
+                    tokens_issued: 0,
+                    flags: p.flags.clone(),
+                    revision: 1,
+                    status_reason: reason.clone(),
+                };
+                tx.delete_pending(id.as_str())?;
+                tx.put_device(id.as_str(), &dev)?;
+                let action = if status == DeviceStatus::Active {
+                    "pending_approved"
+                } else {
+                    "pending_rejected"
+                };
+                let detail = match &reason {
+                    Some(r) => format!("key {}; reason: {r}", p.kid),
+                    None => format!("key {}", p.kid),
+                };
+                let e = tx.append_audit(draft(
+                    now,
+                    &actor.label(),
+                    action,
+                    Some(id.as_str()),
+                    Some(&actor.source),
+                    detail,
+                ))?;
+                let view = dev.view();
+                Ok((
+                    view.clone(),
+                    vec![
+                        AdminEvent::PendingRemoved { device_id: id.clone() },
+                        AdminEvent::DeviceUpserted { device: view },
+                        AdminEvent::Audit { entry: e },
+                    ],
+                ))
+            })
+            .await?;
+        self.publish(events);
+        Ok(view)
+    }
+
+    /// Revoke a device: every token and key of it stops working at once,
+    /// for good (invariant I4).
+    pub async fn revoke_device(
+        self: &Arc<Self>,
+        id: DeviceId,
+        revision: Option<u64>,
+        reason: Option<String>,
+        actor: Actor,
+    ) -> Result<DeviceView, ApiError> {
+        check_reason(&reason)?;
+        let now = self.now();
+        let (view, events) = self
+            .write(move |_, tx| {
+                let mut dev = tx
+                    .device(id.as_str())?
+                    .ok_or_else(|| ApiError::not_found(format!("no device {id}")))?;
+                if let Some(r) = revision
+                    && r != dev.revision
+                {
+                    return Err(ApiError::conflict(format!(
+                        "the device changed since you saw it (revision {} now, you saw {r})",
+                        dev.revision
+                    )));
+                }
+                if dev.status == DeviceStatus::Revoked {
+                    return Err(ApiError::conflict("the device is already revoked"));
+                }
+                dev.status = DeviceStatus::Revoked;
+                dev.status_reason = reason.clone();
+                dev.revision += 1;
+                tx.put_device(id.as_str(), &dev)?;
+                let e = tx.append_audit(draft(
+                    now,
+                    &actor.label(),
+                    "device_revoked",
+                    Some(id.as_str()),
+                    Some(&actor.source),
+                    reason.unwrap_or_default(),
+                ))?;
+                let view = dev.view();
+                Ok((
+                    view.clone(),
+                    vec![
+                        AdminEvent::DeviceUpserted { device: view },
+                        AdminEvent::Audit { entry: e },
+                    ],
+                ))
+            })
+            .await?;
+        self.publish(events);
+        Ok(view)
+    }
+
+    /// Forget a device. Its tokens die with it (they name the record's
+    /// epoch); a device with the same id later starts over as unknown.
+    pub async fn remove_device(
+        self: &Arc<Self>,
+        id: DeviceId,
+        actor: Actor,
+    ) -> Result<(), ApiError> {
+        let now = self.now();
+        let events = self
+            .write(move |_, tx| {
+                let dev = tx
+                    .device(id.as_str())?
+                    .ok_or_else(|| ApiError::not_found(format!("no device {id}")))?;
+                tx.delete_device(id.as_str())?;
+                let e = tx.append_audit(draft(
+                    now,
+                    &actor.label(),
+                    "device_removed",
+                    Some(id.as_str()),
+                    Some(&actor.source),
+                    format!("status was {:?}", dev.status),
+                ))?;
+                Ok(vec![
+                    AdminEvent::DeviceRemoved {
+                        device_id: id.clone(),
+                    },
+                    AdminEvent::Audit { entry: e },
+                ])
+            })
+            .await?;
+        self.publish(events);
+        Ok(())
+    }
+
+    /// Upsert many OOB entries in one transaction: all of them or none.
+    pub async fn upsert_oob(
+        self: &Arc<Self>,
+        req: OobUpsertRequest,
+        actor: Actor,
+    ) -> Result<OobUpsertResult, ApiError> {
+        if req.entries.len() > MAX_OOB_BATCH {
+            return Err(ApiError::bad_request(format!(
+                "at most {MAX_OOB_BATCH} entries per request; send larger lists in several requests or use idprov-oob"
+            )));
+        }
+        let now = self.now();
+        let records = validate_oob(&req.entries, now)?;
+        let (replace, dry_run) = (req.replace, req.dry_run);
+        let (result, events) = self
+            .write(move |_, tx| {
+                let mut result = OobUpsertResult {
+                    dry_run,
+                    ..Default::default()
+                };
+                let mut errors = Vec::new();
+                for (index, mut rec) in records.into_iter().enumerate() {
+                    let id = rec.device_id.to_string();
+                    if let Some(mac) = rec.mac
+                        && let Some(owner) = tx.oob_mac_owner(&mac.to_string())?
+                        && owner != id
+                    {
+                        errors.push(EntryError {
+                            index,
+                            device_id: Some(id.clone()),
+                            message: format!("MAC {mac} already belongs to device {owner}"),
+                        });
+                        continue;
+                    }
+                    match tx.oob(&id)? {
+                        None => {
+                            result.added.push(rec.device_id.clone());
+                            if !dry_run {
+                                tx.put_oob(&rec)?;
+                            }
+                        }
+                        Some(old) => {
+                            // A secret is stored salted: same secret, same
+                            // salt needed to compare; keep the old salt.
+                            let same = old.kid == rec.kid
+                                && old.mac == rec.mac
+                                && old.expires_at == rec.expires_at
+                                && old.note == rec.note
+                                && same_secret(&old, &rec);
+                            if same {
+                                result.unchanged += 1;
+                                continue;
+                            }
+                            let creds_change = old.kid != rec.kid
+                                || old.mac != rec.mac
+                                || !same_secret(&old, &rec);
+                            if creds_change && !replace {
+                                errors.push(EntryError {
+                                    index,
+                                    device_id: Some(id.clone()),
+                                    message: "an entry with other credentials exists; pass replace to change it".into(),
+                                });
+                                continue;
+                            }
+                            if same_secret(&old, &rec) {
+                                rec.secret_hash = old.secret_hash.clone();
+                                rec.secret_salt = old.secret_salt.clone();
+                                rec.secret_consumed_at = old.secret_consumed_at;
+                            }
+                            rec.created_at = old.created_at;
+                            result.changed.push(rec.device_id.clone());
+                            if !dry_run {
+                                tx.put_oob(&rec)?;
+                            }
+                        }
+                    }
+                }
+                if !errors.is_empty() {
+                    return Err(ApiError::bad_request(format!(
+                        "{} entries refused; nothing was stored",
+                        errors.len()
+                    ))
+                    .with_details(errors));
+                }
+                if dry_run {
+                    // Nothing written; dropping the transaction stores nothing
+                    // either, but make it explicit by returning before audit.
+                    return Ok((result, Vec::new()));
+                }
+                let e = tx.append_audit(draft(
+                    now,
+                    &actor.label(),
+                    "oob_upsert",
+                    None,
+                    Some(&actor.source),
+                    format!(
+                        "added {}, changed {}, unchanged {}",
+                        result.added.len(),
+                        result.changed.len(),
+                        result.unchanged
+                    ),
+                ))?;
+                let count = tx.oob_count()?;
+                Ok((
+                    result,
+                    vec![AdminEvent::OobChanged { count }, AdminEvent::Audit { entry: e }],
+                ))
+            })
+            .await?;
+        self.publish(events);
+        Ok(result)
+    }
+
+    pub async fn remove_oob(self: &Arc<Self>, id: DeviceId, actor: Actor) -> Result<(), ApiError> {
+        let now = self.now();
+        let events = self
+            .write(move |_, tx| {
+                if !tx.delete_oob(id.as_str())? {
+                    return Err(ApiError::not_found(format!("no OOB entry for {id}")));
+                }
+                let e = tx.append_audit(draft(
+                    now,
+                    &actor.label(),
+                    "oob_removed",
+                    Some(id.as_str()),
+                    Some(&actor.source),
+                    String::new(),
+                ))?;
+                let count = tx.oob_count()?;
+                Ok(vec![
+                    AdminEvent::OobChanged { count },
+                    AdminEvent::Audit { entry: e },
+                ])
+            })
+            .await?;
+        self.publish(events);
+        Ok(())
+    }
+
+    pub async fn provisioning_state(self: &Arc<Self>) -> Result<ProvisioningState, ApiError> {
+        self.read(|_, rx| Ok(rx.provisioning()?)).await
+    }
+
+    pub async fn set_provisioning(
+        self: &Arc<Self>,
+        state: ProvisioningState,
+        actor: Actor,
+    ) -> Result<ProvisioningState, ApiError> {
+        check_reason(&state.reason)?;
+        let now = self.now();
+        let (state, events) = self
+            .write(move |_, tx| {
+                tx.set_provisioning(&state)?;
+                let e = tx.append_audit(draft(
+                    now,
+                    &actor.label(),
+                    if state.paused {
+                        "provisioning_paused"
+                    } else {
+                        "provisioning_resumed"
+                    },
+                    None,
+                    Some(&actor.source),
+                    state.reason.clone().unwrap_or_default(),
+                ))?;
+                Ok((
+                    state.clone(),
+                    vec![
+                        AdminEvent::Provisioning { state },
+                        AdminEvent::Audit { entry: e },
+                    ],
+                ))
+            })
+            .await?;
+        self.publish(events);
+        Ok(state)
+    }
+
+    pub async fn audit_page(self: &Arc<Self>, q: ListQuery) -> Result<Page<AuditEntry>, ApiError> {
+        let n = limit(&q);
+        let after = match q.after.as_deref() {
+            None | Some("") => 0,
+            Some(a) => a
+                .parse::<u64>()
+                .map_err(|_| ApiError::bad_request("after must be an audit sequence number"))?,
+        };
+        self.read(move |_, rx| {
+            let (items, next, total) = rx.audit_page(after, n, q.q.as_deref())?;
+            let next = if items.len() == n {
+                next.map(|s| s.to_string())
+            } else {
+                None
+            };
+            Ok(Page { items, next, total })
+        })
+        .await
+    }
+}
+
+fn same_secret(old: &OobRecord, new: &OobRecord) -> bool {
+    match (&old.secret_salt, &old.secret_hash, &new.secret_hash) {
+        (None, None, None) => true,
+        (Some(_), Some(_), None) | (None, None, Some(_)) => false,
+        // Salts differ per upload: hash the new plaintext with the old salt.
+        (Some(salt), Some(hash), Some(_)) => new
+            .secret_plain_for_compare
+            .as_ref()
+            .is_some_and(|p| secret_hash(salt, p.expose()) == *hash),
+        _ => false,
+    }
+}
+
+/// Parse and check every entry before anything touches the store; report
+/// all problems at once.
+fn validate_oob(entries: &[OobEntryInput], now: i64) -> Result<Vec<OobRecord>, ApiError> {
+    let mut errors = Vec::new();
+    let mut out = Vec::with_capacity(entries.len());
+    let mut seen_ids = HashSet::new();
+    let mut seen_macs: HashMap<String, String> = HashMap::new();
+    for (index, e) in entries.iter().enumerate() {
+        let id = e.device_id.to_string();
+        let mut err = |m: String| {
+            errors.push(EntryError {
+                index,
+                device_id: Some(id.clone()),
+                message: m,
+            })
+        };
+        if !seen_ids.insert(id.clone()) {
+            err("duplicate device_id in this request".into());
+            continue;
+        }
+        if e.public_key.is_none() && e.mac.is_none() && e.secret.is_none() {
+            err("give at least one of public_key, mac, secret".into());
+            continue;
+        }
+        let key = match &e.public_key {
+            Some(pem) => match PublicKey::from_pem(pem, e.key_format) {
+                Ok(k) => Some(k),
+                Err(ke) => {
+                    err(format!("public_key: {ke}"));
+                    continue;
+                }
+            },
+            None if e.key_format.is_some() => {
+                err("key_format given without public_key".into());
+                continue;
+            }
+            None => None,
+        };
+        if let Some(mac) = e.mac {
+            if mac.is_multicast() || mac.is_zero() {
+                err(format!("MAC {mac} is a multicast or all-zero address"));
+                continue;
+            }
+            if let Some(other) = seen_macs.insert(mac.to_string(), id.clone()) {
+                err(format!("MAC {mac} is also given for device {other}"));
+                continue;
+            }
+        }
+        if let Some(s) = &e.secret
+            && (s.expose().len() < MIN_SECRET
+                || s.expose().len() > MAX_SECRET
+                || s.expose().chars().any(char::is_control))
+        {
+            err(format!(
+                "secret must be {MIN_SECRET}-{MAX_SECRET} characters without control characters"
+            ));
+            continue;
+        }
+        if let Some(n) = &e.note
+            && (n.len() > MAX_NOTE || n.chars().any(char::is_control))
+        {
+            err(format!(
+                "note must be at most {MAX_NOTE} characters without control characters"
+            ));
+            continue;
+        }
+        if let Some(exp) = e.expires_at
+            && exp <= now
+        {
+            err("expires_at is in the past".into());
+            continue;
+        }
+        let salt = e
+            .secret
+            .as_ref()
+            .map(|_| hex::encode(rand::random::<[u8; 16]>()));
+        out.push(OobRecord {
+            device_id: e.device_id.clone(),
+            public_key: key.as_ref().map(|k| k.pem().to_string()),
+            key_format: key.as_ref().map(|k| k.format()),
+            kid: key.as_ref().map(|k| k.thumbprint().to_string()),
+            mac: e.mac,
+            secret_hash: match (&salt, &e.secret) {
+                (Some(salt), Some(s)) => Some(secret_hash(salt, s.expose())),
+                _ => None,
+            },
+            secret_salt: salt,
+            secret_consumed_at: None,
+            secret_plain_for_compare: e.secret.clone(),
+            expires_at: e.expires_at,
+            note: e.note.clone(),
+            created_at: now,
+            updated_at: now,
+        });
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "{} of {} entries are invalid; nothing was stored",
+            errors.len(),
+            entries.len()
+        ))
+        .with_details(errors));
+    }
+    Ok(out)
+}

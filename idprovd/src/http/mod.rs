@@ -1,0 +1,83 @@
+//! The HTTPS API: routing, per-request middleware (request id, tracing span,
+//! time limit) and the per-connection information handlers may need.
+
+pub mod admin;
+pub mod device;
+pub mod error;
+pub mod extract;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use http::HeaderValue;
+use idprov_proto::ErrorCode;
+use tracing::Instrument;
+
+use crate::Daemon;
+use error::ApiError;
+
+/// What the server knows of the connection a request came on.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+}
+
+/// The whole API. Everything but the event stream runs under the request
+/// time limit.
+pub fn router(d: Arc<Daemon>) -> Router {
+    let timed = Router::new()
+        .merge(device::routes())
+        .merge(admin::routes())
+        .route_layer(middleware::from_fn_with_state(d.clone(), time_limit));
+    Router::new()
+        .merge(timed)
+        .merge(admin::stream_routes())
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                ErrorCode::MethodNotAllowed,
+                "method not allowed on this endpoint",
+            )
+        })
+        .layer(middleware::from_fn(request_id))
+        .with_state(d)
+}
+
+async fn time_limit(State(d): State<Arc<Daemon>>, req: Request, next: Next) -> Response {
+    let limit: Duration = d.cfg.limits.request_timeout;
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => ApiError::new(ErrorCode::Timeout, "the request took too long").into_response(),
+    }
+}
+
+async fn request_id(mut req: Request, next: Next) -> Response {
+    let id = crate::tokens::base64_id()[..12].to_string();
+    let peer = req
+        .extensions()
+        .get::<ConnInfo>()
+        .map(|c| c.peer.to_string())
+        .unwrap_or_default();
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %req.method(),
+        path = %req.uri().path(),
+        peer = %peer,
+    );
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let mut resp = next.run(req).instrument(span.clone()).await;
+    span.in_scope(|| tracing::debug!(status = resp.status().as_u16(), "answered"));
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);

@@ -1,0 +1,516 @@
+//! The redb store. Every acknowledged change is committed with
+//! `Durability::Immediate` before the answer leaves (security rule 5); the
+//! request path runs its whole decision in one write transaction so a crash
+//! leaves either all of it or none of it.
+//!
+//! Values are JSON (small, debuggable, schema-tolerant); keys are device ids,
+//! so lists page by id with a range scan.
+
+mod audit;
+mod records;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{
+    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition, WriteTransaction,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use audit::{AuditDraft, GENESIS_HASH, audit_hash, verify_chain};
+pub use records::*;
+
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub(crate) const OOB: TableDefinition<&str, &[u8]> = TableDefinition::new("oob");
+/// MAC (normalised) → device id, for OOB entries that name a MAC.
+pub(crate) const OOB_MAC: TableDefinition<&str, &str> = TableDefinition::new("oob_mac");
+pub(crate) const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
+pub(crate) const PENDING: TableDefinition<&str, &[u8]> = TableDefinition::new("pending");
+/// `device_id \n jti` → expiry of the proof's memory.
+pub(crate) const REPLAY: TableDefinition<&str, i64> = TableDefinition::new("replay");
+pub(crate) const REPLAY_EXP: TableDefinition<(i64, &str), ()> = TableDefinition::new("replay_exp");
+/// Token jti → [`TokenRecord`] (invariant I2: every token is recorded).
+pub(crate) const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
+pub(crate) const TOKENS_EXP: TableDefinition<(i64, &str), ()> = TableDefinition::new("tokens_exp");
+pub(crate) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+
+const SCHEMA_KEY: &str = "schema";
+const SCHEMA: &[u8] = b"idprov-store/1";
+const DAEMON_ID_KEY: &str = "daemon_id";
+const CLOCK_KEY: &str = "clock_high_water";
+const PROVISIONING_KEY: &str = "provisioning";
+pub const STORE_FILE: &str = "idprov.redb";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "another idprovd is already using {0} (redb holds a lock on the file); stop it or pick another data dir"
+    )]
+    Locked(PathBuf),
+    #[error(
+        "{0} is not an idprov store (missing or foreign schema marker); refusing to use it. Move it away or restore a backup"
+    )]
+    Foreign(PathBuf),
+    #[error("{path} belongs to daemon {found}, but this data dir is daemon {expected}")]
+    WrongDaemon {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
+    #[error(
+        "{path} cannot be opened: {message}. The database may be corrupt; restore a backup (idprovd never starts empty over it)"
+    )]
+    Corrupt { path: PathBuf, message: String },
+    #[error(
+        "the data dir was initialised but {0} is missing; restore it from a backup (idprovd never starts empty over a lost store)"
+    )]
+    Missing(PathBuf),
+    #[error("storage error: {0}")]
+    Db(String),
+    #[error("stored record {0} is not valid")]
+    Record(String),
+}
+
+macro_rules! db_err {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self { StoreError::Db(e.to_string()) }
+        }
+    )*};
+}
+db_err!(
+    redb::Error,
+    redb::StorageError,
+    redb::TableError,
+    redb::TransactionError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The daemon's one handle on its database. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Open the store in `dir`. `create` is true only when the data dir was
+    /// just initialised; otherwise a missing file is an error.
+    pub fn open(dir: &Path, daemon_id: &str, create: bool) -> StoreResult<Store> {
+        let path = dir.join(STORE_FILE);
+        let exists = path.exists();
+        if !exists && !create {
+            return Err(StoreError::Missing(path));
+        }
+        let db = if exists {
+            Database::open(&path).map_err(|e| open_error(&path, e))?
+        } else {
+            Database::create(&path).map_err(|e| open_error(&path, e))?
+        };
+        let store = Store {
+            db: Arc::new(db),
+            path: path.clone(),
+        };
+        if exists {
+            store.check_schema(daemon_id)?;
+        } else {
+            store.init(daemon_id)?;
+        }
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn init(&self, daemon_id: &str) -> StoreResult<()> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut meta = tx.open_table(META)?;
+            meta.insert(SCHEMA_KEY, SCHEMA)?;
+            meta.insert(DAEMON_ID_KEY, daemon_id.as_bytes())?;
+            // Create every table so readers never meet a missing one.
+            tx.open_table(OOB)?;
+            tx.open_table(OOB_MAC)?;
+            tx.open_table(DEVICES)?;
+            tx.open_table(PENDING)?;
+            tx.open_table(REPLAY)?;
+            tx.open_table(REPLAY_EXP)?;
+            tx.open_table(TOKENS)?;
+            tx.open_table(TOKENS_EXP)?;
+            tx.open_table(AUDIT)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn check_schema(&self, daemon_id: &str) -> StoreResult<()> {
+        let rx = self.db.begin_read()?;
+        let meta = match rx.open_table(META) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => {
+                return Err(StoreError::Foreign(self.path.clone()));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let schema = meta.get(SCHEMA_KEY)?.map(|v| v.value().to_vec());
+        if schema.as_deref() != Some(SCHEMA) {
+            return Err(StoreError::Foreign(self.path.clone()));
+        }
+        let found = meta
+            .get(DAEMON_ID_KEY)?
+            .map(|v| String::from_utf8_lossy(v.value()).into_owned())
+            .unwrap_or_default();
+        if found != daemon_id {
+            return Err(StoreError::WrongDaemon {
+                path: self.path.clone(),
+                found,
+                expected: daemon_id.to_string(),
+            });
+        }
+        // Touch every table: a damaged tree shows up now, not mid-request.
+        for t in [OOB, DEVICES, PENDING, TOKENS] {
+            rx.open_table(t)?.len()?;
+        }
+        Ok(())
+    }
+
+    /// Run `f` in one write transaction and commit it durably if it returns
+    /// Ok. An Err aborts: nothing it wrote is kept.
+    pub fn write<T, E>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<StoreError>,
+    {
+        let mut wtx = self.db.begin_write().map_err(StoreError::from)?;
+        wtx.set_durability(Durability::Immediate)
+            .map_err(StoreError::from)?;
+        let mut tx = Tx { tx: &wtx };
+        let out = f(&mut tx)?;
+        wtx.commit().map_err(StoreError::from)?;
+        Ok(out)
+    }
+
+    /// Run `f` on a consistent snapshot.
+    pub fn read<T, E>(&self, f: impl FnOnce(&Rx) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<StoreError>,
+    {
+        let rtx = self.db.begin_read().map_err(StoreError::from)?;
+        f(&Rx { tx: rtx })
+    }
+}
+
+fn open_error(path: &Path, e: redb::DatabaseError) -> StoreError {
+    match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(path.to_path_buf()),
+        other => StoreError::Corrupt {
+            path: path.to_path_buf(),
+            message: other.to_string(),
+        },
+    }
+}
+
+fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> StoreResult<T> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Record(format!("{what}: {e}")))
+}
+
+fn encode<T: Serialize>(v: &T) -> StoreResult<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| StoreError::Record(e.to_string()))
+}
+
+/// A write transaction with typed accessors.
+pub struct Tx<'a> {
+    tx: &'a WriteTransaction,
+}
+
+/// A read snapshot with typed accessors.
+pub struct Rx {
+    tx: ReadTransaction,
+}
+
+macro_rules! json_table_accessors {
+    ($get:ident, $put:ident, $del:ident, $table:ident, $ty:ty) => {
+        impl Tx<'_> {
+            pub fn $get(&self, id: &str) -> StoreResult<Option<$ty>> {
+                let t = self.tx.open_table($table)?;
+                let v = t.get(id)?;
+                v.map(|v| decode(id, v.value())).transpose()
+            }
+            pub fn $put(&mut self, id: &str, rec: &$ty) -> StoreResult<()> {
+                let bytes = encode(rec)?;
+                self.tx.open_table($table)?.insert(id, bytes.as_slice())?;
+                Ok(())
+            }
+            pub fn $del(&mut self, id: &str) -> StoreResult<bool> {
+                Ok(self.tx.open_table($table)?.remove(id)?.is_some())
+            }
+        }
+        impl Rx {
+            pub fn $get(&self, id: &str) -> StoreResult<Option<$ty>> {
+                let t = self.tx.open_table($table)?;
+                let v = t.get(id)?;
+                v.map(|v| decode(id, v.value())).transpose()
+            }
+        }
+    };
+}
+
+json_table_accessors!(device, put_device, delete_device, DEVICES, DeviceRecord);
+json_table_accessors!(pending, put_pending, delete_pending, PENDING, PendingRecord);
+json_table_accessors!(oob, put_oob_raw, delete_oob_raw, OOB, OobRecord);
+json_table_accessors!(token, put_token_raw, delete_token_raw, TOKENS, TokenRecord);
+
+impl Tx<'_> {
+    pub fn pending_count(&self) -> StoreResult<u64> {
+        Ok(self.tx.open_table(PENDING)?.len()?)
+    }
+
+    /// Insert or replace an OOB entry, keeping the MAC index in step.
+    pub fn put_oob(&mut self, rec: &OobRecord) -> StoreResult<()> {
+        let id = rec.device_id.as_str();
+        let old = self.oob(id)?;
+        let mut macs = self.tx.open_table(OOB_MAC)?;
+        if let Some(old_mac) = old.as_ref().and_then(|o| o.mac) {
+            macs.remove(old_mac.to_string().as_str())?;
+        }
+        if let Some(mac) = rec.mac {
+            macs.insert(mac.to_string().as_str(), id)?;
+        }
+        drop(macs);
+        self.put_oob_raw(id, rec)
+    }
+
+    pub fn delete_oob(&mut self, id: &str) -> StoreResult<bool> {
+        if let Some(old) = self.oob(id)? {
+            if let Some(mac) = old.mac {
+                self.tx
+                    .open_table(OOB_MAC)?
+                    .remove(mac.to_string().as_str())?;
+            }
+            self.delete_oob_raw(id)?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Which device id an OOB entry binds this MAC to, if any.
+    pub fn oob_mac_owner(&self, mac: &str) -> StoreResult<Option<String>> {
+        let t = self.tx.open_table(OOB_MAC)?;
+        Ok(t.get(mac)?.map(|v| v.value().to_string()))
+    }
+
+    pub fn oob_count(&self) -> StoreResult<u64> {
+        Ok(self.tx.open_table(OOB)?.len()?)
+    }
+
+    // ---- replay cache ----
+
+    /// Remember a proof id until `expires`. Returns false if it was already
+    /// known (a replay).
+    pub fn remember_proof(&mut self, key: &str, expires: i64) -> StoreResult<bool> {
+        let mut t = self.tx.open_table(REPLAY)?;
+        if t.get(key)?.is_some() {
+            return Ok(false);
+        }
+        t.insert(key, expires)?;
+        self.tx.open_table(REPLAY_EXP)?.insert((expires, key), ())?;
+        Ok(true)
+    }
+
+    pub fn replay_count(&self) -> StoreResult<u64> {
+        Ok(self.tx.open_table(REPLAY)?.len()?)
+    }
+
+    /// Forget proof ids whose memory ended before `now`; at most `max`.
+    pub fn purge_replay(&mut self, now: i64, max: usize) -> StoreResult<usize> {
+        let mut idx = self.tx.open_table(REPLAY_EXP)?;
+        let mut t = self.tx.open_table(REPLAY)?;
+        let mut n = 0;
+        while n < max {
+            let Some((k, _)) = idx.first()? else { break };
+            let (exp, key) = k.value();
+            if exp >= now {
+                break;
+            }
+            let key = key.to_string();
+            drop(k);
+            idx.remove((exp, key.as_str()))?;
+            t.remove(key.as_str())?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    // ---- tokens ----
+
+    pub fn put_token(&mut self, rec: &TokenRecord) -> StoreResult<()> {
+        self.put_token_raw(&rec.jti, rec)?;
+        self.tx
+            .open_table(TOKENS_EXP)?
+            .insert((rec.expires_at, rec.jti.as_str()), ())?;
+        Ok(())
+    }
+
+    /// Drop records of tokens that expired before `now`; at most `max`.
+    pub fn purge_tokens(&mut self, now: i64, max: usize) -> StoreResult<usize> {
+        let mut idx = self.tx.open_table(TOKENS_EXP)?;
+        let mut t = self.tx.open_table(TOKENS)?;
+        let mut n = 0;
+        while n < max {
+            let Some((k, _)) = idx.first()? else { break };
+            let (exp, jti) = k.value();
+            if exp >= now {
+                break;
+            }
+            let jti = jti.to_string();
+            drop(k);
+            idx.remove((exp, jti.as_str()))?;
+            t.remove(jti.as_str())?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    // ---- pending expiry ----
+
+    /// Pending requests last seen before `cutoff`.
+    pub fn stale_pending(&self, cutoff: i64, max: usize) -> StoreResult<Vec<PendingRecord>> {
+        let t = self.tx.open_table(PENDING)?;
+        let mut out = Vec::new();
+        for item in t.iter()? {
+            let (k, v) = item?;
+            let rec: PendingRecord = decode(k.value(), v.value())?;
+            if rec.last_seen < cutoff {
+                out.push(rec);
+                if out.len() >= max {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    // ---- meta ----
+
+    /// Advance the persisted clock high-water mark; refuse a clock that went
+    /// back more than `tolerance` seconds (security rule 9).
+    pub fn check_clock(&mut self, now: i64, tolerance: i64) -> StoreResult<bool> {
+        let mut meta = self.tx.open_table(META)?;
+        let hwm = meta
+            .get(CLOCK_KEY)?
+            .and_then(|v| <[u8; 8]>::try_from(v.value()).ok())
+            .map(i64::from_be_bytes)
+            .unwrap_or(i64::MIN);
+        if now + tolerance < hwm {
+            return Ok(false);
+        }
+        if now > hwm {
+            meta.insert(CLOCK_KEY, now.to_be_bytes().as_slice())?;
+        }
+        Ok(true)
+    }
+
+    pub fn set_provisioning(
+        &mut self,
+        state: &idprov_proto::admin::ProvisioningState,
+    ) -> StoreResult<()> {
+        let bytes = encode(state)?;
+        self.tx
+            .open_table(META)?
+            .insert(PROVISIONING_KEY, bytes.as_slice())?;
+        Ok(())
+    }
+
+    pub fn provisioning(&self) -> StoreResult<idprov_proto::admin::ProvisioningState> {
+        let meta = self.tx.open_table(META)?;
+        let v = meta.get(PROVISIONING_KEY)?;
+        match v {
+            Some(v) => decode("provisioning", v.value()),
+            None => Ok(idprov_proto::admin::ProvisioningState {
+                paused: false,
+                reason: None,
+            }),
+        }
+    }
+}
+
+/// Keyset paging over a JSON table: entries with key > `after`, filtered,
+/// at most `limit`.
+fn page_table<T: DeserializeOwned>(
+    rx: &ReadTransaction,
+    table: TableDefinition<&str, &[u8]>,
+    after: Option<&str>,
+    limit: usize,
+    keep: impl Fn(&T) -> bool,
+) -> StoreResult<(Vec<T>, Option<String>, u64)> {
+    let t = rx.open_table(table)?;
+    let total = t.len()?;
+    let iter = match after {
+        Some(a) => t.range::<&str>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))?,
+        None => t.range::<&str>(..)?,
+    };
+    let mut out = Vec::new();
+    let mut next = None;
+    for item in iter {
+        let (k, v) = item?;
+        let rec: T = decode(k.value(), v.value())?;
+        if keep(&rec) {
+            if out.len() == limit {
+                break;
+            }
+            out.push(rec);
+            next = Some(k.value().to_string());
+        }
+    }
+    // `next` is only meaningful if we stopped early.
+    Ok((out, next, total))
+}
+
+impl Rx {
+    pub fn list_devices(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        keep: impl Fn(&DeviceRecord) -> bool,
+    ) -> StoreResult<(Vec<DeviceRecord>, Option<String>, u64)> {
+        page_table(&self.tx, DEVICES, after, limit, keep)
+    }
+    pub fn list_pending(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        keep: impl Fn(&PendingRecord) -> bool,
+    ) -> StoreResult<(Vec<PendingRecord>, Option<String>, u64)> {
+        page_table(&self.tx, PENDING, after, limit, keep)
+    }
+    pub fn list_oob(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        keep: impl Fn(&OobRecord) -> bool,
+    ) -> StoreResult<(Vec<OobRecord>, Option<String>, u64)> {
+        page_table(&self.tx, OOB, after, limit, keep)
+    }
+    pub fn pending_count(&self) -> StoreResult<u64> {
+        Ok(self.tx.open_table(PENDING)?.len()?)
+    }
+    pub fn device_count(&self) -> StoreResult<u64> {
+        Ok(self.tx.open_table(DEVICES)?.len()?)
+    }
+    pub fn provisioning(&self) -> StoreResult<idprov_proto::admin::ProvisioningState> {
+        let meta = self.tx.open_table(META)?;
+        let v = meta.get(PROVISIONING_KEY)?;
+        match v {
+            Some(v) => decode("provisioning", v.value()),
+            None => Ok(idprov_proto::admin::ProvisioningState {
+                paused: false,
+                reason: None,
+            }),
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! What the store keeps about OOB entries, devices, pending requests and
+//! tokens, and how each is shown on the admin API.
+
+use idprov_proto::admin::{DeviceKeyView, DeviceStatus, DeviceView, OobEntryView, PendingView};
+use idprov_proto::keys::verification_code;
+use idprov_proto::{DeviceId, KeyFormat, MacAddr, Secret};
+use serde::{Deserialize, Serialize};
+
+/// One OOB list entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OobRecord {
+    pub device_id: DeviceId,
+    #[serde(default)]
+    pub public_key: Option<String>,
+    #[serde(default)]
+    pub key_format: Option<KeyFormat>,
+    /// RFC 7638 thumbprint of `public_key`.
+    #[serde(default)]
+    pub kid: Option<String>,
+    #[serde(default)]
+    pub mac: Option<MacAddr>,
+    /// Hex SHA-256 of `salt || secret`; the secret itself is never stored.
+    #[serde(default)]
+    pub secret_hash: Option<String>,
+    #[serde(default)]
+    pub secret_salt: Option<String>,
+    #[serde(default)]
+    pub secret_consumed_at: Option<i64>,
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+    #[serde(default)]
+    pub note: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// The plaintext of a secret being uploaded, held only in memory so an
+    /// upload can compare it with a stored (salted) one. Never stored.
+    #[serde(skip)]
+    pub secret_plain_for_compare: Option<Secret>,
+}
+
+impl OobRecord {
+    pub fn is_expired(&self, now: i64) -> bool {
+        self.expires_at.is_some_and(|e| e <= now)
+    }
+
+    pub fn view(&self) -> OobEntryView {
+        OobEntryView {
+            device_id: self.device_id.clone(),
+            public_key: self.public_key.clone(),
+            key_format: self.key_format,
+            key_fingerprint: self.kid.clone(),
+            mac: self.mac,
+            has_secret: self.secret_hash.is_some(),
+            secret_consumed: self.secret_consumed_at.is_some(),
+            expires_at: self.expires_at,
+            note: self.note.clone(),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+}
+
+/// Hash a one-time secret with its salt.
+pub fn secret_hash(salt: &str, secret: &str) -> String {
+    let mut v = Vec::with_capacity(salt.len() + secret.len() + 1);
+    v.extend_from_slice(salt.as_bytes());
+    v.push(0);
+    v.extend_from_slice(secret.as_bytes());
+    idprov_proto::keys::sha256_hex(&v)
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KeyRecord {
+    pub kid: String,
+    pub format: KeyFormat,
+    pub pem: String,
+    pub added_at: i64,
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+}
+
+impl KeyRecord {
+    pub fn is_usable(&self, now: i64) -> bool {
+        self.expires_at.is_none_or(|e| e > now)
+    }
+}
+
+/// An admitted (or rejected) device.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeviceRecord {
+    pub device_id: DeviceId,
+    pub status: DeviceStatus,
+    /// A random number chosen when the record is created. Tokens carry it, so
+    /// a device removed and admitted again never revives old tokens.
+    pub epoch: u64,
+    pub keys: Vec<KeyRecord>,
+    #[serde(default)]
+    pub mac: Option<MacAddr>,
+    pub admitted_by: String,
+    pub created_at: i64,
+    #[serde(default)]
+    pub last_issued_at: Option<i64>,
+    #[serde(default)]
+    pub tokens_issued: u64,
+    #[serde(default)]
+    pub flags: Vec<String>,
+    pub revision: u64,
+    #[serde(default)]
+    pub status_reason: Option<String>,
+}
+
+impl DeviceRecord {
+    pub fn key(&self, kid: &str) -> Option<&KeyRecord> {
+        self.keys.iter().find(|k| k.kid == kid)
+    }
+
+    pub fn add_flag(&mut self, flag: &str) {
+        if !self.flags.iter().any(|f| f == flag) {
+            self.flags.push(flag.to_string());
+        }
+    }
+
+    pub fn view(&self) -> DeviceView {
+        DeviceView {
+            device_id: self.device_id.clone(),
+            status: self.status,
+            keys: self
+                .keys
+                .iter()
+                .map(|k| DeviceKeyView {
+                    kid: k.kid.clone(),
+                    key_format: k.format,
+                    public_key: k.pem.clone(),
+                    added_at: k.added_at,
+                    expires_at: k.expires_at,
+                })
+                .collect(),
+            mac: self.mac,
+            admitted_by: self.admitted_by.clone(),
+            created_at: self.created_at,
+            last_issued_at: self.last_issued_at,
+            tokens_issued: self.tokens_issued,
+            flags: self.flags.clone(),
+            revision: self.revision,
+        }
+    }
+}
+
+/// An unknown device waiting for an administrator.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PendingRecord {
+    pub device_id: DeviceId,
+    pub key_format: KeyFormat,
+    pub kid: String,
+    pub public_key: String,
+    #[serde(default)]
+    pub mac: Option<MacAddr>,
+    pub source: String,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub attempts: u64,
+    #[serde(default)]
+    pub flags: Vec<String>,
+    pub revision: u64,
+}
+
+impl PendingRecord {
+    pub fn add_flag(&mut self, flag: &str) {
+        if !self.flags.iter().any(|f| f == flag) {
+            self.flags.push(flag.to_string());
+        }
+    }
+
+    pub fn view(&self) -> PendingView {
+        PendingView {
+            device_id: self.device_id.clone(),
+            key_format: self.key_format,
+            key_fingerprint: self.kid.clone(),
+            public_key: self.public_key.clone(),
+            verification_code: verification_code(&self.kid),
+            mac: self.mac,
+            source: self.source.clone(),
+            first_seen: self.first_seen,
+            last_seen: self.last_seen,
+            attempts: self.attempts,
+            flags: self.flags.clone(),
+            revision: self.revision,
+        }
+    }
+}
+
+/// Every issued token (invariant I2).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TokenRecord {
+    pub jti: String,
+    pub device_id: DeviceId,
+    pub device_epoch: u64,
+    /// Thumbprint of the device key the token is bound to.
+    pub kid: String,
+    pub issued_at: i64,
+    pub expires_at: i64,
+}
