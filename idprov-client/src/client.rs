@@ -1,197 +1,33 @@
 //! The client: its builder, the connection to a daemon (discovery, trust,
 //! `/info`), provisioning with its waits, and one renewal.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use idprov_proto::device::RenewRequest;
 use idprov_proto::device::{Credentials, ProofEndpoint, ProvisionRequest, ProvisionResponse};
 use idprov_proto::{DeviceId, ErrorCode, MacAddr, Secret};
+
+use crate::builder::ClientBuilder;
+pub(crate) use crate::builder::ServerChoice;
 use tokio::sync::Mutex;
 
 use crate::api::{DaemonApi, fetch_ca};
 use crate::backoff::Backoff;
-use crate::discovery::{DiscoveryOptions, discover};
+use crate::discovery::discover;
 use crate::error::Error;
-use crate::events::{Event, EventFn, EventSink};
+use crate::events::{Event, EventSink};
 use crate::keeper::Keeper;
 use crate::proof::{DEFAULT_PROOF_LIFETIME_SECS, ServerClock, make_proof};
-use crate::signer::{KeySigner, Signer};
+use crate::signer::Signer;
 use crate::store::{SavedState, StateDir};
-use crate::trust::{PinnedCa, Trust, normalize_fingerprint};
+use crate::trust::{PinnedCa, Trust};
 
 /// A `Retry-After` longer than this is treated as this (hostile or buggy).
 const MAX_HINT: Duration = Duration::from_secs(15 * 60);
 /// Consecutive refused proofs before giving up: a proof keeps failing when the
 /// key or the device id is wrong, and waiting will not fix that.
 const MAX_PROOF_FAILURES: u32 = 5;
-
-/// Where the daemon is.
-#[derive(Debug, Clone)]
-enum ServerChoice {
-    Fixed(String),
-    Discover(DiscoveryOptions),
-}
-
-#[derive(Debug, Clone, Copy)]
-enum MacChoice {
-    Auto,
-    Given(MacAddr),
-    Omit,
-}
-
-/// Builds a [`Client`]. Device id, key and trust are required; without
-/// [`server`](Self::server) the daemon is found by DNS-SD.
-#[derive(Default)]
-pub struct ClientBuilder {
-    device_id: Option<DeviceId>,
-    signer: Option<Arc<dyn Signer>>,
-    key_file: Option<PathBuf>,
-    mac: Option<MacChoice>,
-    secret: Option<Secret>,
-    server: Option<ServerChoice>,
-    trust: Option<Trust>,
-    state_dir: Option<PathBuf>,
-    backoff: Option<Backoff>,
-    on_event: Option<EventFn>,
-}
-
-impl ClientBuilder {
-    pub fn device_id(mut self, id: DeviceId) -> Self {
-        self.device_id = Some(id);
-        self
-    }
-    /// A PEM private key file (PKCS#8, SEC1 or PKCS#1; P-256 or RSA).
-    pub fn key_file(mut self, path: impl Into<PathBuf>) -> Self {
-        self.key_file = Some(path.into());
-        self
-    }
-    /// A signer whose key never leaves hardware (TPM, secure element).
-    pub fn signer(mut self, signer: Arc<dyn Signer>) -> Self {
-        self.signer = Some(signer);
-        self
-    }
-    /// The MAC to report. By default the first non-loopback interface's MAC
-    /// is used, and none is sent when there is none.
-    pub fn mac(mut self, mac: Option<MacAddr>) -> Self {
-        self.mac = Some(mac.map_or(MacChoice::Omit, MacChoice::Given));
-        self
-    }
-    /// A one-time secret from the administrator's OOB list.
-    pub fn secret(mut self, secret: Secret) -> Self {
-        self.secret = Some(secret);
-        self
-    }
-    /// A fixed daemon URL (`https://hub.local:8445`) instead of DNS-SD.
-    pub fn server(mut self, url: impl Into<String>) -> Self {
-        self.server = Some(ServerChoice::Fixed(url.into()));
-        self
-    }
-    /// Find the daemon by DNS-SD with these timings (the default).
-    pub fn discovery(mut self, opts: DiscoveryOptions) -> Self {
-        self.server = Some(ServerChoice::Discover(opts));
-        self
-    }
-    pub fn trust(mut self, trust: Trust) -> Self {
-        self.trust = Some(trust);
-        self
-    }
-    /// Where credentials and a TOFU-pinned CA are kept. Without it nothing
-    /// is persisted and a restarted device provisions again.
-    pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.state_dir = Some(dir.into());
-        self
-    }
-    pub fn backoff(mut self, backoff: Backoff) -> Self {
-        self.backoff = Some(backoff);
-        self
-    }
-    /// Called with every [`Event`], from the client's tasks: keep it quick.
-    pub fn on_event(mut self, f: impl Fn(&Event) + Send + Sync + 'static) -> Self {
-        self.on_event = Some(Arc::new(f));
-        self
-    }
-
-    pub fn build(self) -> Result<Client, Error> {
-        let device_id = self
-            .device_id
-            .ok_or_else(|| Error::Config("a device id is required".into()))?;
-        let signer: Arc<dyn Signer> = match (self.signer, self.key_file) {
-            (Some(s), None) => s,
-            (None, Some(path)) => Arc::new(KeySigner::load(&path)?),
-            (Some(_), Some(_)) => {
-                return Err(Error::Config(
-                    "give either a key file or a signer, not both".into(),
-                ));
-            }
-            (None, None) => return Err(Error::Config("a key file or a signer is required".into())),
-        };
-        let mut trust = self
-            .trust
-            .ok_or_else(|| Error::Config("a trust anchor is required: a CA fingerprint, a CA certificate, or explicit trust on first use".into()))?;
-        if let Trust::CaFingerprint(fp) = &trust {
-            trust = Trust::CaFingerprint(normalize_fingerprint(fp)?);
-        }
-        if let Trust::CaCertPem(pem) = &trust {
-            PinnedCa::from_pem(pem)?;
-        }
-        let server = match self.server {
-            Some(ServerChoice::Fixed(url)) => {
-                let url = url.trim_end_matches('/').to_string();
-                if !url.starts_with("https://") {
-                    return Err(Error::Config(format!(
-                        "server URL must start with https://: {url}"
-                    )));
-                }
-                ServerChoice::Fixed(url)
-            }
-            Some(d) => d,
-            None => ServerChoice::Discover(DiscoveryOptions::default()),
-        };
-        let mac = match self.mac.unwrap_or(MacChoice::Auto) {
-            MacChoice::Given(m) => Some(m),
-            MacChoice::Omit => None,
-            // No MAC (or an error reading one) is a normal case, not a failure.
-            MacChoice::Auto => match mac_address::get_mac_address() {
-                Ok(Some(m)) => Some(MacAddr(m.bytes())).filter(|m| !m.is_zero()),
-                _ => None,
-            },
-        };
-        let state = self.state_dir.map(StateDir::open).transpose()?;
-        let events = EventSink::new(self.on_event);
-        let saved = match &state {
-            Some(dir) => match dir.load_state() {
-                Ok(s) => s,
-                // The key is still here: provisioning again repairs it.
-                Err(e) => {
-                    tracing::warn!("ignoring unreadable saved credentials: {e}");
-                    None
-                }
-            },
-            None => None,
-        };
-        let clock = Arc::new(ServerClock::new(
-            saved.as_ref().and_then(|s| s.clock_offset_ms),
-        ));
-        Ok(Client {
-            inner: Arc::new(Inner {
-                device_id,
-                signer,
-                mac,
-                secret: self.secret,
-                server,
-                trust,
-                state,
-                backoff: self.backoff.unwrap_or_default(),
-                events,
-                clock,
-                saved: std::sync::Mutex::new(saved),
-                conn: Mutex::new(None),
-            }),
-        })
-    }
-}
 
 /// The device side of idprov. Cheap to clone; clones share one connection.
 #[derive(Clone)]
@@ -200,22 +36,22 @@ pub struct Client {
 }
 
 pub(crate) struct Inner {
-    device_id: DeviceId,
-    signer: Arc<dyn Signer>,
-    mac: Option<MacAddr>,
-    secret: Option<Secret>,
-    server: ServerChoice,
-    trust: Trust,
-    state: Option<StateDir>,
+    pub(crate) device_id: DeviceId,
+    pub(crate) signer: Arc<dyn Signer>,
+    pub(crate) mac: Option<MacAddr>,
+    pub(crate) secret: Option<Secret>,
+    pub(crate) server: ServerChoice,
+    pub(crate) trust: Trust,
+    pub(crate) state: Option<StateDir>,
     pub(crate) backoff: Backoff,
     pub(crate) events: EventSink,
     pub(crate) clock: Arc<ServerClock>,
-    saved: std::sync::Mutex<Option<SavedState>>,
-    conn: Mutex<Option<Conn>>,
+    pub(crate) saved: std::sync::Mutex<Option<SavedState>>,
+    pub(crate) conn: Mutex<Option<Conn>>,
 }
 
 #[derive(Clone)]
-struct Conn {
+pub(crate) struct Conn {
     api: DaemonApi,
     daemon_id: String,
     proof_lifetime: u64,
@@ -477,10 +313,7 @@ impl Client {
                     (None, _) => None,
                 };
                 let found = discover(pinned.as_deref(), *opts).await?;
-                let url = found
-                    .chosen
-                    .url()
-                    .ok_or_else(|| Error::NotFound(opts.timeout))?;
+                let url = found.chosen.url().ok_or(Error::NotFound(opts.timeout))?;
                 for other in &found.others {
                     tracing::warn!(
                         instance = %other.instance,

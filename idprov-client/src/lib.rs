@@ -37,6 +37,7 @@
 
 mod api;
 mod backoff;
+mod builder;
 mod client;
 pub mod discovery;
 mod error;
@@ -48,7 +49,8 @@ mod store;
 mod trust;
 
 pub use backoff::Backoff;
-pub use client::{Client, ClientBuilder};
+pub use builder::ClientBuilder;
+pub use client::Client;
 pub use discovery::{DiscoveredDaemon, Discovery, DiscoveryOptions};
 pub use error::Error;
 pub use events::Event;

@@ -152,7 +152,7 @@ mod tests {
         assert!((16..=128).contains(&claims.jti.len()));
 
         // The signature verifies with the public key the daemon will store.
-        let input = jws.rsplitn(2, '.').nth(1).unwrap_or_default();
+        let input = jws.rsplit_once('.').map(|x| x.0).unwrap_or_default();
         let key = aws_lc_rs::signature::UnparsedPublicKey::new(
             &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED,
             signer.public_key().verify_bytes(),

@@ -1,0 +1,187 @@
+//! A device: finds the daemon, provisions, and keeps its token fresh until
+//! stopped. Creates its key on first start.
+//!
+//! ```text
+//! cargo run -p idprov-client --example device -- --id sensor-1 --key key.pem \
+//!     --state-dir state [--server https://hub:8445] [--ca-fingerprint FP | --tofu]
+//! ```
+//!
+//! Every state change is printed as one line on stdout, `event: NAME k=v...`,
+//! so scripts and tests can follow it.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use idprov_client::{Client, DiscoveryOptions, Event, KeySigner, MacAddr, Secret, Signer, Trust};
+
+#[derive(Parser, Debug)]
+#[command(about = "An idprov device: provision and keep the token fresh")]
+struct Args {
+    /// Device ID (letters, digits, . _ : -).
+    #[arg(long)]
+    id: String,
+    /// Private key PEM; created (P-256, mode 0600) if it does not exist.
+    #[arg(long)]
+    key: PathBuf,
+    /// Where credentials and a TOFU-pinned CA are kept.
+    #[arg(long)]
+    state_dir: PathBuf,
+    /// Daemon URL; without it the daemon is found by DNS-SD.
+    #[arg(long)]
+    server: Option<String>,
+    /// SHA-256 of the daemon's CA certificate (as idprovd prints it).
+    #[arg(long, conflicts_with_all = ["tofu", "ca_file"])]
+    ca_fingerprint: Option<String>,
+    /// The daemon's CA certificate (PEM file).
+    #[arg(long, conflicts_with = "tofu")]
+    ca_file: Option<PathBuf>,
+    /// Trust the first daemon reached and pin its CA.
+    #[arg(long)]
+    tofu: bool,
+    /// MAC to report (default: this machine's first interface).
+    #[arg(long, conflicts_with = "no_mac")]
+    mac: Option<MacAddr>,
+    /// Report no MAC.
+    #[arg(long)]
+    no_mac: bool,
+    /// One-time secret from the OOB list (or env IDPROV_SECRET).
+    #[arg(long, env = "IDPROV_SECRET", hide_env_values = true)]
+    secret: Option<String>,
+    /// DNS-SD browse timeout.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    discovery_timeout: Duration,
+    /// Exit as soon as a token is held (for scripts and benchmarks).
+    #[arg(long)]
+    once: bool,
+}
+
+fn print_event(start: Instant, e: &Event) {
+    let t = start.elapsed().as_secs_f64();
+    let line = match e {
+        Event::Discovered {
+            server,
+            daemon_id,
+            others,
+        } => {
+            let mut s = format!(
+                "discovered server={server} daemon_id={} others={}",
+                daemon_id.as_deref().unwrap_or("?"),
+                others.len()
+            );
+            for o in others {
+                s.push_str(&format!(
+                    "\nevent: other_daemon instance={} url={} ca={}",
+                    o.instance,
+                    o.url().unwrap_or_default(),
+                    o.ca_fingerprint.as_deref().unwrap_or("?")
+                ));
+            }
+            s
+        }
+        Event::Connected { server, daemon_id } => {
+            format!("connected server={server} daemon_id={daemon_id}")
+        }
+        Event::TrustedOnFirstUse { fingerprint } => format!("tofu_pinned ca={fingerprint}"),
+        Event::Pending {
+            verification_code,
+            retry_in,
+        } => format!(
+            "pending code={verification_code} retry_in_ms={}",
+            retry_in.as_millis()
+        ),
+        Event::Provisioned { expires_at, reused } => {
+            format!("provisioned expires_at={expires_at} reused={reused}")
+        }
+        Event::Renewed { expires_at } => format!("renewed expires_at={expires_at}"),
+        Event::RetryScheduled { error, retry_in } => {
+            format!("retry in_ms={} error={error:?}", retry_in.as_millis())
+        }
+        Event::Reauthenticating { reason } => format!("reauthenticating reason={reason:?}"),
+        Event::Revoked { message } => format!("revoked message={message:?}"),
+        other => format!("{other:?}"),
+    };
+    println!("event: {line} t={t:.3}");
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let start = Instant::now();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+
+    let id = args.id.parse().context("--id")?;
+    let trust = match (&args.ca_fingerprint, &args.ca_file, args.tofu) {
+        (Some(fp), None, false) => Trust::CaFingerprint(fp.clone()),
+        (None, Some(path), false) => Trust::CaCertPem(
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+        ),
+        (None, None, true) => Trust::TrustOnFirstUse,
+        _ => bail!("give exactly one of --ca-fingerprint, --ca-file, --tofu"),
+    };
+    let (signer, created) = KeySigner::load_or_generate(&args.key)?;
+    println!(
+        "event: key {} kid={} alg={} code={}",
+        if created { "created" } else { "loaded" },
+        signer.public_key().thumbprint(),
+        signer.alg(),
+        signer.public_key().verification_code()
+    );
+
+    let mut builder = Client::builder()
+        .device_id(id)
+        .signer(std::sync::Arc::new(signer))
+        .trust(trust)
+        .state_dir(&args.state_dir)
+        .on_event(move |e| print_event(start, e));
+    builder = match &args.server {
+        Some(url) => builder.server(url),
+        None => builder.discovery(DiscoveryOptions {
+            timeout: args.discovery_timeout,
+            ..DiscoveryOptions::default()
+        }),
+    };
+    if args.no_mac {
+        builder = builder.mac(None);
+    } else if let Some(mac) = args.mac {
+        builder = builder.mac(Some(mac));
+    }
+    if let Some(s) = args.secret {
+        builder = builder.secret(Secret::new(s));
+    }
+    let client = builder.build()?;
+
+    let keeper = client.start().await?;
+    let creds = keeper.current();
+    println!(
+        "event: token expires_at={} t={:.3}",
+        creds.expires_at,
+        start.elapsed().as_secs_f64()
+    );
+    if args.once {
+        return Ok(());
+    }
+    tokio::select! {
+        e = keeper.finished() => Err(e.into()),
+        r = shutdown_signal() => {
+            r?;
+            println!("event: stopped");
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,184 @@
+//! The builder of a [`Client`]: what the device is, how it signs, where the
+//! daemon is and what it trusts.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use idprov_proto::{DeviceId, MacAddr, Secret};
+use tokio::sync::Mutex;
+
+use crate::backoff::Backoff;
+use crate::client::{Client, Inner};
+use crate::discovery::DiscoveryOptions;
+use crate::error::Error;
+use crate::events::{Event, EventFn, EventSink};
+use crate::proof::ServerClock;
+use crate::signer::{KeySigner, Signer};
+use crate::store::StateDir;
+use crate::trust::{PinnedCa, Trust, normalize_fingerprint};
+
+/// Where the daemon is.
+#[derive(Debug, Clone)]
+pub(crate) enum ServerChoice {
+    Fixed(String),
+    Discover(DiscoveryOptions),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum MacChoice {
+    Auto,
+    Given(MacAddr),
+    Omit,
+}
+
+/// Builds a [`Client`]. Device id, key and trust are required; without
+/// [`server`](Self::server) the daemon is found by DNS-SD.
+#[derive(Default)]
+pub struct ClientBuilder {
+    device_id: Option<DeviceId>,
+    signer: Option<Arc<dyn Signer>>,
+    key_file: Option<PathBuf>,
+    mac: Option<MacChoice>,
+    secret: Option<Secret>,
+    server: Option<ServerChoice>,
+    trust: Option<Trust>,
+    state_dir: Option<PathBuf>,
+    backoff: Option<Backoff>,
+    on_event: Option<EventFn>,
+}
+
+impl ClientBuilder {
+    pub fn device_id(mut self, id: DeviceId) -> Self {
+        self.device_id = Some(id);
+        self
+    }
+    /// A PEM private key file (PKCS#8, SEC1 or PKCS#1; P-256 or RSA).
+    pub fn key_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.key_file = Some(path.into());
+        self
+    }
+    /// A signer whose key never leaves hardware (TPM, secure element).
+    pub fn signer(mut self, signer: Arc<dyn Signer>) -> Self {
+        self.signer = Some(signer);
+        self
+    }
+    /// The MAC to report. By default the first non-loopback interface's MAC
+    /// is used, and none is sent when there is none.
+    pub fn mac(mut self, mac: Option<MacAddr>) -> Self {
+        self.mac = Some(mac.map_or(MacChoice::Omit, MacChoice::Given));
+        self
+    }
+    /// A one-time secret from the administrator's OOB list.
+    pub fn secret(mut self, secret: Secret) -> Self {
+        self.secret = Some(secret);
+        self
+    }
+    /// A fixed daemon URL (`https://hub.local:8445`) instead of DNS-SD.
+    pub fn server(mut self, url: impl Into<String>) -> Self {
+        self.server = Some(ServerChoice::Fixed(url.into()));
+        self
+    }
+    /// Find the daemon by DNS-SD with these timings (the default).
+    pub fn discovery(mut self, opts: DiscoveryOptions) -> Self {
+        self.server = Some(ServerChoice::Discover(opts));
+        self
+    }
+    pub fn trust(mut self, trust: Trust) -> Self {
+        self.trust = Some(trust);
+        self
+    }
+    /// Where credentials and a TOFU-pinned CA are kept. Without it nothing
+    /// is persisted and a restarted device provisions again.
+    pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.state_dir = Some(dir.into());
+        self
+    }
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = Some(backoff);
+        self
+    }
+    /// Called with every [`Event`], from the client's tasks: keep it quick.
+    pub fn on_event(mut self, f: impl Fn(&Event) + Send + Sync + 'static) -> Self {
+        self.on_event = Some(Arc::new(f));
+        self
+    }
+
+    pub fn build(self) -> Result<Client, Error> {
+        let device_id = self
+            .device_id
+            .ok_or_else(|| Error::Config("a device id is required".into()))?;
+        let signer: Arc<dyn Signer> = match (self.signer, self.key_file) {
+            (Some(s), None) => s,
+            (None, Some(path)) => Arc::new(KeySigner::load(&path)?),
+            (Some(_), Some(_)) => {
+                return Err(Error::Config(
+                    "give either a key file or a signer, not both".into(),
+                ));
+            }
+            (None, None) => return Err(Error::Config("a key file or a signer is required".into())),
+        };
+        let mut trust = self
+            .trust
+            .ok_or_else(|| Error::Config("a trust anchor is required: a CA fingerprint, a CA certificate, or explicit trust on first use".into()))?;
+        if let Trust::CaFingerprint(fp) = &trust {
+            trust = Trust::CaFingerprint(normalize_fingerprint(fp)?);
+        }
+        if let Trust::CaCertPem(pem) = &trust {
+            PinnedCa::from_pem(pem)?;
+        }
+        let server = match self.server {
+            Some(ServerChoice::Fixed(url)) => {
+                let url = url.trim_end_matches('/').to_string();
+                if !url.starts_with("https://") {
+                    return Err(Error::Config(format!(
+                        "server URL must start with https://: {url}"
+                    )));
+                }
+                ServerChoice::Fixed(url)
+            }
+            Some(d) => d,
+            None => ServerChoice::Discover(DiscoveryOptions::default()),
+        };
+        let mac = match self.mac.unwrap_or(MacChoice::Auto) {
+            MacChoice::Given(m) => Some(m),
+            MacChoice::Omit => None,
+            // No MAC (or an error reading one) is a normal case, not a failure.
+            MacChoice::Auto => match mac_address::get_mac_address() {
+                Ok(Some(m)) => Some(MacAddr(m.bytes())).filter(|m| !m.is_zero()),
+                _ => None,
+            },
+        };
+        let state = self.state_dir.map(StateDir::open).transpose()?;
+        let events = EventSink::new(self.on_event);
+        let saved = match &state {
+            Some(dir) => match dir.load_state() {
+                Ok(s) => s,
+                // The key is still here: provisioning again repairs it.
+                Err(e) => {
+                    tracing::warn!("ignoring unreadable saved credentials: {e}");
+                    None
+                }
+            },
+            None => None,
+        };
+        let clock = Arc::new(ServerClock::new(
+            saved.as_ref().and_then(|s| s.clock_offset_ms),
+        ));
+        Ok(Client {
+            inner: Arc::new(Inner {
+                device_id,
+                signer,
+                mac,
+                secret: self.secret,
+                server,
+                trust,
+                state,
+                backoff: self.backoff.unwrap_or_default(),
+                events,
+                clock,
+                saved: std::sync::Mutex::new(saved),
+                conn: Mutex::new(None),
+            }),
+        })
+    }
+}
