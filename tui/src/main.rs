@@ -32,7 +32,12 @@ fn main() -> anyhow::Result<()> {
     let (path, profile) = load_profile(cli.profile.as_deref())?;
     let client =
         AdminClient::new(&profile).with_context(|| format!("profile {}", path.display()))?;
-    let identity = format!("{}@{}", profile.name, client.server());
+    let server = client.server();
+    let identity = format!(
+        "{}@{}",
+        profile.name,
+        server.strip_prefix("https://").unwrap_or(server)
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -87,11 +87,12 @@ fn draw_header(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         ),
     };
     let left_width: usize = spans.iter().map(|s| s.content.len()).sum();
+    // Keep at least one blank column between the tabs and the state.
     let room = usize::from(area.width).saturating_sub(left_width + 1);
     let state = text::clip(&state, room).into_owned();
     let [left, right] = Layout::horizontal([
         Constraint::Min(0),
-        Constraint::Length(u16::try_from(state.len()).unwrap_or(0)),
+        Constraint::Length(u16::try_from(state.chars().count()).unwrap_or(0)),
     ])
     .areas(area);
     f.render_widget(Paragraph::new(Line::from(spans)), left);

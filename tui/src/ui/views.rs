@@ -6,7 +6,9 @@
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Cell, Paragraph, Row as TRow, Table, TableState, Wrap};
+use ratatui::widgets::{
+    Block, Cell, HighlightSpacing, Paragraph, Row as TRow, Table, TableState, Wrap,
+};
 
 use idprov_proto::admin::{AuditEntry, DeviceStatus, DeviceView, OobEntryView, PendingView};
 
@@ -113,7 +115,10 @@ fn table<'a, T: Row>(
         .header(header)
         .block(block)
         .column_spacing(1)
-        .row_highlight_style(theme.selected());
+        .row_highlight_style(theme.selected())
+        // A visible marker too, for monochrome terminals and screen readers.
+        .highlight_symbol(">")
+        .highlight_spacing(HighlightSpacing::Always);
     f.render_stateful_widget(t, area, &mut state);
 }
 
@@ -127,7 +132,13 @@ fn flags_cell(flags: &[String], theme: &Theme) -> Cell<'static> {
 }
 
 fn label<'a>(l: &'static str, theme: &Theme) -> Span<'a> {
-    Span::styled(format!("{l:<18}"), theme.dim())
+    Span::styled(format!("{l:<12}"), theme.dim())
+}
+
+/// The date part of a timestamp (UTC).
+fn date(at: i64) -> String {
+    let t = timestamp(at);
+    t.get(..10).map(str::to_owned).unwrap_or(t)
 }
 
 fn short_fp(fp: &str) -> String {
@@ -201,12 +212,12 @@ fn pending(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     if let (Some(d_area), Some(p)) = (d_area, list.selected()) {
         let lines = vec![
             Line::from(vec![
-                label("verification code", theme),
+                label("verify code", theme),
                 Span::styled(safe(&p.verification_code).into_owned(), theme.bold()),
-                Span::styled("  (compare with the code the device shows)", theme.dim()),
+                Span::styled("  (the device shows the same code)", theme.dim()),
             ]),
             Line::from(vec![
-                label("key fingerprint", theme),
+                label("fingerprint", theme),
                 Span::raw(format!(
                     "{} {}",
                     p.key_format.as_str(),
@@ -214,17 +225,16 @@ fn pending(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
                 )),
             ]),
             Line::from(vec![
-                label("MAC / source", theme),
+                label("MAC, source", theme),
                 Span::raw(format!("{}   {}", mac(p.mac), safe(&p.source))),
             ]),
             Line::from(vec![
-                label("first / last seen", theme),
+                label("seen", theme),
                 Span::raw(format!(
-                    "{} / {}   attempts {}   rev {}",
+                    "first {}, last {} ago, {} attempts",
                     timestamp(p.first_seen),
-                    timestamp(p.last_seen),
+                    ago(now, p.last_seen),
                     p.attempts,
-                    p.revision
                 )),
             ]),
             Line::from(vec![
@@ -237,7 +247,8 @@ fn pending(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
                 },
             ]),
         ];
-        detail(f, d_area, p.device_id.as_str(), lines, theme);
+        let t = format!("{} · rev {}", p.device_id, p.revision);
+        detail(f, d_area, &t, lines, theme);
     }
 }
 
@@ -327,22 +338,21 @@ fn devices(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             Line::from(vec![
                 label("status", theme),
                 Span::raw(format!(
-                    "{}   admitted by {}   rev {}",
+                    "{}, admitted by {}, MAC {}",
                     status_str(d.status),
                     safe(&d.admitted_by),
-                    d.revision
+                    mac(d.mac)
                 )),
             ]),
             Line::from(vec![
-                label("created / issued", theme),
+                label("issued", theme),
                 Span::raw(format!(
-                    "{} / {}   {} tokens   MAC {}",
-                    timestamp(d.created_at),
-                    d.last_issued_at
-                        .map(timestamp)
-                        .unwrap_or_else(|| "never".into()),
+                    "{} tokens, last {}, created {}",
                     d.tokens_issued,
-                    mac(d.mac)
+                    d.last_issued_at
+                        .map(|t| format!("{} ago", ago(now, t)))
+                        .unwrap_or_else(|| "never".into()),
+                    date(d.created_at),
                 )),
             ]),
             Line::from(vec![
@@ -363,20 +373,20 @@ fn devices(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         }
         for (i, k) in d.keys.iter().enumerate() {
             let expiry = match k.expires_at {
-                Some(e) => format!("expires {} ({})", timestamp(e), text::relative(now, e)),
+                Some(e) => format!("expires {} ({})", date(e), text::relative(now, e)),
                 None => "no expiry".into(),
             };
             lines.push(Line::from(vec![
                 label(if i == 0 { "keys" } else { "" }, theme),
                 Span::raw(format!(
-                    "{}  {}  added {}  {expiry}",
+                    "{}  {}  {expiry}",
                     safe(&k.kid),
-                    k.key_format.as_str(),
-                    timestamp(k.added_at)
+                    k.key_format.as_str()
                 )),
             ]));
         }
-        detail(f, d_area, d.device_id.as_str(), lines, theme);
+        let t = format!("{} · rev {}", d.device_id, d.revision);
+        detail(f, d_area, &t, lines, theme);
     }
 }
 
@@ -456,11 +466,11 @@ fn oob(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     if let (Some(d_area), Some(e)) = (d_area, list.selected()) {
         let lines = vec![
             Line::from(vec![
-                label("key fingerprint", theme),
+                label("fingerprint", theme),
                 Span::raw(safe(e.key_fingerprint.as_deref().unwrap_or("-")).into_owned()),
             ]),
             Line::from(vec![
-                label("created / updated", theme),
+                label("changed", theme),
                 Span::raw(format!(
                     "{} / {}   expires {}",
                     timestamp(e.created_at),
@@ -591,7 +601,7 @@ fn audit(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     if let (Some(d_area), Some(e)) = (d_area, list.selected()) {
         let lines = vec![
             Line::from(vec![
-                label("at / source", theme),
+                label("at, source", theme),
                 Span::raw(format!(
                     "{}   {}",
                     timestamp(e.at),
