@@ -30,6 +30,8 @@ pub struct Config {
     pub pending: PendingConfig,
     pub limits: LimitsConfig,
     pub log: LogConfig,
+    /// DNS-SD advertising.
+    pub mdns: crate::mdns::MdnsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -117,6 +119,7 @@ impl Default for Config {
             pending: PendingConfig::default(),
             limits: LimitsConfig::default(),
             log: LogConfig::default(),
+            mdns: crate::mdns::MdnsConfig::default(),
         }
     }
 }
@@ -222,6 +225,8 @@ pub struct FlagOverrides {
     pub data_dir: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log: Option<LogOverrides>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mdns: Option<crate::mdns::MdnsOverrides>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

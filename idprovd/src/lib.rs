@@ -13,6 +13,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod http;
+pub mod mdns;
 pub mod pki;
 pub mod proof;
 pub mod server;
@@ -105,9 +106,19 @@ pub async fn start(
     let router = http::router(daemon.clone());
     let limits = daemon.cfg.limits.clone();
     let housekeeping = tokio::spawn(housekeeping(daemon.clone(), shutdown.clone()));
+    let advert = mdns::Advert {
+        listen: addr,
+        daemon_id: daemon.daemon_id().to_string(),
+        ca_fingerprint: daemon.pki.ca_fingerprint.clone(),
+    };
+    let mdns = mdns::spawn(&daemon.cfg.mdns, advert, shutdown.clone())?;
     let task = tokio::spawn(async move {
         let r = server::serve(listeners.https, tls, router, limits, shutdown).await;
         housekeeping.abort();
+        // The advertiser saw the same shutdown; wait for its goodbye.
+        if let Some(m) = mdns {
+            let _ = m.await;
+        }
         r
     });
     Ok(Running {

@@ -41,6 +41,9 @@ struct Global {
     /// Log filter, e.g. `info` or `idprovd=debug` (RUST_LOG wins).
     #[arg(long, global = true)]
     log_level: Option<String>,
+    /// Do not advertise the daemon by DNS-SD (same as mdns.enabled = false).
+    #[arg(long, global = true)]
+    no_mdns: bool,
 }
 
 #[derive(Subcommand)]
@@ -110,6 +113,9 @@ fn real_main() -> Result<()> {
                 format: cli.global.log_format,
                 level: cli.global.log_level.clone(),
             }
+        }),
+        mdns: cli.global.no_mdns.then_some(idprovd::mdns::MdnsOverrides {
+            enabled: Some(false),
         }),
     };
     let cfg = Config::load(cli.global.config.as_deref(), &flags)?;
