@@ -231,10 +231,11 @@ fn pending(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             Line::from(vec![
                 label("seen", theme),
                 Span::raw(format!(
-                    "first {}, last {} ago, {} attempts",
+                    "first {}, last {} ago, {} attempt{}",
                     timestamp(p.first_seen),
                     ago(now, p.last_seen),
                     p.attempts,
+                    if p.attempts == 1 { "" } else { "s" },
                 )),
             ]),
             Line::from(vec![

@@ -1,0 +1,191 @@
+//! End to end: the real `idprov-tui` binary in a real terminal (tmux)
+//! against a real daemon (in-process, HTTPS on 127.0.0.1:0). An
+//! administrator approves a pending device with key presses, and the device
+//! then receives its token; a device that arrives while the TUI runs shows up
+//! live and is rejected the same way.
+//!
+//! Needs `tmux` on the PATH (CI installs it).
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use idprov_tests::{DeviceKey, TestDaemon};
+
+/// A private tmux server (own socket name), killed when dropped.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(cmd: &str, conf: &Path, w: u16, h: u16) -> Tmux {
+        let socket = format!("idprov-tui-e2e-{}", std::process::id());
+        let t = Tmux { socket };
+        // remain-on-exit (from the config) keeps the pane after the TUI
+        // exits, so its exit status and the restored screen can be checked.
+        t.run(&[
+            "-f",
+            &conf.display().to_string(),
+            "new-session",
+            "-d",
+            "-s",
+            "e2e",
+            "-x",
+            &w.to_string(),
+            "-y",
+            &h.to_string(),
+            cmd,
+        ]);
+        t
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let out = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => o,
+            Ok(o) => panic!(
+                "tmux {args:?} failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Err(e) => panic!("cannot run tmux (install it: apt-get install tmux): {e}"),
+        }
+    }
+
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", "e2e"]).stdout).into()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "e2e"];
+        args.extend_from_slice(keys);
+        self.run(&args);
+    }
+
+    fn pane(&self, format: &str) -> String {
+        let out = self.run(&["display-message", "-p", "-t", "e2e", format]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Wait until the screen satisfies `ok`; fail with the screen if not.
+    async fn wait(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let s = self.screen();
+            if ok(&s) {
+                return s;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}; the screen shows:\n{s}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .arg("kill-server")
+            .output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approve_in_the_tui_and_the_device_gets_its_token() -> anyhow::Result<()> {
+    let td = TestDaemon::start().await?;
+    let key = DeviceKey::es256();
+    let first = td.provision("e2e-sensor-1", &key).await?;
+    assert_eq!(first.status, 202, "unknown device waits: {:?}", first.body);
+
+    let tmp = tempfile::tempdir()?;
+    let conf = tmp.path().join("tmux.conf");
+    std::fs::write(&conf, "set -g remain-on-exit on\nset -g status off\n")?;
+    let bin = env!("CARGO_BIN_EXE_idprov-tui");
+    let cmd = format!("'{bin}' --profile '{}'", td.profile_path().display());
+    let tmux = Tmux::start(&cmd, &conf, 100, 30);
+
+    // The pending device is listed, with the cursor on it.
+    tmux.wait("the pending device", |s| s.contains("e2e-sensor-1"))
+        .await;
+
+    // a: a confirmation naming the device and its verification code.
+    tmux.keys(&["a"]);
+    let code = key.public.verification_code();
+    let s = tmux
+        .wait("the approval confirmation", |s| {
+            s.contains("Approve e2e-sensor-1?")
+        })
+        .await;
+    assert!(s.contains(&code), "verification code {code} shown:\n{s}");
+
+    // y: approved, said so in the status line.
+    tmux.keys(&["y"]);
+    tmux.wait("the approval result", |s| {
+        s.contains("approved e2e-sensor-1")
+    })
+    .await;
+
+    // The device's next request (after the wait it was given) gets a token.
+    td.clock.advance(5);
+    let answer = td.provision("e2e-sensor-1", &key).await?;
+    assert_eq!(
+        answer.status, 200,
+        "approved device is issued: {:?}",
+        answer.body
+    );
+    assert!(answer.token().starts_with("ey"), "a JWT: {:?}", answer.body);
+
+    // The Devices view shows it active.
+    tmux.keys(&["2"]);
+    tmux.wait("the device as active", |s| {
+        s.lines()
+            .any(|l| l.contains("e2e-sensor-1") && l.contains("active"))
+    })
+    .await;
+
+    // A device that arrives now appears live (event stream) and is rejected.
+    tmux.keys(&["1"]);
+    let key2 = DeviceKey::es256();
+    let a2 = td.provision("e2e-sensor-2", &key2).await?;
+    assert_eq!(a2.status, 202);
+    tmux.wait("the live pending device", |s| s.contains("e2e-sensor-2"))
+        .await;
+    tmux.keys(&["r"]);
+    tmux.wait("the rejection confirmation", |s| {
+        s.contains("Reject e2e-sensor-2?")
+    })
+    .await;
+    tmux.keys(&["y"]);
+    tmux.wait("the rejection result", |s| {
+        s.contains("rejected e2e-sensor-2")
+    })
+    .await;
+    td.clock.advance(5);
+    let refused = td.provision("e2e-sensor-2", &key2).await?;
+    assert_eq!(
+        refused.status, 403,
+        "rejected device is refused: {:?}",
+        refused.body
+    );
+
+    // q: the TUI exits cleanly and leaves the alternate screen.
+    tmux.keys(&["q"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tmux.pane("#{pane_dead}") != "1" {
+        assert!(Instant::now() < deadline, "the TUI did not exit on q");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(tmux.pane("#{pane_dead_status}"), "0", "exit status");
+    let s = tmux.screen();
+    assert!(
+        !s.contains("Pending"),
+        "terminal restored (alternate screen left):\n{s}"
+    );
+    Ok(())
+}
