@@ -61,6 +61,11 @@ impl TestDaemon {
         Ok(d)
     }
 
+    /// Start on a data dir the caller owns (it outlives the daemon).
+    pub async fn start_in(dir: &Path) -> Result<TestDaemon> {
+        Self::boot(test_config(dir), ManualClock::starting_now()).await
+    }
+
     async fn boot(cfg: Config, clock: ManualClock) -> Result<TestDaemon> {
         let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
         let shutdown = CancellationToken::new();
