@@ -541,7 +541,7 @@ fn same_secret(old: &OobRecord, new: &OobRecord) -> bool {
 
 /// Parse and check every entry before anything touches the store; report
 /// all problems at once.
-fn validate_oob(entries: &[OobEntryInput], now: i64) -> Result<Vec<OobRecord>, ApiError> {
+pub(crate) fn validate_oob(entries: &[OobEntryInput], now: i64) -> Result<Vec<OobRecord>, ApiError> {
     let mut errors = Vec::new();
     let mut out = Vec::with_capacity(entries.len());
     let mut seen_ids = HashSet::new();

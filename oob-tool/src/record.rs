@@ -22,8 +22,8 @@ pub const COLUMNS: [&str; 7] = [
     "note",
 ];
 
-/// Longest note the tool accepts (characters).
-pub const MAX_NOTE_CHARS: usize = 1024;
+/// Longest note the daemon accepts (bytes of UTF-8).
+pub const MAX_NOTE_BYTES: usize = 256;
 /// Bounds of a one-time secret (bytes).
 pub const MIN_SECRET_LEN: usize = 8;
 pub const MAX_SECRET_LEN: usize = 256;
@@ -157,8 +157,8 @@ pub fn check_record(raw: &RawRecord, base: &Path, check: Check) -> Result<Checke
                 errors.push(format!(
                     "secret must be {MIN_SECRET_LEN} to {MAX_SECRET_LEN} bytes long"
                 ));
-            } else if s.chars().any(|c| c.is_control() || c.is_whitespace()) {
-                errors.push("secret must not contain spaces or control characters".to_string());
+            } else if s.chars().any(char::is_control) {
+                errors.push("secret must not contain control characters".to_string());
             }
             Some(Secret::new(s))
         }
@@ -178,8 +178,8 @@ pub fn check_record(raw: &RawRecord, base: &Path, check: Check) -> Result<Checke
     let note = match raw.note.as_deref().filter(|s| !s.is_empty()) {
         None => None,
         Some(n) => {
-            if n.chars().count() > MAX_NOTE_CHARS {
-                errors.push(format!("note is longer than {MAX_NOTE_CHARS} characters"));
+            if n.len() > MAX_NOTE_BYTES {
+                errors.push(format!("note is longer than {MAX_NOTE_BYTES} bytes"));
             } else if n.chars().any(char::is_control) {
                 errors.push("note must not contain control characters (line breaks, tabs)".into());
             }

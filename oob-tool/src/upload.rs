@@ -39,78 +39,29 @@ pub async fn import(
     opts: ImportOptions,
     bar: &ProgressBar,
 ) -> anyhow::Result<OobImportResult> {
-    let chunk = opts.chunk.clamp(1, MAX_OOB_BATCH);
-    let small = summary.entries <= MAX_OOB_BATCH as u64 && !opts.prune;
-    // Pass two runs on a blocking thread and hands chunks over a channel of
-    // two, so at most a few chunks are in memory at any time.
-    let (tx, mut rx) = mpsc::channel::<(Vec<Loc>, Vec<OobEntryInput>)>(2);
-    let reader_inputs = inputs.clone();
-    let size = if small { MAX_OOB_BATCH } else { chunk };
-    let reader = tokio::task::spawn_blocking(move || {
-        let mut locs = Vec::with_capacity(size);
-        let mut entries = Vec::with_capacity(size);
-        let digest = read_entries(&reader_inputs, |loc, entry| {
-            locs.push(loc);
-            entries.push(entry);
-            if entries.len() == size {
-                let full = (std::mem::take(&mut locs), std::mem::take(&mut entries));
-                tx.blocking_send(full)
-                    .map_err(|_| anyhow::anyhow!("upload stopped"))?;
-            }
-            Ok(())
-        })?;
-        if !entries.is_empty() {
-            tx.blocking_send((locs, entries))
-                .map_err(|_| anyhow::anyhow!("upload stopped"))?;
-        }
-        Ok::<_, anyhow::Error>(digest)
-    });
-
-    if small {
-        let (locs, entries) = rx.recv().await.unwrap_or_default();
-        let digest = reader.await.context("reading the files")??;
-        if digest != summary.digest {
-            bail!("the input files changed while they were being imported; nothing was imported");
-        }
-        let req = OobUpsertRequest {
-            entries,
-            replace: opts.replace,
-            dry_run: opts.dry_run,
-        };
-        bar.set_position(req.entries.len() as u64);
-        let r = client
-            .oob_upsert(&req)
-            .await
-            .map_err(|e| refused(e, &locs))?;
-        let mut added_ids = r.added;
-        let mut changed_ids = r.changed;
-        let (added, changed) = (added_ids.len() as u64, changed_ids.len() as u64);
-        added_ids.sort();
-        changed_ids.sort();
-        return Ok(OobImportResult {
-            added,
-            changed,
-            unchanged: r.unchanged,
-            removed: 0,
-            dry_run: r.dry_run,
-            added_ids,
-            changed_ids,
-            removed_ids: Vec::new(),
-        });
-    }
-
-    let session = client
+    let started = client
         .oob_import_start(&OobImportStart {
             replace: opts.replace,
             prune: opts.prune,
         })
-        .await
-        .map_err(|e| match e.code() {
-            Some(idprov_proto::ErrorCode::NotFound) => anyhow::anyhow!(
-                "this daemon does not support import sessions (needed for more than {MAX_OOB_BATCH} entries or --prune)"
-            ),
-            _ => anyhow::Error::new(e).context("starting the import"),
-        })?;
+        .await;
+    let session = match started {
+        Ok(s) => s,
+        // A daemon without import sessions still takes a small import in
+        // one request.
+        Err(e)
+            if e.code() == Some(idprov_proto::ErrorCode::NotFound)
+                && summary.entries <= MAX_OOB_BATCH as u64
+                && !opts.prune =>
+        {
+            return single_request(client, inputs, summary, opts, bar).await;
+        }
+        Err(e) if e.code() == Some(idprov_proto::ErrorCode::NotFound) => bail!(
+            "this daemon does not support import sessions (needed for more than {MAX_OOB_BATCH} entries or --prune)"
+        ),
+        Err(e) => return Err(anyhow::Error::new(e).context("starting the import")),
+    };
+    let (mut rx, reader) = spawn_reader(inputs, opts.chunk.clamp(1, MAX_OOB_BATCH), CHUNK_BYTES);
     let outcome = async {
         let mut seq = 0u64;
         let mut sent = 0u64;
@@ -130,7 +81,7 @@ pub async fn import(
             bail!("the input files changed while they were being imported; nothing was imported");
         }
         bar.set_message("committing");
-        let result = client
+        client
             .oob_import_commit(
                 &session.id,
                 &OobImportCommit {
@@ -139,15 +90,106 @@ pub async fn import(
                 },
             )
             .await
-            .map_err(|e| refused(e, &[]))?;
-        Ok(result)
+            .map_err(|e| refused(e, &[]))
     }
     .await;
     if outcome.is_err() {
-        // Best effort: the daemon also drops idle sessions by itself.
+        // Best effort: the daemon also drops idle sessions by itself, and a
+        // failed commit ends the session anyway.
         let _ = client.oob_import_abort(&session.id).await;
     }
     outcome
+}
+
+/// Body size a chunk aims at (the daemon takes up to 16 MiB).
+const CHUNK_BYTES: usize = 4 * 1024 * 1024;
+
+type Chunk = (Vec<Loc>, Vec<OobEntryInput>);
+
+/// Pass two on a blocking thread, handing over chunks of at most `count`
+/// entries and about `bytes` bytes through a channel of two: at most a few
+/// chunks are in memory at any time.
+fn spawn_reader(
+    inputs: Arc<Vec<Input>>,
+    count: usize,
+    bytes: usize,
+) -> (
+    mpsc::Receiver<Chunk>,
+    tokio::task::JoinHandle<anyhow::Result<[u8; 32]>>,
+) {
+    let (tx, rx) = mpsc::channel::<Chunk>(2);
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut locs = Vec::new();
+        let mut entries = Vec::new();
+        let mut size = 0usize;
+        let digest = read_entries(&inputs, |loc, entry| {
+            size += approx_size(&entry);
+            locs.push(loc);
+            entries.push(entry);
+            if entries.len() >= count || size >= bytes {
+                size = 0;
+                let full = (std::mem::take(&mut locs), std::mem::take(&mut entries));
+                tx.blocking_send(full)
+                    .map_err(|_| anyhow::anyhow!("upload stopped"))?;
+            }
+            Ok(())
+        })?;
+        if !entries.is_empty() {
+            tx.blocking_send((locs, entries))
+                .map_err(|_| anyhow::anyhow!("upload stopped"))?;
+        }
+        Ok::<_, anyhow::Error>(digest)
+    });
+    (rx, reader)
+}
+
+fn approx_size(e: &OobEntryInput) -> usize {
+    // JSON overhead per entry, plus PEM line breaks escaped as \n.
+    160 + e.device_id.as_str().len()
+        + e.public_key.as_ref().map_or(0, |k| k.len() + k.len() / 32)
+        + e.note.as_ref().map_or(0, String::len)
+        + e.secret.as_ref().map_or(0, |s| s.expose().len())
+}
+
+/// The whole import in one `POST /admin/oob` (daemons without sessions).
+async fn single_request(
+    client: &AdminClient,
+    inputs: Arc<Vec<Input>>,
+    summary: &Summary,
+    opts: ImportOptions,
+    bar: &ProgressBar,
+) -> anyhow::Result<OobImportResult> {
+    let (mut rx, reader) = spawn_reader(inputs, MAX_OOB_BATCH, usize::MAX);
+    let (locs, entries) = rx.recv().await.unwrap_or_default();
+    let digest = reader.await.context("reading the files")??;
+    if digest != summary.digest {
+        bail!("the input files changed while they were being imported; nothing was imported");
+    }
+    let req = OobUpsertRequest {
+        entries,
+        replace: opts.replace,
+        dry_run: opts.dry_run,
+    };
+    bar.set_position(req.entries.len() as u64);
+    let r = client
+        .oob_upsert(&req)
+        .await
+        .map_err(|e| refused(e, &locs))?;
+    let mut added_ids = r.added;
+    let mut changed_ids = r.changed;
+    let (added, changed) = (added_ids.len() as u64, changed_ids.len() as u64);
+    added_ids.sort();
+    changed_ids.sort();
+    Ok(OobImportResult {
+        added,
+        changed,
+        unchanged: r.unchanged,
+        removed: 0,
+        dry_run: r.dry_run,
+        added_ids,
+        changed_ids,
+        removed_ids: Vec::new(),
+    })
 }
 
 /// Map an error answer to problems with file lines (the daemon numbers

@@ -117,17 +117,15 @@ pub fn validate(inputs: &[Input], progress: &dyn Fn(u64)) -> anyhow::Result<Summ
                             out.problems.push(Problem { loc, message });
                             continue;
                         }
+                        // The daemon refuses entries that expired already.
                         if let Some(at) = checked.entry.expires_at
                             && at <= now
                         {
-                            out.warnings.push(Problem {
+                            out.problems.push(Problem {
                                 loc,
-                                message: format!(
-                                    "entry {} expired already ({})",
-                                    checked.entry.device_id,
-                                    format_expires(at)
-                                ),
+                                message: format!("expires {} is in the past", format_expires(at)),
                             });
+                            continue;
                         }
                         fold(&mut ctx, &checked.entry);
                         out.entries += 1;

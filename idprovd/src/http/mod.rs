@@ -5,6 +5,7 @@ pub mod admin;
 pub mod device;
 pub mod error;
 pub mod extract;
+pub mod oob_import;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,6 +38,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
     Router::new()
         .merge(timed)
         .merge(admin::stream_routes())
+        .merge(oob_import::routes())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

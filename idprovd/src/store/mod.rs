@@ -7,6 +7,7 @@
 //! so lists page by id with a range scan.
 
 mod audit;
+mod oob_import;
 mod records;
 
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use audit::{AuditDraft, GENESIS_HASH, audit_hash, verify_chain};
+pub use oob_import::CommitOptions;
 pub use records::*;
 
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");

@@ -1,0 +1,407 @@
+//! Import sessions for large, atomic OOB uploads (`idprov_proto::oob_import`).
+//!
+//! Sessions live in memory (they die with the daemon, and so does what they
+//! staged: the next import drops leftover staging tables). Every chunk is
+//! checked again here with the same rules as `POST /admin/oob` — the daemon
+//! never trusts the tool — and staged on disk, so memory stays bounded by a
+//! few chunks whatever the size of the import. These routes run outside the
+//! per-request time limit: a commit of a million entries takes seconds, and
+//! abandoning it half-way to answer "timeout" would be a lie (the commit
+//! would still land).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, post};
+use axum::{Extension, Json, Router};
+use http::StatusCode;
+use idprov_proto::ErrorCode;
+use idprov_proto::admin::{AdminEvent, MAX_OOB_BATCH};
+use idprov_proto::error::EntryError;
+use idprov_proto::oob_import::{
+    IMPORT_IDLE_SECS, IMPORTS, MAX_IMPORT_ENTRIES, OobImportChunk, OobImportChunkAck,
+    OobImportCommit, OobImportSession, OobImportStart,
+};
+use serde::de::DeserializeOwned;
+
+use super::admin::AdminAuth;
+use super::error::ApiError;
+use crate::Daemon;
+use crate::admin_ops::validate_oob;
+use crate::daemon::draft;
+use crate::store::{CommitOptions, OobRecord};
+
+/// Import sessions open at once (each may hold one chunk in memory).
+const MAX_SESSIONS: usize = 4;
+/// Largest chunk body. 10,000 RSA-4096 certificates would not fit; the tool
+/// cuts chunks by size as well as by count.
+const MAX_CHUNK_BODY: usize = 16 * 1024 * 1024;
+
+pub fn routes() -> Router<Arc<Daemon>> {
+    Router::new()
+        .route(IMPORTS, post(start))
+        .route(&format!("{IMPORTS}/{{sid}}/chunks"), post(chunk))
+        .route(&format!("{IMPORTS}/{{sid}}/commit"), post(commit))
+        .route(&format!("{IMPORTS}/{{sid}}"), delete(abort))
+        .layer(Extension(Arc::new(Registry::default())))
+}
+
+#[derive(Default)]
+struct Registry {
+    sessions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Session>>>>,
+    /// Leftover staging tables from before a restart are dropped once.
+    swept: std::sync::atomic::AtomicBool,
+}
+
+struct Session {
+    id: String,
+    admin: String,
+    replace: bool,
+    prune: bool,
+    next_seq: u64,
+    staged: u64,
+    last_used: Instant,
+    /// Set when the session was committed, aborted or expired.
+    closed: bool,
+}
+
+type Shared = Arc<Registry>;
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<Session>>>> {
+        // A poisoned map still holds valid sessions; keep serving.
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The session if it exists and belongs to this administrator; anything
+    /// else is "not found", so ids cannot be probed.
+    fn get(&self, sid: &str) -> Result<Arc<tokio::sync::Mutex<Session>>, ApiError> {
+        self.lock().get(sid).cloned().ok_or_else(|| {
+            ApiError::not_found(
+                "no such import session (expired, finished, or the daemon restarted)",
+            )
+        })
+    }
+
+    fn remove(&self, sid: &str) {
+        self.lock().remove(sid);
+    }
+
+    /// Sessions idle for too long, taken out of the map.
+    fn take_idle(&self) -> Vec<String> {
+        let limit = Duration::from_secs(IMPORT_IDLE_SECS);
+        let mut map = self.lock();
+        let idle: Vec<String> = map
+            .iter()
+            .filter(|(_, s)| s.try_lock().is_ok_and(|s| s.last_used.elapsed() > limit))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &idle {
+            map.remove(k);
+        }
+        idle
+    }
+}
+
+/// Drop idle sessions (and their staging), plus, on the first call since
+/// start, staging tables no live session owns.
+async fn housekeeping(d: &Arc<Daemon>, reg: &Shared) -> Result<(), ApiError> {
+    let idle = reg.take_idle();
+    let first = !reg.swept.swap(true, std::sync::atomic::Ordering::SeqCst);
+    if idle.is_empty() && !first {
+        return Ok(());
+    }
+    let live: HashSet<String> = reg.lock().keys().cloned().collect();
+    d.write(move |_, tx| {
+        if first {
+            let n = tx.drop_stale_oob_staging(&live)?;
+            if n > 0 {
+                tracing::info!(tables = n, "dropped staging tables of unfinished imports");
+            }
+        }
+        for sid in &idle {
+            tx.drop_oob_staging(sid)?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+async fn start(
+    State(d): State<Arc<Daemon>>,
+    Extension(reg): Extension<Shared>,
+    AdminAuth(a): AdminAuth,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let opts: OobImportStart = json_body(req, 64 * 1024).await?;
+    housekeeping(&d, &reg).await?;
+    let id = crate::tokens::base64_id();
+    {
+        let mut map = reg.lock();
+        if map.len() >= MAX_SESSIONS {
+            return Err(ApiError::new(
+                ErrorCode::Busy,
+                format!("{MAX_SESSIONS} imports are running already; try again later"),
+            )
+            .retry(30));
+        }
+        map.insert(
+            id.clone(),
+            Arc::new(tokio::sync::Mutex::new(Session {
+                id: id.clone(),
+                admin: a.name.clone(),
+                replace: opts.replace,
+                prune: opts.prune,
+                next_seq: 0,
+                staged: 0,
+                last_used: Instant::now(),
+                closed: false,
+            })),
+        );
+    }
+    tracing::info!(admin = %a.name, session = %id, replace = opts.replace, prune = opts.prune, "OOB import started");
+    Ok((
+        StatusCode::CREATED,
+        Json(OobImportSession {
+            id,
+            idle_timeout_secs: IMPORT_IDLE_SECS,
+        }),
+    )
+        .into_response())
+}
+
+/// The session, locked, checked to belong to this administrator and open.
+async fn open_session(
+    reg: &Shared,
+    sid: &str,
+    admin: &str,
+) -> Result<tokio::sync::OwnedMutexGuard<Session>, ApiError> {
+    let s = reg.get(sid)?.lock_owned().await;
+    if s.closed || s.admin != admin {
+        return Err(ApiError::not_found("no such import session"));
+    }
+    Ok(s)
+}
+
+async fn chunk(
+    State(d): State<Arc<Daemon>>,
+    Extension(reg): Extension<Shared>,
+    AdminAuth(a): AdminAuth,
+    Path(sid): Path<String>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    // Lock first, then read the body: one chunk per session in memory.
+    let mut s = open_session(&reg, &sid, &a.name).await?;
+    s.last_used = Instant::now();
+    let c: OobImportChunk = json_body(req, MAX_CHUNK_BODY).await?;
+    if s.next_seq > 0 && c.seq + 1 == s.next_seq {
+        // The answer to this chunk was lost; it is staged already.
+        return Ok(Json(OobImportChunkAck {
+            seq: c.seq,
+            staged: s.staged,
+        })
+        .into_response());
+    }
+    if c.seq != s.next_seq {
+        return Err(ApiError::conflict(format!(
+            "expected chunk {}, got {}",
+            s.next_seq, c.seq
+        )));
+    }
+    if c.entries.len() > MAX_OOB_BATCH {
+        return Err(ApiError::bad_request(format!(
+            "at most {MAX_OOB_BATCH} entries per chunk"
+        )));
+    }
+    if s.staged + c.entries.len() as u64 > MAX_IMPORT_ENTRIES {
+        return Err(ApiError::bad_request(format!(
+            "an import holds at most {MAX_IMPORT_ENTRIES} entries"
+        )));
+    }
+    let records = validate_parallel(c.entries, d.now()).await?;
+    let session = s.id.clone();
+    let staged = d
+        .write(move |_, tx| {
+            let (staged, errors) = tx.stage_oob(&session, &records)?;
+            if !errors.is_empty() {
+                return Err(refused(errors));
+            }
+            Ok(staged)
+        })
+        .await?;
+    s.staged = staged;
+    s.next_seq += 1;
+    s.last_used = Instant::now();
+    Ok(Json(OobImportChunkAck { seq: c.seq, staged }).into_response())
+}
+
+/// Check a chunk on all cores: parsing keys is the expensive part. Problems
+/// come back with indexes into the chunk, as one error listing all of them.
+async fn validate_parallel(
+    entries: Vec<idprov_proto::admin::OobEntryInput>,
+    now: i64,
+) -> Result<Vec<OobRecord>, ApiError> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8);
+    let per = entries.len().div_ceil(threads).max(1);
+    let entries = Arc::new(entries);
+    let mut tasks = Vec::new();
+    for start in (0..entries.len()).step_by(per) {
+        let entries = entries.clone();
+        tasks.push(tokio::task::spawn_blocking(move || {
+            let end = (start + per).min(entries.len());
+            (start, validate_oob(&entries[start..end], now))
+        }));
+    }
+    let mut records = Vec::with_capacity(entries.len());
+    let mut errors: Vec<EntryError> = Vec::new();
+    for t in tasks {
+        let (start, r) = t
+            .await
+            .map_err(|_| ApiError::new(ErrorCode::Internal, "validation task failed"))?;
+        match r {
+            Ok(part) => records.extend(part),
+            Err(e) if !e.details.is_empty() => errors.extend(e.details.into_iter().map(|mut x| {
+                x.index += start;
+                x
+            })),
+            Err(e) => return Err(e),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(refused(errors));
+    }
+    Ok(records)
+}
+
+fn refused(errors: Vec<EntryError>) -> ApiError {
+    ApiError::bad_request(format!(
+        "{} entries refused; nothing was stored",
+        errors.len()
+    ))
+    .with_details(errors)
+}
+
+async fn commit(
+    State(d): State<Arc<Daemon>>,
+    Extension(reg): Extension<Shared>,
+    AdminAuth(a): AdminAuth,
+    Path(sid): Path<String>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let mut s = open_session(&reg, &sid, &a.name).await?;
+    let c: OobImportCommit = json_body(req, 64 * 1024).await?;
+    // Whatever happens now, the session ends.
+    s.closed = true;
+    reg.remove(&sid);
+    let opts = CommitOptions {
+        replace: s.replace,
+        prune: s.prune,
+        dry_run: c.dry_run,
+        expected_entries: c.expected_entries,
+        now: d.now(),
+    };
+    let session = s.id.clone();
+    let actor = a.clone();
+    let outcome = d
+        .write(move |_, tx| {
+            let result = match tx.commit_oob_import(&session, opts)? {
+                Ok(r) => r,
+                Err(errors) => return Err(refused(errors)),
+            };
+            if opts.dry_run {
+                return Ok((result, Vec::new()));
+            }
+            let e = tx.append_audit(draft(
+                opts.now,
+                &format!("admin:{}", actor.name),
+                "oob_import",
+                None,
+                Some(&actor.source),
+                format!(
+                    "added {}, changed {}, unchanged {}, removed {}",
+                    result.added, result.changed, result.unchanged, result.removed
+                ),
+            ))?;
+            let count = tx.oob_count()?;
+            Ok((
+                result,
+                vec![
+                    AdminEvent::OobChanged { count },
+                    AdminEvent::Audit { entry: e },
+                ],
+            ))
+        })
+        .await;
+    match outcome {
+        Ok((result, events)) => {
+            d.publish(events);
+            tracing::info!(admin = %a.name, session = %sid, added = result.added, changed = result.changed,
+                unchanged = result.unchanged, removed = result.removed, dry_run = result.dry_run, "OOB import finished");
+            Ok(Json(result).into_response())
+        }
+        Err(e) => {
+            // The commit transaction was aborted; drop what was staged.
+            let session = sid.clone();
+            if let Err(drop_err) = d
+                .write(move |_, tx| Ok(tx.drop_oob_staging(&session)?))
+                .await
+            {
+                tracing::warn!(session = %sid, error = ?drop_err, "could not drop import staging");
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn abort(
+    State(d): State<Arc<Daemon>>,
+    Extension(reg): Extension<Shared>,
+    AdminAuth(a): AdminAuth,
+    Path(sid): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let mut s = open_session(&reg, &sid, &a.name).await?;
+    s.closed = true;
+    reg.remove(&sid);
+    let session = s.id.clone();
+    d.write(move |_, tx| Ok(tx.drop_oob_staging(&session)?))
+        .await?;
+    tracing::info!(admin = %a.name, session = %sid, "OOB import aborted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A JSON body up to `limit` bytes (these routes carry chunks far larger
+/// than the general body limit, and only for an authenticated admin).
+async fn json_body<T: DeserializeOwned>(req: Request, limit: usize) -> Result<T, ApiError> {
+    let ct = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .eq_ignore_ascii_case("application/json")
+    {
+        return Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            "Content-Type must be application/json",
+        ));
+    }
+    let bytes = axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("request body larger than {limit} bytes, or broken"),
+            )
+        })?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
