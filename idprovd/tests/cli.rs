@@ -1,0 +1,213 @@
+//! The real `idprovd` binary: configuration layering, check-config, the CA
+//! and admin commands while the daemon runs, and a clean SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_idprovd");
+
+fn idprovd(dir: &std::path::Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.env_remove("RUST_LOG")
+        .env_remove("IDPROVD_LISTEN")
+        .env_remove("IDPROVD_CONFIG")
+        .arg("--data-dir")
+        .arg(dir);
+    c
+}
+
+fn out(c: &mut Command) -> (bool, String, String) {
+    let o = c.output().expect("idprovd runs");
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn flags_beat_env_beat_file_beat_defaults_and_unknown_keys_fail() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("d");
+    let file = tmp.path().join("idprovd.toml");
+    std::fs::write(
+        &file,
+        "listen = \"127.0.0.1:1111\"\n[tokens]\nlifetime = \"1h\"\n",
+    )
+    .expect("write config");
+
+    let (ok, stdout, _) = out(idprovd(&dir).arg("check-config"));
+    assert!(ok);
+    assert!(stdout.contains("listen = \"0.0.0.0:8445\""), "{stdout}");
+    assert!(stdout.contains("lifetime = \"30days\""), "{stdout}");
+
+    let (ok, stdout, _) = out(idprovd(&dir).arg("--config").arg(&file).arg("check-config"));
+    assert!(ok);
+    assert!(
+        stdout.contains("127.0.0.1:1111") && stdout.contains("lifetime = \"1h\""),
+        "{stdout}"
+    );
+
+    let (ok, stdout, _) = out(idprovd(&dir)
+        .env("IDPROVD_LISTEN", "127.0.0.1:2222")
+        .arg("--config")
+        .arg(&file)
+        .arg("check-config"));
+    assert!(ok);
+    assert!(stdout.contains("127.0.0.1:2222"), "{stdout}");
+
+    let (ok, stdout, _) = out(idprovd(&dir)
+        .env("IDPROVD_LISTEN", "127.0.0.1:2222")
+        .env("IDPROVD_PENDING__CAP", "7")
+        .arg("--config")
+        .arg(&file)
+        .arg("--listen")
+        .arg("127.0.0.1:3333")
+        .arg("check-config"));
+    assert!(ok);
+    assert!(
+        stdout.contains("127.0.0.1:3333") && stdout.contains("cap = 7"),
+        "{stdout}"
+    );
+
+    std::fs::write(&file, "[tokens]\nlifetme = \"1h\"\n").expect("write");
+    let (ok, _, stderr) = out(idprovd(&dir).arg("--config").arg(&file).arg("check-config"));
+    assert!(!ok);
+    assert!(stderr.contains("lifetme"), "{stderr}");
+
+    let (ok, _, stderr) = out(idprovd(&dir).env("IDPROVD_BOGUS", "1").arg("check-config"));
+    assert!(!ok);
+    assert!(stderr.contains("bogus"), "{stderr}");
+
+    let (ok, _, stderr) = out(idprovd(&dir)
+        .env("IDPROVD_TOKENS__LIFETIME", "soon")
+        .arg("check-config"));
+    assert!(!ok, "{stderr}");
+    assert!(!dir.exists(), "check-config creates nothing");
+}
+
+struct Daemon(Child);
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(dir: &std::path::Path) -> (Daemon, String, String) {
+    let mut child = idprovd(dir)
+        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn idprovd");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let (mut url, mut fp) = (String::new(), String::new());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline && (url.is_empty() || fp.is_empty()) {
+        let Some(Ok(line)) = lines.next() else { break };
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            url = rest.trim().to_string();
+        }
+        if let Some(rest) = line.strip_prefix("CA fingerprint (SHA-256): ") {
+            fp = rest.trim().to_string();
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    assert!(!url.is_empty() && !fp.is_empty(), "daemon announced itself");
+    (Daemon(child), url, fp)
+}
+
+#[test]
+fn admin_commands_work_while_the_daemon_runs() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("d");
+    let (mut daemon, url, fp) = start(&dir);
+
+    let (ok, stdout, _) = out(idprovd(&dir).args(["ca", "fingerprint"]));
+    assert!(ok);
+    assert_eq!(stdout.trim(), fp);
+    for f in [
+        "ca.key",
+        "server.key",
+        "signing.key",
+        "admin.profile",
+        "admins.json",
+    ] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join(f))
+            .expect(f)
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{f}");
+    }
+
+    let profile = tmp.path().join("bob.profile");
+    let (ok, _, stderr) = out(idprovd(&dir)
+        .args(["admin", "add", "bob", "--server", &url, "--out"])
+        .arg(&profile));
+    assert!(ok, "{stderr}");
+    let (ok, _, _) = out(idprovd(&dir)
+        .args(["admin", "add", "bob", "--out"])
+        .arg(tmp.path().join("x")));
+    assert!(!ok, "duplicate name refused");
+    let (ok, stdout, _) = out(idprovd(&dir).args(["admin", "list", "--json"]));
+    assert!(ok);
+    assert!(
+        stdout.contains("\"admin\"") && stdout.contains("\"bob\""),
+        "{stdout}"
+    );
+
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let client =
+        idprov_admin_client::AdminClient::from_profile_path(Some(&profile)).expect("profile");
+    let who = rt.block_on(client.whoami()).expect("bob is accepted");
+    assert_eq!(who.name, "bob");
+    let (ok, _, _) = out(idprovd(&dir).args(["admin", "remove", "bob"]));
+    assert!(ok);
+    assert!(
+        rt.block_on(client.whoami()).is_err(),
+        "bob is refused at once"
+    );
+
+    // SIGTERM: a clean, prompt exit.
+    let pid = daemon.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = daemon.0.try_wait().expect("wait") {
+            assert!(status.success(), "{status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "daemon did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Restart on the same dir reuses everything.
+    let (_d2, _, fp2) = start(&dir);
+    assert_eq!(fp2, fp);
+}
+
+#[test]
+fn a_readable_private_key_stops_the_daemon() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("d");
+    {
+        let (_d, _, _) = start(&dir);
+    }
+    std::fs::set_permissions(dir.join("ca.key"), std::fs::Permissions::from_mode(0o644))
+        .expect("chmod");
+    let (ok, _, stderr) = out(idprovd(&dir).args(["--listen", "127.0.0.1:0"]));
+    assert!(!ok);
+    assert!(stderr.contains("readable by others"), "{stderr}");
+}
