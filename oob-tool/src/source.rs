@@ -102,7 +102,7 @@ impl Iterator for Rows {
 // ---------------------------------------------------------------- CSV
 
 pub struct CsvRows {
-    reader: csv::Reader<BufReader<File>>,
+    reader: csv::Reader<CrlfToLf<BufReader<File>>>,
     /// Column index → field of [`RawRecord`] (index into [`COLUMNS`]).
     columns: Option<Vec<usize>>,
     done: bool,
@@ -114,7 +114,7 @@ impl CsvRows {
         let reader = csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
-            .from_reader(reader);
+            .from_reader(CrlfToLf::new(reader));
         CsvRows {
             reader,
             columns: None,
@@ -238,6 +238,71 @@ impl Iterator for CsvRows {
                 })
             }
         }
+    }
+}
+
+/// Turns CRLF into LF before the CSV parser sees it. The parser takes CRLF
+/// fine, but it counts a record that follows one as starting a line early,
+/// and every error message carries that line number.
+pub struct CrlfToLf<R> {
+    inner: R,
+    raw: Vec<u8>,
+    /// Converted bytes not handed out yet: `ready[pos..]`.
+    ready: Vec<u8>,
+    pos: usize,
+    /// A CR at the end of the last raw read; what follows decides its fate.
+    held_cr: bool,
+    eof: bool,
+}
+
+impl<R: Read> CrlfToLf<R> {
+    fn new(inner: R) -> Self {
+        CrlfToLf {
+            inner,
+            raw: vec![0; 64 * 1024],
+            ready: Vec::with_capacity(64 * 1024),
+            pos: 0,
+            held_cr: false,
+            eof: false,
+        }
+    }
+
+    fn fill(&mut self) -> std::io::Result<()> {
+        self.ready.clear();
+        self.pos = 0;
+        while self.ready.is_empty() && !self.eof {
+            let n = self.inner.read(&mut self.raw)?;
+            if n == 0 {
+                self.eof = true;
+                if std::mem::take(&mut self.held_cr) {
+                    self.ready.push(b'\r');
+                }
+                break;
+            }
+            for &b in &self.raw[..n] {
+                if std::mem::take(&mut self.held_cr) && b != b'\n' {
+                    self.ready.push(b'\r');
+                }
+                if b == b'\r' {
+                    self.held_cr = true;
+                } else {
+                    self.ready.push(b);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for CrlfToLf<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos == self.ready.len() {
+            self.fill()?;
+        }
+        let n = out.len().min(self.ready.len() - self.pos);
+        out[..n].copy_from_slice(&self.ready[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
     }
 }
 
@@ -561,6 +626,37 @@ impl JsonRows {
                 line: self.line,
                 record: Err(e),
             }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn convert(input: &[u8], step: usize) -> Vec<u8> {
+        // A reader that returns at most `step` bytes per call, to split
+        // CRLF pairs across reads.
+        struct Trickle<'a>(&'a [u8], usize);
+        impl Read for Trickle<'_> {
+            fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+                let n = self.1.min(out.len()).min(self.0.len());
+                out[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let mut r = CrlfToLf::new(Trickle(input, step));
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).map(|_| out).unwrap_or_default()
+    }
+
+    #[test]
+    fn crlf_becomes_lf_across_reads() {
+        for step in [1, 2, 3, 100] {
+            assert_eq!(convert(b"a\r\nb\r\n", step), b"a\nb\n");
+            assert_eq!(convert(b"a\rb\r", step), b"a\rb\r");
+            assert_eq!(convert(b"\r\r\n\n", step), b"\r\n\n");
         }
     }
 }
