@@ -40,6 +40,8 @@ pub struct Daemon {
     pub admins: AdminRegistry,
     pub events: broadcast::Sender<AdminEvent>,
     pub event_streams: Arc<Semaphore>,
+    /// Cancelled when the daemon shuts down (ends event streams at once).
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl Daemon {

@@ -97,6 +97,7 @@ pub async fn start(
     let daemon = Arc::new(Daemon {
         admins: admins::AdminRegistry::new(&cfg.data_dir),
         event_streams: Arc::new(Semaphore::new(cfg.limits.max_event_streams)),
+        shutdown: shutdown.clone(),
         cfg,
         clock,
         store,

@@ -223,14 +223,16 @@ async fn events(
         })?;
     tracing::info!(admin = %a.name, "event stream opened");
     let rx = d.events.subscribe();
-    let stream = BroadcastStream::new(rx).map(move |item| {
-        let _held = &permit; // released when the stream is dropped
-        let ev = match item {
-            Ok(ev) => ev,
-            Err(BroadcastStreamRecvError::Lagged(n)) => AdminEvent::Lagged { missed: n },
-        };
-        let data = serde_json::to_string(&ev).unwrap_or_else(|_| "{}".into());
-        Ok(Event::default().event(ev.name()).data(data))
-    });
+    let stream = BroadcastStream::new(rx)
+        .take_until(d.shutdown.clone().cancelled_owned())
+        .map(move |item| {
+            let _held = &permit; // released when the stream is dropped
+            let ev = match item {
+                Ok(ev) => ev,
+                Err(BroadcastStreamRecvError::Lagged(n)) => AdminEvent::Lagged { missed: n },
+            };
+            let data = serde_json::to_string(&ev).unwrap_or_else(|_| "{}".into());
+            Ok(Event::default().event(ev.name()).data(data))
+        });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

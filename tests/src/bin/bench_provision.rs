@@ -1,0 +1,325 @@
+//! Benchmark of the device API against the real release binary.
+//!
+//!   cargo build --release -p idprovd -p idprov-tests
+//!   target/release/bench_provision [--devices 2000] [--concurrency 32] [--seconds 10]
+//!
+//! Prints: idle RSS of the daemon; provisioning of pre-approved devices with
+//! a fresh TLS connection per request (full handshakes, no resumption) and
+//! an ES256 proof; renewals over keep-alive connections. For each: requests
+//! per second (wall), per second of daemon CPU, p50/p99 latency, errors.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use idprov_proto::admin::{MAX_OOB_BATCH, OobUpsertRequest};
+use idprov_proto::device::{ProofEndpoint, paths};
+use idprov_tests::{DeviceKey, oob_entry, post_json};
+
+#[derive(Parser)]
+struct Args {
+    /// Pre-approved devices (each provisions once per round).
+    #[arg(long, default_value_t = 2000)]
+    devices: usize,
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Length of each timed phase.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// The idprovd binary (default: next to this one).
+    #[arg(long)]
+    idprovd: Option<std::path::PathBuf>,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run(args))
+}
+
+struct Proc {
+    child: std::process::Child,
+}
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn proc_status(pid: u32, field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = s.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_secs(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = s.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+async fn run(args: Args) -> Result<()> {
+    let bin = match args.idprovd.clone() {
+        Some(p) => p,
+        None => std::env::current_exe()?
+            .parent()
+            .context("exe dir")?
+            .join("idprovd"),
+    };
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("data");
+    let mut child = Command::new(&bin)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--log-level",
+            "warn",
+            "--log-format",
+            "json",
+        ])
+        .arg("--data-dir")
+        .arg(&dir)
+        .env("IDPROVD_MDNS__ENABLED", "false")
+        .env("IDPROVD_TOKENS__LIFETIME", "1h")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let proc = Proc { child };
+    let pid = proc.child.id();
+    let mut url = String::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        if let Some(u) = line.split("listening on ").nth(1) {
+            url = u.trim().to_string();
+            break;
+        }
+    }
+    if url.is_empty() {
+        bail!("daemon did not start");
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_rss = proc_status(pid, "VmRSS:").unwrap_or(0);
+
+    let (_, mut profile) = idprov_admin_client::load_profile(Some(&dir.join("admin.profile")))?;
+    profile.server = url.clone();
+    let admin = idprov_admin_client::AdminClient::new(&profile)?;
+    let ca = profile.ca_cert.clone();
+    let info: idprov_proto::device::InfoResponse = idprov_tests::pinned_client(&ca)
+        .get(format!("{url}{}", paths::INFO))
+        .send()
+        .await?
+        .json()
+        .await?;
+
+    eprintln!("generating and listing {} device keys...", args.devices);
+    let keys: Vec<(String, DeviceKey)> = (0..args.devices)
+        .map(|i| (format!("bench-{i:06}"), DeviceKey::es256()))
+        .collect();
+    for chunk in keys.chunks(MAX_OOB_BATCH) {
+        let entries = chunk
+            .iter()
+            .map(|(id, k)| oob_entry(id, Some(k), None, None))
+            .collect();
+        admin
+            .oob_upsert(&OobUpsertRequest {
+                entries,
+                replace: false,
+                dry_run: false,
+            })
+            .await?;
+    }
+    let keys = Arc::new(keys);
+
+    println!("idprovd idle RSS: {:.1} MiB", idle_rss as f64 / 1024.0);
+
+    // Phase 1: provisioning, a new TLS connection (full handshake) each.
+    let fresh = {
+        let mut roots = rustls::RootCertStore::empty();
+        use rustls_pki_types::pem::PemObject;
+        for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca.as_bytes()).flatten() {
+            roots.add(c)?;
+        }
+        let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        tls.resumption = rustls::client::Resumption::disabled();
+        reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .pool_max_idle_per_host(0)
+            .http1_only()
+            .build()?
+    };
+    let tokens: Arc<std::sync::Mutex<Vec<Option<String>>>> =
+        Arc::new(std::sync::Mutex::new(vec![None; keys.len()]));
+    let r = phase("provision (fresh TLS each, ES256 proof)", &args, pid, {
+        let keys = keys.clone();
+        let tokens = tokens.clone();
+        let url = url.clone();
+        let did = info.daemon_id.clone();
+        move |i| {
+            let keys = keys.clone();
+            let tokens = tokens.clone();
+            let client = fresh.clone();
+            let url = url.clone();
+            let did = did.clone();
+            async move {
+                let (id, k) = &keys[i % keys.len()];
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0);
+                let proof = k.proof(id, &did, ProofEndpoint::Provision, now);
+                let a = post_json(
+                    &client,
+                    &format!("{url}{}", paths::PROVISION),
+                    &k.request(id, proof),
+                )
+                .await?;
+                if a.status != 200 {
+                    bail!("HTTP {}: {}", a.status, a.body);
+                }
+                if let Ok(mut t) = tokens.lock() {
+                    t[i % keys.len()] = Some(a.token().to_string());
+                }
+                Ok(())
+            }
+        }
+    })
+    .await?;
+    println!("{r}");
+
+    // Phase 2: renewals over keep-alive connections.
+    let pooled = idprov_tests::pinned_client(&ca);
+    let r = phase("renew (keep-alive, ES256 proof)", &args, pid, {
+        let keys = keys.clone();
+        let tokens = tokens.clone();
+        let url = url.clone();
+        let did = info.daemon_id.clone();
+        move |i| {
+            let keys = keys.clone();
+            let tokens = tokens.clone();
+            let client = pooled.clone();
+            let url = url.clone();
+            let did = did.clone();
+            async move {
+                let n = keys.len();
+                let (id, k) = &keys[i % n];
+                let Some(token) = tokens.lock().ok().and_then(|t| t[i % n].clone()) else {
+                    bail!("device {id} has no token to renew");
+                };
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0);
+                let proof = k.proof(id, &did, ProofEndpoint::Renew, now);
+                let a = post_json(
+                    &client,
+                    &format!("{url}{}", paths::RENEW),
+                    &serde_json::json!({"token": token, "proof": proof}),
+                )
+                .await?;
+                if a.status != 200 {
+                    bail!("HTTP {}: {}", a.status, a.body);
+                }
+                if let Ok(mut t) = tokens.lock() {
+                    t[i % n] = Some(a.token().to_string());
+                }
+                Ok(())
+            }
+        }
+    })
+    .await?;
+    println!("{r}");
+    println!(
+        "idprovd RSS after load: {:.1} MiB (peak {:.1} MiB)",
+        proc_status(pid, "VmRSS:").unwrap_or(0) as f64 / 1024.0,
+        proc_status(pid, "VmHWM:").unwrap_or(0) as f64 / 1024.0
+    );
+    drop(proc);
+    Ok(())
+}
+
+async fn phase<F, Fut>(name: &str, args: &Args, pid: u32, job: F) -> Result<String>
+where
+    F: Fn(usize) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = Result<()>> + Send,
+{
+    let next = Arc::new(AtomicUsize::new(0));
+    let errors = Arc::new(AtomicUsize::new(0));
+    let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let cpu0 = cpu_secs(pid);
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..args.concurrency {
+        let (next, errors, first_error, job) = (
+            next.clone(),
+            errors.clone(),
+            first_error.clone(),
+            job.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            while Instant::now() < deadline {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let s = Instant::now();
+                match job(i).await {
+                    Ok(()) => lat.push(s.elapsed()),
+                    Err(e) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        if let Ok(mut f) = first_error.lock() {
+                            f.get_or_insert_with(|| e.to_string());
+                        }
+                    }
+                }
+            }
+            lat
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await?);
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu = cpu_secs(pid) - cpu0;
+    lat.sort();
+    let n = lat.len();
+    let mut s = format!(
+        "{name}: {n} ok in {wall:.1}s = {:.0}/s wall, {:.0}/s per daemon CPU-second (daemon used {:.2} cores); p50 {:.2} ms, p99 {:.2} ms; errors {}",
+        n as f64 / wall,
+        if cpu > 0.0 { n as f64 / cpu } else { 0.0 },
+        cpu / wall,
+        pct(&lat, 0.5),
+        pct(&lat, 0.99),
+        errors.load(Ordering::Relaxed)
+    );
+    if let Ok(f) = first_error.lock()
+        && let Some(e) = f.as_ref()
+    {
+        s.push_str(&format!(" (first error: {e})"));
+    }
+    Ok(s)
+}
