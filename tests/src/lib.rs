@@ -2,6 +2,8 @@
 //! in-process on 127.0.0.1:0 with its own data dir (mDNS off), device keys
 //! that sign real proofs, and HTTPS clients pinned to the daemon's CA.
 
+pub mod netns;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
