@@ -28,6 +28,8 @@ const MAX_HINT: Duration = Duration::from_secs(15 * 60);
 /// Consecutive refused proofs before giving up: a proof keeps failing when the
 /// key or the device id is wrong, and waiting will not fix that.
 const MAX_PROOF_FAILURES: u32 = 5;
+/// How often a long-lived connection re-reads `/info` (the server's time).
+const INFO_REFRESH: Duration = Duration::from_secs(600);
 
 /// The device side of idprov. Cheap to clone; clones share one connection.
 #[derive(Clone)]
@@ -55,6 +57,12 @@ pub(crate) struct Conn {
     api: DaemonApi,
     daemon_id: String,
     proof_lifetime: u64,
+    /// When `/info` (and with it the server's time) was last read.
+    info_at: std::time::Instant,
+}
+
+fn proof_lifetime(max: u64) -> u64 {
+    DEFAULT_PROOF_LIFETIME_SECS.min(max.max(1))
 }
 
 impl Client {
@@ -285,8 +293,23 @@ impl Client {
     /// trust, read `/info`.
     async fn connection(&self) -> Result<Conn, Error> {
         let mut guard = self.inner.conn.lock().await;
-        if let Some(c) = guard.as_ref() {
-            return Ok(c.clone());
+        if let Some(c) = guard.as_mut() {
+            // Re-read the server's time now and then: the device clock drifts.
+            if c.info_at.elapsed() > INFO_REFRESH {
+                match c.api.info().await {
+                    Ok(info) => {
+                        c.info_at = std::time::Instant::now();
+                        c.proof_lifetime = proof_lifetime(info.proof_max_lifetime_secs);
+                    }
+                    Err(e) => {
+                        *guard = None;
+                        return Err(e);
+                    }
+                }
+            }
+            if let Some(c) = guard.as_ref() {
+                return Ok(c.clone());
+            }
         }
         let conn = self.connect().await?;
         *guard = Some(conn.clone());
@@ -352,7 +375,8 @@ impl Client {
         Ok(Conn {
             api,
             daemon_id,
-            proof_lifetime: DEFAULT_PROOF_LIFETIME_SECS.min(info.proof_max_lifetime_secs.max(1)),
+            proof_lifetime: proof_lifetime(info.proof_max_lifetime_secs),
+            info_at: std::time::Instant::now(),
         })
     }
 

@@ -19,9 +19,14 @@ use crate::signer::{Signer, compact_jws};
 pub const DEFAULT_PROOF_LIFETIME_SECS: u64 = 60;
 
 /// The offset between the server's clock and ours, in milliseconds.
+///
+/// The explicit time of `/info` is authoritative; a `Date` header is used
+/// only until one was seen (the header may come from the HTTP stack rather
+/// than from the clock the daemon checks proofs with).
 #[derive(Debug, Default)]
 pub struct ServerClock {
     offset_ms: Mutex<Option<i64>>,
+    explicit: std::sync::atomic::AtomicBool,
 }
 
 fn local_ms() -> i64 {
@@ -36,23 +41,33 @@ impl ServerClock {
     pub fn new(offset_ms: Option<i64>) -> Self {
         ServerClock {
             offset_ms: Mutex::new(offset_ms),
+            explicit: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
     /// Record the server's time, in unix seconds (whole seconds: the middle
     /// of the second is the best estimate).
     pub fn observe_unix_secs(&self, server_secs: i64) {
+        self.explicit
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.set_from_secs(server_secs);
+    }
+
+    fn set_from_secs(&self, server_secs: i64) {
         let server_ms = server_secs.saturating_mul(1000).saturating_add(500);
         self.set(server_ms.saturating_sub(local_ms()));
     }
 
     /// Record the time of a `Date` header, if it parses.
     pub fn observe_http_date(&self, value: &str) {
+        if self.explicit.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         if let Ok(t) = httpdate::parse_http_date(value)
             && let Ok(d) = t.duration_since(UNIX_EPOCH)
             && let Ok(secs) = i64::try_from(d.as_secs())
         {
-            self.observe_unix_secs(secs);
+            self.set_from_secs(secs);
         }
     }
 
@@ -171,15 +186,16 @@ mod tests {
     fn clock_follows_the_server() {
         let clock = ServerClock::default();
         let local_now = local_ms() / 1000;
+        // Before any explicit time, a Date header sets the clock.
+        clock.observe_http_date("Sun, 06 Nov 1994 08:49:37 GMT");
+        assert!((clock.now() - 784_111_777).abs() <= 1);
         // A device whose clock is a day behind the server.
         clock.observe_unix_secs(local_now + 86_400);
         assert!((clock.now() - (local_now + 86_400)).abs() <= 1);
         assert!(clock.until(local_now + 86_400 + 10) <= Duration::from_secs(11));
         assert_eq!(clock.until(local_now), Duration::ZERO);
+        // After it, Date headers no longer move the clock.
         clock.observe_http_date("Sun, 06 Nov 1994 08:49:37 GMT");
-        assert!((clock.now() - 784_111_777).abs() <= 1);
-        // Garbage is ignored, the last good offset stays.
-        clock.observe_http_date("yesterday");
-        assert!((clock.now() - 784_111_777).abs() <= 1);
+        assert!((clock.now() - (local_now + 86_400)).abs() <= 1);
     }
 }
