@@ -74,8 +74,10 @@ pub struct PendingConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
-    /// Largest request body, bytes.
+    /// Largest request body on the device API, bytes.
     pub max_body_bytes: usize,
+    /// Largest request body on the admin API (bulk OOB uploads), bytes.
+    pub max_admin_body_bytes: usize,
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
     /// Time to receive a request's headers (also the keep-alive idle time).
@@ -157,6 +159,7 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             max_body_bytes: 64 * 1024,
+            max_admin_body_bytes: 16 * 1024 * 1024,
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
@@ -291,6 +294,11 @@ impl Config {
         }
         if self.limits.max_body_bytes < 1024 || self.limits.max_body_bytes > 64 * 1024 * 1024 {
             return bad("limits.max_body_bytes must be between 1024 and 67108864");
+        }
+        if self.limits.max_admin_body_bytes < self.limits.max_body_bytes
+            || self.limits.max_admin_body_bytes > 1024 * 1024 * 1024
+        {
+            return bad("limits.max_admin_body_bytes must be between max_body_bytes and 1 GiB");
         }
         if self.limits.max_connections == 0 || self.limits.max_connections_per_source == 0 {
             return bad("limits.max_connections and max_connections_per_source must be positive");

@@ -273,3 +273,41 @@ async fn restart_keeps_pending_devices_and_replay_state() -> R {
     assert_eq!(d.renew("keep-1", &known, first.token()).await?.status, 200);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_batch_fits_and_a_larger_one_is_refused() -> R {
+    let d = TestDaemon::start().await?;
+    let admin = d.admin()?;
+    let k = DeviceKey::es256();
+    let entries: Vec<_> = (0..idprov_proto::admin::MAX_OOB_BATCH)
+        .map(|i| oob_entry(&format!("batch-{i:05}"), Some(&k), None, None))
+        .collect();
+    let r = admin
+        .oob_upsert(&OobUpsertRequest {
+            entries: entries.clone(),
+            replace: false,
+            dry_run: false,
+        })
+        .await?;
+    assert_eq!(r.added.len(), idprov_proto::admin::MAX_OOB_BATCH);
+    let page = admin
+        .oob_list(&ListQuery {
+            limit: Some(1000),
+            ..Default::default()
+        })
+        .await?;
+    assert_eq!((page.items.len(), page.total), (1000, 10_000));
+    assert!(page.next.is_some());
+    let mut more = entries;
+    more.push(oob_entry("one-too-many", Some(&k), None, None));
+    let err = admin
+        .oob_upsert(&OobUpsertRequest {
+            entries: more,
+            replace: false,
+            dry_run: false,
+        })
+        .await
+        .expect_err("over the batch limit");
+    assert_eq!(err.code(), Some(ErrorCode::BadRequest));
+    Ok(())
+}

@@ -28,7 +28,18 @@ impl<T: DeserializeOwned> FromRequest<Arc<Daemon>> for JsonBody<T> {
                 "Content-Type must be application/json",
             ));
         }
-        let limit = state.cfg.limits.max_body_bytes;
+        // Admin routes authenticate before the body is read (the auth
+        // extractor runs first), so only an administrator can send the
+        // larger bodies a bulk OOB upload needs.
+        let limit = if req
+            .uri()
+            .path()
+            .starts_with(idprov_proto::admin::paths::PREFIX)
+        {
+            state.cfg.limits.max_admin_body_bytes
+        } else {
+            state.cfg.limits.max_body_bytes
+        };
         let bytes = axum::body::to_bytes(req.into_body(), limit)
             .await
             .map_err(|_| {
