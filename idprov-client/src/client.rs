@@ -163,6 +163,7 @@ impl Client {
         let req = RenewRequest {
             token: current.token.clone(),
             proof,
+            csr: None,
         };
         match conn.api.renew(&req).await {
             Ok(c) => {
@@ -222,6 +223,7 @@ impl Client {
             mac: self.inner.mac,
             secret: self.inner.secret.clone(),
             proof: self.proof(conn, ProofEndpoint::Provision)?,
+            csr: None,
         };
         let answer = conn.api.provision(&req).await;
         if let Err(e) = &answer {

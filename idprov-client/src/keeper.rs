@@ -168,6 +168,8 @@ mod tests {
             expires_at: expires,
             renew_after,
             key_id: String::new(),
+            certificate: None,
+            ca_chain: Vec::new(),
         }
     }
 

@@ -152,6 +152,8 @@ mod tests {
                 expires_at: 200,
                 renew_after: 150,
                 key_id: "kid".into(),
+                certificate: None,
+                ca_chain: Vec::new(),
             },
             daemon_id: "d1".into(),
             server: "https://10.0.0.1:8445".into(),

@@ -15,6 +15,12 @@ pub mod paths {
     pub const TOKEN_STATUS: &str = "/idprov/v1/token/status";
     pub const JWKS: &str = "/.well-known/jwks.json";
     pub const HEALTHZ: &str = "/healthz";
+    /// Certificate revocation list of the daemon CA (DER; PEM on request).
+    pub const CRL: &str = "/idprov/v1/crl";
+    /// A device adds a key, signed by one of its current keys.
+    pub const KEYS: &str = "/idprov/v1/keys";
+    /// Renewal authenticated by the device's client certificate (mTLS).
+    pub const RENEW_MTLS: &str = "/idprov/v1/renew/mtls";
 }
 
 /// `typ` header of a device's proof of possession.
@@ -27,6 +33,8 @@ pub const TOKEN_TYP: &str = "at+jwt";
 pub enum ProofEndpoint {
     Provision,
     Renew,
+    /// `POST /idprov/v1/keys` (both the current key's and the new key's proof).
+    AddKey,
 }
 
 impl ProofEndpoint {
@@ -34,6 +42,7 @@ impl ProofEndpoint {
         match self {
             ProofEndpoint::Provision => "provision",
             ProofEndpoint::Renew => "renew",
+            ProofEndpoint::AddKey => "add-key",
         }
     }
 }
@@ -66,6 +75,10 @@ pub struct ProvisionRequest {
     pub secret: Option<Secret>,
     /// Compact JWS signed with the device key; claims [`ProofClaims`].
     pub proof: String,
+    /// Optional PKCS#10 CSR (PEM) signed by a key of this device: the answer
+    /// then carries a client certificate (docs/x509.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csr: Option<String>,
 }
 
 /// `POST /idprov/v1/renew`
@@ -76,6 +89,9 @@ pub struct RenewRequest {
     pub token: String,
     /// A fresh proof made with the key the token is bound to.
     pub proof: String,
+    /// Optional PKCS#10 CSR (PEM), as in [`ProvisionRequest::csr`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csr: Option<String>,
 }
 
 /// Answer of provision (200 approved / 202 pending) and renew (200).
@@ -98,6 +114,13 @@ pub struct Credentials {
     pub renew_after: i64,
     /// Thumbprint of the device key the token is bound to (`cnf.jkt`).
     pub key_id: String,
+    /// The client certificate (PEM) issued for the request's CSR, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
+    /// The issuing CA chain (PEM, leaf's issuer first) when a certificate
+    /// is present.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ca_chain: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

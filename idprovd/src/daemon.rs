@@ -530,6 +530,8 @@ impl Daemon {
             expires_at: issued.claims.exp,
             renew_after: now + lifetime / 2,
             key_id: kid.to_string(),
+            certificate: None,
+            ca_chain: Vec::new(),
         })
     }
 }

@@ -285,6 +285,7 @@ impl DeviceKey {
             mac: None,
             secret: None,
             proof,
+            csr: None,
         }
     }
 }
