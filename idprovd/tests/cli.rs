@@ -9,7 +9,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_idprovd");
 
 fn idprovd(dir: &std::path::Path) -> Command {
     let mut c = Command::new(BIN);
-    c.env_remove("RUST_LOG")
+    // Never advertise on the machine's own interfaces from a test.
+    c.env("IDPROVD_MDNS__ENABLED", "false")
+        .env_remove("RUST_LOG")
         .env_remove("IDPROVD_LISTEN")
         .env_remove("IDPROVD_CONFIG")
         .arg("--data-dir")
