@@ -250,7 +250,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(e) => match e.downcast::<Refused>() {
                     Ok(r) => {
                         for p in &r.problems {
-                            eprintln!("{}: error: {}", upload::label(&inputs, p), p.message);
+                            match upload::label(&inputs, p) {
+                                Some(at) => eprintln!("{at}: error: {}", p.message),
+                                None => eprintln!("error: {}", p.message),
+                            }
                         }
                         eprintln!("error: {}; nothing was imported", r.message);
                         Ok(ExitCode::FAILURE)

@@ -208,8 +208,12 @@ fn refused(e: AdminError, locs: &[Loc]) -> anyhow::Error {
                         .copied()
                         .unwrap_or(Loc { file: 0, line: 0 }),
                     message: match &d.device_id {
-                        Some(id) => format!("{} ({})", d.message, crate::record::quoted(id)),
-                        None => d.message.clone(),
+                        Some(id) => format!(
+                            "{}: {}",
+                            crate::export::printable(id),
+                            crate::export::printable(&d.message)
+                        ),
+                        None => crate::export::printable(&d.message),
                     },
                 })
                 .collect();
@@ -249,11 +253,8 @@ pub fn print_result(r: &OobImportResult, list: usize) {
     }
 }
 
-/// `file:line` of a refused entry, for callers that print [`Refused`].
-pub fn label(inputs: &[Input], p: &Problem) -> String {
-    if p.loc.line == 0 {
-        "(daemon)".to_string()
-    } else {
-        loc_label(inputs, p.loc)
-    }
+/// `file:line` of a refused entry; `None` for problems the daemon found at
+/// commit time (it names the device instead).
+pub fn label(inputs: &[Input], p: &Problem) -> Option<String> {
+    (p.loc.line != 0).then(|| loc_label(inputs, p.loc))
 }
