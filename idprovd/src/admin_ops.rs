@@ -271,6 +271,7 @@ impl Daemon {
                 dev.status_reason = reason.clone();
                 dev.revision += 1;
                 tx.put_device(id.as_str(), &dev)?;
+                crate::keys_admin::on_device_revoked(tx, &dev, now)?;
                 let e = tx.append_audit(draft(
                     now,
                     &actor.label(),
@@ -290,6 +291,7 @@ impl Daemon {
             })
             .await?;
         self.publish(events);
+        self.crl_changed().await;
         Ok(view)
     }
 
@@ -306,6 +308,7 @@ impl Daemon {
                 let dev = tx
                     .device(id.as_str())?
                     .ok_or_else(|| ApiError::not_found(format!("no device {id}")))?;
+                crate::keys_admin::on_device_removed(tx, &dev, now)?;
                 tx.delete_device(id.as_str())?;
                 let e = tx.append_audit(draft(
                     now,
@@ -324,6 +327,7 @@ impl Daemon {
             })
             .await?;
         self.publish(events);
+        self.crl_changed().await;
         Ok(())
     }
 

@@ -32,6 +32,8 @@ pub struct Config {
     pub log: LogConfig,
     /// DNS-SD advertising.
     pub mdns: crate::mdns::MdnsConfig,
+    /// Client certificates and the CRL.
+    pub certificates: crate::x509::CertConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -122,6 +124,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             log: LogConfig::default(),
             mdns: crate::mdns::MdnsConfig::default(),
+            certificates: crate::x509::CertConfig::default(),
         }
     }
 }

@@ -40,6 +40,8 @@ pub struct Daemon {
     pub admins: AdminRegistry,
     pub events: broadcast::Sender<AdminEvent>,
     pub event_streams: Arc<Semaphore>,
+    /// The CRL and its regeneration (crl.rs).
+    pub x509: crate::crl::X509State,
     /// Cancelled when the daemon shuts down (ends event streams at once).
     pub shutdown: tokio_util::sync::CancellationToken,
 }
@@ -109,8 +111,16 @@ impl Daemon {
                 ApiError::invalid_proof()
             })?;
 
+        let csr = self.prepare_csr(req.csr.as_deref(), &req.device_id)?;
+        self.check_presented_key(&req.device_id, &key).await?;
         let (outcome, events) = self
-            .write(move |d, tx| d.provision_tx(tx, &req, &key, &proof, now, source))
+            .write(move |d, tx| {
+                let (mut outcome, events) = d.provision_tx(tx, &req, &key, &proof, now, source)?;
+                if let Outcome::Issued(c, ..) = &mut outcome {
+                    d.attach_certificate(tx, c, csr.as_ref(), now)?;
+                }
+                Ok((outcome, events))
+            })
             .await?;
         self.publish(events);
         match outcome {
@@ -370,6 +380,7 @@ impl Daemon {
             })?;
         let epoch = dev.epoch;
         let kid = rec.kid.clone();
+        let csr = self.prepare_csr(req.csr.as_deref(), &device_id)?;
         let (creds, events) = self
             .write(move |d, tx| {
                 d.preflight(tx, now)?;
@@ -383,7 +394,8 @@ impl Daemon {
                 if !dev.key(&kid).is_some_and(|k| k.is_usable(now)) {
                     return Err(ApiError::invalid_token());
                 }
-                let creds = d.issue(tx, &mut dev, &kid, now)?;
+                let mut creds = d.issue(tx, &mut dev, &kid, now)?;
+                d.attach_certificate(tx, &mut creds, csr.as_ref(), now)?;
                 Ok((
                     creds,
                     vec![AdminEvent::DeviceUpserted { device: dev.view() }],
@@ -461,7 +473,7 @@ impl Daemon {
     }
 
     /// Make the proof single-use (invariant I5), keeping the cache bounded.
-    fn consume_proof(
+    pub(crate) fn consume_proof(
         &self,
         tx: &mut Tx<'_>,
         device_id: &str,
@@ -489,7 +501,7 @@ impl Daemon {
     }
 
     /// Sign a token, record it, and update the device (caller stores it).
-    fn issue(
+    pub(crate) fn issue(
         &self,
         tx: &mut Tx<'_>,
         dev: &mut DeviceRecord,

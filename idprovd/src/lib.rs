@@ -9,16 +9,21 @@
 
 pub mod admin_ops;
 pub mod admins;
+pub mod certs;
 pub mod clock;
 pub mod config;
+pub mod crl;
 pub mod daemon;
 pub mod http;
+pub mod keys_admin;
 pub mod mdns;
 pub mod pki;
 pub mod proof;
+pub mod registry;
 pub mod server;
 pub mod store;
 pub mod tokens;
+pub mod x509;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -68,10 +73,12 @@ pub async fn start(
     let dir = cfg.data_dir.clone();
     let names = cfg.server_names.clone();
     let addrs = cfg.server_addresses.clone();
-    let (pki, store) = tokio::task::spawn_blocking(move || -> Result<_> {
+    let certs_cfg = cfg.certificates.clone();
+    let (pki, store, x509) = tokio::task::spawn_blocking(move || -> Result<_> {
         let pki = pki::Pki::load_or_create(&dir, now, &names, &addrs)?;
         let store = store::Store::open(&dir, &pki.identity.daemon_id, pki.created)?;
-        Ok((pki, store))
+        let x509 = crl::X509State::load(&store, &pki, &certs_cfg, now)?;
+        Ok((pki, store, x509))
     })
     .await
     .context("startup task")??;
@@ -102,11 +109,13 @@ pub async fn start(
         clock,
         store,
         pki,
+        x509,
         events,
     });
     let router = http::router(daemon.clone());
     let limits = daemon.cfg.limits.clone();
     let housekeeping = tokio::spawn(housekeeping(daemon.clone(), shutdown.clone()));
+    tokio::spawn(crl::crl_maintenance(daemon.clone(), shutdown.clone()));
     let advert = mdns::Advert {
         listen: addr,
         daemon_id: daemon.daemon_id().to_string(),

@@ -32,7 +32,7 @@ pub fn tls_config(pki: &Pki) -> Result<Arc<ServerConfig>> {
     let mut cfg = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .context("TLS protocol versions")?
-        .with_no_client_auth()
+        .with_client_cert_verifier(crate::certs::client_verifier(pki)?)
         .with_single_cert(pki.server_chain.clone(), pki.server_key.clone_key())
         .context("loading the server certificate")?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
@@ -113,7 +113,15 @@ pub async fn serve(
                     return;
                 }
             };
-            let info = ConnInfo { peer };
+            // Verified to chain to the daemon CA; whether it is still good
+            // is checked by the application on every request (rule 4).
+            let client_cert = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| Arc::new(c.clone().into_owned()));
+            let info = ConnInfo { peer, client_cert };
             let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
                 req.extensions_mut().insert(info.clone());
                 router.clone().oneshot(req)

@@ -6,6 +6,7 @@ pub mod device;
 pub mod error;
 pub mod extract;
 pub mod oob_import;
+pub mod x509;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +27,8 @@ use error::ApiError;
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
+    /// The client certificate of a mutual-TLS connection, if one was sent.
+    pub client_cert: Option<Arc<rustls_pki_types::CertificateDer<'static>>>,
 }
 
 /// The whole API. Everything but the event stream runs under the request
@@ -39,6 +42,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .merge(timed)
         .merge(admin::stream_routes())
         .merge(oob_import::routes())
+        .merge(x509::routes())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -9,6 +9,7 @@
 mod audit;
 mod oob_import;
 mod records;
+mod x509;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use serde::de::DeserializeOwned;
 pub use audit::{AuditDraft, GENESIS_HASH, audit_hash, verify_chain};
 pub use oob_import::CommitOptions;
 pub use records::*;
+pub use x509::{CertRecord, CrlState, RegistryCaRecord, RetiredKey};
 
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 pub(crate) const OOB: TableDefinition<&str, &[u8]> = TableDefinition::new("oob");

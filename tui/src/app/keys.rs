@@ -86,7 +86,10 @@ impl App {
             Mode::Help { scroll } => {
                 match action {
                     Some(Action::Back) => self.mode = Mode::Normal,
-                    Some(Action::Down) => *scroll += 1,
+                    Some(Action::Down) => {
+                        let lines = keymap::help_lines(Scope::of_view(self.view)).len();
+                        *scroll = (*scroll + 1).min(lines);
+                    }
                     Some(Action::Up) => *scroll = scroll.saturating_sub(1),
                     _ => {}
                 }

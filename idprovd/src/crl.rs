@@ -1,0 +1,233 @@
+//! The CRL of the daemon CA (F12): regenerated after every change that
+//! revokes a certificate, and re-signed before its nextUpdate; stored in
+//! redb so it survives restarts, and held in memory for `GET /crl`.
+//!
+//! A change commits first and regenerates after (so a revocation is never
+//! delayed by signing a large CRL); a regeneration that fails or is lost in
+//! a crash is caught by the revocation generation the stored CRL records,
+//! which [`crl_maintenance`] and startup compare with the store's.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use idprov_proto::ErrorCode;
+use idprov_proto::keys::pem_encode;
+use idprov_proto::x509::CrlInfo;
+use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevocationReason, RevokedCertParams};
+use tokio_util::sync::CancellationToken;
+
+use crate::daemon::Daemon;
+use crate::http::error::ApiError;
+use crate::pki::Pki;
+use crate::store::{CrlState, Store, Tx};
+use crate::x509::CertConfig;
+
+/// RFC 5280 reason codes the daemon uses.
+pub mod reason {
+    pub const UNSPECIFIED: u8 = 0;
+    pub const KEY_COMPROMISE: u8 = 1;
+    pub const AFFILIATION_CHANGED: u8 = 3;
+    pub const SUPERSEDED: u8 = 4;
+    pub const CESSATION_OF_OPERATION: u8 = 5;
+    pub const PRIVILEGE_WITHDRAWN: u8 = 9;
+}
+
+/// One signed CRL.
+pub struct CrlDoc {
+    pub der: bytes::Bytes,
+    pub pem: String,
+    pub state: CrlState,
+}
+
+impl CrlDoc {
+    fn new(der: Vec<u8>, state: CrlState) -> CrlDoc {
+        CrlDoc {
+            pem: pem_encode("X509 CRL", &der),
+            der: der.into(),
+            state,
+        }
+    }
+
+    pub fn info(&self) -> CrlInfo {
+        CrlInfo {
+            number: self.state.number,
+            this_update: self.state.this_update,
+            next_update: self.state.next_update,
+            revoked: self.state.revoked,
+            der_bytes: self.der.len() as u64,
+        }
+    }
+}
+
+/// The daemon's X.509 state outside the store: the current CRL.
+pub struct X509State {
+    current: RwLock<Arc<CrlDoc>>,
+    /// One regeneration at a time; a second waits and then signs again,
+    /// so the last one always includes the last change.
+    regen: tokio::sync::Mutex<()>,
+}
+
+impl X509State {
+    /// At startup: create the tables if needed, and load the stored CRL or
+    /// sign a new one if it is missing, stale or behind the store.
+    pub fn load(store: &Store, pki: &Pki, cfg: &CertConfig, now: i64) -> anyhow::Result<Self> {
+        store
+            .ensure_x509_tables()
+            .context("creating the X.509 tables")?;
+        let stored = store
+            .read(|rx| -> Result<_, crate::store::StoreError> {
+                Ok((rx.crl()?, rx.revocation_version()?))
+            })
+            .context("reading the stored CRL")?;
+        let doc = match stored {
+            (Some((der, state)), version) if !needs_refresh(&state, version, now, cfg) => {
+                CrlDoc::new(der, state)
+            }
+            _ => store
+                .write(|tx| regenerate(tx, pki, cfg, now))
+                .map_err(|e| anyhow::anyhow!("signing the CRL: {}", e.message))?,
+        };
+        Ok(X509State {
+            current: RwLock::new(Arc::new(doc)),
+            regen: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn current(&self) -> Arc<CrlDoc> {
+        match self.current.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn set(&self, doc: CrlDoc) {
+        let doc = Arc::new(doc);
+        match self.current.write() {
+            Ok(mut g) => *g = doc,
+            Err(poisoned) => *poisoned.into_inner() = doc,
+        }
+    }
+}
+
+/// Re-sign when the store has changes the CRL lacks, or half of its
+/// validity has passed.
+fn needs_refresh(state: &CrlState, version: u64, now: i64, cfg: &CertConfig) -> bool {
+    let half = (cfg.crl_validity.as_secs() / 2) as i64;
+    state.version != version || now >= state.this_update + half || now >= state.next_update
+}
+
+/// Build, sign and store a CRL from the entries in the store, in `tx`.
+pub fn regenerate(
+    tx: &mut Tx<'_>,
+    pki: &Pki,
+    cfg: &CertConfig,
+    now: i64,
+) -> Result<CrlDoc, ApiError> {
+    let entries = tx.crl_entries(now)?;
+    let version = tx.revocation_version()?;
+    let number = tx.crl_state()?.map(|s| s.number).unwrap_or(0) + 1;
+    let validity = cfg.crl_validity.as_secs().max(2) as i64;
+    let state = CrlState {
+        number,
+        this_update: now,
+        next_update: now + validity,
+        version,
+        revoked: entries.len() as u64,
+    };
+    let der = sign(pki, &entries, &state).map_err(|e| {
+        tracing::error!(error = %e, "CRL signing failed");
+        ApiError::new(ErrorCode::Internal, "the daemon could not sign its CRL")
+    })?;
+    tx.put_crl(&der, &state)?;
+    Ok(CrlDoc::new(der, state))
+}
+
+fn sign(pki: &Pki, entries: &[(String, i64, u8)], state: &CrlState) -> Result<Vec<u8>, String> {
+    let ts = |t: i64| time::OffsetDateTime::from_unix_timestamp(t).map_err(|e| e.to_string());
+    let mut revoked = Vec::with_capacity(entries.len());
+    for (serial, at, code) in entries {
+        let bytes = hex::decode(serial).map_err(|e| format!("stored serial {serial}: {e}"))?;
+        revoked.push(RevokedCertParams {
+            serial_number: bytes.into(),
+            revocation_time: ts(*at)?,
+            reason_code: reason_of(*code),
+            invalidity_date: None,
+        });
+    }
+    let params = CertificateRevocationListParams {
+        this_update: ts(state.this_update)?,
+        next_update: ts(state.next_update)?,
+        crl_number: state.number.to_be_bytes().to_vec().into(),
+        issuing_distribution_point: None,
+        revoked_certs: revoked,
+        key_identifier_method: KeyIdMethod::Sha256,
+    };
+    let issuer = pki.ca_issuer().map_err(|e| e.to_string())?;
+    let crl = params.signed_by(&issuer).map_err(|e| e.to_string())?;
+    Ok(crl.der().to_vec())
+}
+
+fn reason_of(code: u8) -> Option<RevocationReason> {
+    Some(match code {
+        reason::KEY_COMPROMISE => RevocationReason::KeyCompromise,
+        reason::AFFILIATION_CHANGED => RevocationReason::AffiliationChanged,
+        reason::SUPERSEDED => RevocationReason::Superseded,
+        reason::CESSATION_OF_OPERATION => RevocationReason::CessationOfOperation,
+        reason::PRIVILEGE_WITHDRAWN => RevocationReason::PrivilegeWithdrawn,
+        _ => return None,
+    })
+}
+
+impl Daemon {
+    /// Re-sign the CRL now (after a committed change) and publish it.
+    pub async fn refresh_crl(self: &Arc<Self>) -> Result<Arc<CrlDoc>, ApiError> {
+        let _one = self.x509.regen.lock().await;
+        let now = self.now();
+        let doc = self
+            .write(move |d, tx| regenerate(tx, &d.pki, &d.cfg.certificates, now))
+            .await?;
+        tracing::info!(
+            number = doc.state.number,
+            revoked = doc.state.revoked,
+            "CRL regenerated"
+        );
+        self.x509.set(doc);
+        Ok(self.x509.current())
+    }
+
+    /// After a change that revoked something: regenerate, and if that fails
+    /// leave it to [`crl_maintenance`] (the change itself is committed).
+    pub async fn crl_changed(self: &Arc<Self>) {
+        if let Err(e) = self.refresh_crl().await {
+            tracing::warn!(error = %e.message, "CRL regeneration failed; will retry");
+        }
+    }
+
+    async fn crl_due(self: &Arc<Self>) -> Result<bool, ApiError> {
+        let state = self.x509.current().state.clone();
+        let now = self.now();
+        let cfg = self.cfg.certificates.clone();
+        self.read(move |_, rx| Ok(needs_refresh(&state, rx.revocation_version()?, now, &cfg)))
+            .await
+    }
+}
+
+/// Keep the CRL fresh: check every few seconds whether it is behind the
+/// store or past half of its validity.
+pub async fn crl_maintenance(d: Arc<Daemon>, shutdown: CancellationToken) {
+    let period = (d.cfg.certificates.crl_validity / 8)
+        .clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match d.crl_due().await {
+            Ok(true) => d.crl_changed().await,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e.message, "CRL check failed"),
+        }
+    }
+}

@@ -1,0 +1,459 @@
+//! What administrators can do with keys, certificates and registry CAs
+//! (F12, F13): add and remove device keys, revoke a key or a certificate,
+//! re-provision a device after a factory reset, register CAs. As everywhere
+//! on the admin API, each change and its audit entry commit together; a
+//! change that revokes a certificate then regenerates the CRL before the
+//! answer leaves.
+
+use std::sync::Arc;
+
+use idprov_proto::admin::{AdminEvent, DeviceStatus, DeviceView};
+use idprov_proto::x509::{
+    AdminKeyAddRequest, CertificateView, CrlInfo, KeysResponse, RegistryCaAddRequest,
+    RegistryCaView, ReprovisionRequest,
+};
+use idprov_proto::{DeviceId, PublicKey};
+
+use crate::admin_ops::Actor;
+use crate::certs::{add_key_tx, keys_response};
+use crate::crl::reason;
+use crate::daemon::{Daemon, draft};
+use crate::http::error::ApiError;
+use crate::registry::{MAX_REGISTRY_CAS, check_wrapped, parse_ca};
+use crate::store::{DeviceRecord, RetiredKey, Tx};
+
+const MAX_REASON: usize = 256;
+
+fn check_reason(r: Option<&str>) -> Result<(), ApiError> {
+    if r.is_some_and(|r| r.len() > MAX_REASON || r.chars().any(char::is_control)) {
+        return Err(ApiError::bad_request(format!(
+            "reason must be at most {MAX_REASON} characters without control characters"
+        )));
+    }
+    Ok(())
+}
+
+fn label(a: &Actor) -> String {
+    format!("admin:{}", a.name)
+}
+
+fn device_for_change(
+    tx: &Tx<'_>,
+    id: &DeviceId,
+    revision: Option<u64>,
+) -> Result<DeviceRecord, ApiError> {
+    let dev = tx
+        .device(id.as_str())?
+        .ok_or_else(|| ApiError::not_found(format!("no device {id}")))?;
+    if let Some(r) = revision
+        && r != dev.revision
+    {
+        return Err(ApiError::conflict(format!(
+            "the device changed since you saw it (revision {} now, you saw {r})",
+            dev.revision
+        )));
+    }
+    Ok(dev)
+}
+
+/// Parse a key an administrator gives and check it against registry CAs.
+fn admin_key(
+    tx: &Tx<'_>,
+    pem: &str,
+    format: Option<idprov_proto::KeyFormat>,
+    now: i64,
+) -> Result<PublicKey, ApiError> {
+    let key = PublicKey::from_pem(pem, format)
+        .map_err(|e| ApiError::bad_request(format!("public_key: {e}")))?;
+    check_wrapped(&key, &tx.registry_cas()?, now).map_err(ApiError::bad_request)?;
+    Ok(key)
+}
+
+/// Retire a key for good and revoke its certificates. Returns how many
+/// certificates were revoked.
+fn retire_key_tx(
+    tx: &mut Tx<'_>,
+    dev: &DeviceRecord,
+    kid: &str,
+    why: &str,
+    code: u8,
+    now: i64,
+) -> Result<usize, ApiError> {
+    tx.retire_key(
+        kid,
+        &RetiredKey {
+            device_id: dev.device_id.clone(),
+            at: now,
+            why: why.to_string(),
+        },
+    )?;
+    Ok(tx.revoke_device_certs(dev.device_id.as_str(), Some(kid), now, why, code)?)
+}
+
+/// Hook for device revocation (admin_ops): retire every key and revoke every
+/// certificate of the device, in the revoking transaction.
+pub(crate) fn on_device_revoked(
+    tx: &mut Tx<'_>,
+    dev: &DeviceRecord,
+    now: i64,
+) -> Result<(), ApiError> {
+    for k in &dev.keys {
+        retire_key_tx(
+            tx,
+            dev,
+            &k.kid,
+            "device_revoked",
+            reason::PRIVILEGE_WITHDRAWN,
+            now,
+        )?;
+    }
+    Ok(())
+}
+
+/// Hook for device removal (admin_ops): its certificates go on the CRL (the
+/// keys stay usable for a later, fresh admission of the same device).
+pub(crate) fn on_device_removed(
+    tx: &mut Tx<'_>,
+    dev: &DeviceRecord,
+    now: i64,
+) -> Result<(), ApiError> {
+    tx.revoke_device_certs(
+        dev.device_id.as_str(),
+        None,
+        now,
+        "device_removed",
+        reason::CESSATION_OF_OPERATION,
+    )
+    .map(drop)
+    .map_err(Into::into)
+}
+
+impl Daemon {
+    pub async fn admin_add_key(
+        self: &Arc<Self>,
+        id: DeviceId,
+        req: AdminKeyAddRequest,
+        actor: Actor,
+    ) -> Result<KeysResponse, ApiError> {
+        let now = self.now();
+        if req.expires_at.is_some_and(|e| e <= now) {
+            return Err(ApiError::bad_request("expires_at is in the past"));
+        }
+        let (resp, events) = self
+            .write(move |_, tx| {
+                let mut dev = device_for_change(tx, &id, req.revision)?;
+                if dev.status != DeviceStatus::Active {
+                    return Err(ApiError::conflict("the device is not active"));
+                }
+                let key = admin_key(tx, &req.public_key, req.key_format, now)?;
+                add_key_tx(tx, &mut dev, &key, req.expires_at, now)?;
+                let e = tx.append_audit(draft(
+                    now,
+                    &label(&actor),
+                    "key_added",
+                    Some(id.as_str()),
+                    Some(&actor.source),
+                    format!("key {}", key.thumbprint()),
+                ))?;
+                Ok((
+                    keys_response(&dev),
+                    vec![
+                        AdminEvent::DeviceUpserted { device: dev.view() },
+                        AdminEvent::Audit { entry: e },
+                    ],
+                ))
+            })
+            .await?;
+        self.publish(events);
+        Ok(resp)
+    }
+
+    /// Remove (`revoke` false) or revoke a key. Either way it never comes
+    /// back, and its certificates are revoked; tokens bound to it stop
+    /// working (their key is gone).
+    pub async fn admin_remove_key(
+        self: &Arc<Self>,
+        id: DeviceId,
+        kid: String,
+        revoke: bool,
+        revision: Option<u64>,
+        why: Option<String>,
+        actor: Actor,
+    ) -> Result<KeysResponse, ApiError> {
+        check_reason(why.as_deref())?;
+        let now = self.now();
+        let (resp, events) = self
+            .write(move |_, tx| {
+                let mut dev = device_for_change(tx, &id, revision)?;
+                if dev.key(&kid).is_none() {
+                    return Err(ApiError::not_found(format!("device {id} has no key {kid}")));
+                }
+                let (action, code, tag) = if revoke {
+                    ("key_revoked", reason::KEY_COMPROMISE, "revoked")
+                } else {
+                    ("key_removed", reason::SUPERSEDED, "removed")
+                };
+                let n = retire_key_tx(tx, &dev, &kid, tag, code, now)?;
+                dev.keys.retain(|k| k.kid != kid);
+                dev.revision += 1;
+                tx.put_device(id.as_str(), &dev)?;
+                let e = tx.append_audit(draft(
+                    now,
+                    &label(&actor),
+                    action,
+                    Some(id.as_str()),
+                    Some(&actor.source),
+                    format!(
+                        "key {kid}; {n} certificates revoked{}",
+                        why.map(|w| format!("; reason: {w}")).unwrap_or_default()
+                    ),
+                ))?;
+                Ok((
+                    keys_response(&dev),
+                    vec![
+                        AdminEvent::DeviceUpserted { device: dev.view() },
+                        AdminEvent::Audit { entry: e },
+                    ],
+                ))
+            })
+            .await?;
+        self.publish(events);
+        self.crl_changed().await;
+        Ok(resp)
+    }
+
+    pub async fn device_certificates(
+        self: &Arc<Self>,
+        id: DeviceId,
+    ) -> Result<Vec<CertificateView>, ApiError> {
+        self.read(move |_, rx| {
+            Ok(rx
+                .device_certs(id.as_str())?
+                .iter()
+                .map(|c| c.view())
+                .collect())
+        })
+        .await
+    }
+
+    pub async fn certificate(
+        self: &Arc<Self>,
+        serial: String,
+    ) -> Result<CertificateView, ApiError> {
+        let serial = normalise_serial(&serial)?;
+        self.read(move |_, rx| {
+            rx.cert(&serial)?
+                .map(|c| c.view())
+                .ok_or_else(|| ApiError::not_found(format!("no certificate with serial {serial}")))
+        })
+        .await
+    }
+
+    pub async fn revoke_certificate(
+        self: &Arc<Self>,
+        serial: String,
+        why: Option<String>,
+        actor: Actor,
+    ) -> Result<CertificateView, ApiError> {
+        check_reason(why.as_deref())?;
+        let serial = normalise_serial(&serial)?;
+        let now = self.now();
+        let (view, events) = self
+            .write(move |_, tx| {
+                let mut rec = tx.cert(&serial)?.ok_or_else(|| {
+                    ApiError::not_found(format!("no certificate with serial {serial}"))
+                })?;
+                let tag = why.clone().unwrap_or_else(|| "revoked".into());
+                if !tx.revoke_cert(&mut rec, now, &tag, reason::UNSPECIFIED)? {
+                    return Err(ApiError::conflict("the certificate is already revoked"));
+                }
+                let e = tx.append_audit(draft(
+                    now,
+                    &label(&actor),
+                    "certificate_revoked",
+                    Some(rec.device_id.as_str()),
+                    Some(&actor.source),
+                    format!("serial {serial}; reason: {tag}"),
+                ))?;
+                Ok((rec.view(), vec![AdminEvent::Audit { entry: e }]))
+            })
+            .await?;
+        self.publish(events);
+        self.crl_changed().await;
+        Ok(view)
+    }
+
+    /// After a factory reset: retire every key and certificate of the device
+    /// and bind it to its new key. Old tokens die with the new epoch. A
+    /// revoked device stays revoked (I4).
+    pub async fn reprovision(
+        self: &Arc<Self>,
+        id: DeviceId,
+        req: ReprovisionRequest,
+        actor: Actor,
+    ) -> Result<DeviceView, ApiError> {
+        if req.reason.trim().is_empty() {
+            return Err(ApiError::bad_request(
+                "reason is required: re-provisioning is recorded in the audit log",
+            ));
+        }
+        check_reason(Some(&req.reason))?;
+        let now = self.now();
+        let (view, events) = self
+            .write(move |_, tx| {
+                let mut dev = device_for_change(tx, &id, req.revision)?;
+                if dev.status != DeviceStatus::Active {
+                    return Err(ApiError::conflict(
+                        "only an active device can be re-provisioned; a revoked device stays revoked",
+                    ));
+                }
+                let key = admin_key(tx, &req.public_key, req.key_format, now)?;
+                if tx.retired_key(key.thumbprint())?.is_some() || dev.key(key.thumbprint()).is_some()
+                {
+                    return Err(ApiError::conflict(
+                        "the new key must be a fresh key: this one is (or was) a key of a device",
+                    ));
+                }
+                let old: Vec<String> = dev.keys.iter().map(|k| k.kid.clone()).collect();
+                let mut revoked = 0;
+                for kid in &old {
+                    revoked +=
+                        retire_key_tx(tx, &dev, kid, "reprovisioned", reason::SUPERSEDED, now)?;
+                }
+                // Certificates of keys removed earlier are already revoked;
+                // any left (none expected) go too.
+                revoked += tx.revoke_device_certs(
+                    id.as_str(),
+                    None,
+                    now,
+                    "reprovisioned",
+                    reason::SUPERSEDED,
+                )?;
+                dev.keys.clear();
+                dev.epoch = rand::random();
+                if req.mac.is_some() {
+                    dev.mac = req.mac;
+                }
+                dev.flags.retain(|f| f != "key_mismatch");
+                add_key_tx(tx, &mut dev, &key, None, now)?;
+                let e = tx.append_audit(draft(
+                    now,
+                    &label(&actor),
+                    "device_reprovisioned",
+                    Some(id.as_str()),
+                    Some(&actor.source),
+                    format!(
+                        "retired keys [{}], {revoked} certificates revoked; new key {}; reason: {}",
+                        old.join(", "),
+                        key.thumbprint(),
+                        req.reason
+                    ),
+                ))?;
+                let view = dev.view();
+                Ok((
+                    view.clone(),
+                    vec![
+                        AdminEvent::DeviceUpserted { device: view },
+                        AdminEvent::Audit { entry: e },
+                    ],
+                ))
+            })
+            .await?;
+        self.publish(events);
+        self.crl_changed().await;
+        Ok(view)
+    }
+
+    pub async fn registry_cas(self: &Arc<Self>) -> Result<Vec<RegistryCaView>, ApiError> {
+        self.read(|_, rx| Ok(rx.registry_cas()?.iter().map(|c| c.view()).collect()))
+            .await
+    }
+
+    pub async fn add_registry_ca(
+        self: &Arc<Self>,
+        req: RegistryCaAddRequest,
+        actor: Actor,
+    ) -> Result<RegistryCaView, ApiError> {
+        let mut rec = parse_ca(&req.pem).map_err(ApiError::bad_request)?;
+        let now = self.now();
+        rec.added_at = now;
+        rec.added_by = label(&actor);
+        let (view, events) = self
+            .write(move |_, tx| {
+                let cas = tx.registry_cas()?;
+                if cas.iter().any(|c| c.fingerprint == rec.fingerprint) {
+                    return Err(ApiError::conflict("this CA is already registered"));
+                }
+                if cas.len() >= MAX_REGISTRY_CAS {
+                    return Err(ApiError::conflict(format!(
+                        "at most {MAX_REGISTRY_CAS} registry CAs; remove one first"
+                    )));
+                }
+                tx.put_registry_ca(&rec)?;
+                let e = tx.append_audit(draft(
+                    now,
+                    &label(&actor),
+                    "registry_ca_added",
+                    None,
+                    Some(&actor.source),
+                    format!("{} ({})", rec.fingerprint, rec.subject),
+                ))?;
+                Ok((rec.view(), vec![AdminEvent::Audit { entry: e }]))
+            })
+            .await?;
+        self.publish(events);
+        Ok(view)
+    }
+
+    pub async fn remove_registry_ca(
+        self: &Arc<Self>,
+        fingerprint: String,
+        actor: Actor,
+    ) -> Result<(), ApiError> {
+        let fp = fingerprint.to_ascii_lowercase();
+        if fp.len() != 64 || !fp.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ApiError::bad_request(
+                "fingerprint must be 64 hex digits (SHA-256 of the certificate)",
+            ));
+        }
+        let now = self.now();
+        let events = self
+            .write(move |_, tx| {
+                if !tx.delete_registry_ca(&fp)? {
+                    return Err(ApiError::not_found(format!("no registry CA {fp}")));
+                }
+                let e = tx.append_audit(draft(
+                    now,
+                    &label(&actor),
+                    "registry_ca_removed",
+                    None,
+                    Some(&actor.source),
+                    fp.clone(),
+                ))?;
+                Ok(vec![AdminEvent::Audit { entry: e }])
+            })
+            .await?;
+        self.publish(events);
+        Ok(())
+    }
+
+    pub fn crl_info(&self) -> CrlInfo {
+        self.x509.current().info()
+    }
+}
+
+/// Serials are lower-case hex without separators; accept `AB:CD` and
+/// upper case as openssl prints them.
+fn normalise_serial(s: &str) -> Result<String, ApiError> {
+    let hex: String = s
+        .chars()
+        .filter(|c| *c != ':')
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    if hex.is_empty() || hex.len() > 40 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::bad_request(
+            "serial must be the certificate's serial number in hex",
+        ));
+    }
+    Ok(hex)
+}
