@@ -378,6 +378,41 @@ impl AdminClient {
 
     /// Subscribe to the event stream. Events arrive on the returned channel
     /// (bounded); the channel closes when the connection drops, and the
+    /// Download a consistent backup of the daemon (a tar archive holding
+    /// the CA and signing keys: treat it as a secret) into `out`. Returns
+    /// the bytes written. No total timeout: a large store takes a while.
+    pub async fn backup_to<W: tokio::io::AsyncWrite + Unpin>(
+        &self,
+        out: &mut W,
+    ) -> Result<u64, AdminError> {
+        use tokio::io::AsyncWriteExt;
+        let connect = |source| AdminError::Connect {
+            server: self.server.clone(),
+            source,
+        };
+        let resp = self
+            .stream_http
+            .get(format!("{}{}", self.server, paths::BACKUP))
+            .header("authorization", &self.auth)
+            .send()
+            .await
+            .map_err(connect)?;
+        let mut resp = check(resp).await?;
+        let mut n = 0u64;
+        while let Some(chunk) = resp.chunk().await.map_err(connect)? {
+            out.write_all(&chunk).await.map_err(|e| AdminError::Unexpected {
+                status: 200,
+                message: format!("writing the backup: {e}"),
+            })?;
+            n += chunk.len() as u64;
+        }
+        out.flush().await.map_err(|e| AdminError::Unexpected {
+            status: 200,
+            message: format!("writing the backup: {e}"),
+        })?;
+        Ok(n)
+    }
+
     /// caller reconnects (and reloads its lists) as it sees fit.
     pub async fn events(&self) -> Result<mpsc::Receiver<AdminEvent>, AdminError> {
         let resp = self

@@ -16,6 +16,9 @@ pub mod paths {
     pub const PROVISIONING: &str = "/idprov/v1/admin/provisioning";
     pub const AUDIT: &str = "/idprov/v1/admin/audit";
     pub const EVENTS: &str = "/idprov/v1/admin/events";
+    /// `GET`: a consistent backup of the daemon (tar, secret: holds the CA
+    /// and signing keys).
+    pub const BACKUP: &str = "/idprov/v1/admin/backup";
 }
 
 /// Largest page a list call returns.

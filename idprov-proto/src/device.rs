@@ -199,8 +199,8 @@ pub struct TokenStatusResponse {
     pub device_id: Option<DeviceId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<i64>,
-    /// Why not active: `expired`, `revoked`, `device_revoked`, `key_removed`,
-    /// `unknown`.
+    /// Why not active: `expired`, `unknown`, `device_revoked`,
+    /// `device_removed`, `key_removed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }

@@ -56,7 +56,7 @@ fn check_reason(r: &Option<String>) -> Result<(), ApiError> {
         .is_some_and(|r| r.len() > MAX_REASON || r.chars().any(char::is_control))
     {
         return Err(ApiError::bad_request(format!(
-            "reason must be at most {MAX_REASON} characters without control characters"
+            "reason must be at most {MAX_REASON} bytes without control characters"
         )));
     }
     Ok(())
@@ -73,7 +73,6 @@ impl Daemon {
                 let mac = p.mac.map(|m| m.to_string()).unwrap_or_default();
                 matches(&q.q, &[p.device_id.as_str(), &mac, &p.kid, &p.source])
             })?;
-            let next = if items.len() == n { next } else { None };
             Ok(Page {
                 items: items.iter().map(|p| p.view()).collect(),
                 next,
@@ -96,7 +95,6 @@ impl Daemon {
                 fields.extend(kids);
                 matches(&q.q, &fields)
             })?;
-            let next = if items.len() == n { next } else { None };
             Ok(Page {
                 items: items.iter().map(|d| d.view()).collect(),
                 next,
@@ -124,7 +122,6 @@ impl Daemon {
                 let note = o.note.clone().unwrap_or_default();
                 matches(&q.q, &[o.device_id.as_str(), &mac, &kid, &note])
             })?;
-            let next = if items.len() == n { next } else { None };
             Ok(Page {
                 items: items.iter().map(|o| o.view()).collect(),
                 next,
@@ -352,11 +349,19 @@ impl Daemon {
                     ..Default::default()
                 };
                 let mut errors = Vec::new();
+                // MACs are judged against the state after the whole batch, so
+                // a dry run and the real run agree and entry order is moot:
+                // a MAC may move from an entry that this batch also changes.
+                let batch_macs: HashMap<String, Option<idprov_proto::MacAddr>> = records
+                    .iter()
+                    .map(|r| (r.device_id.to_string(), r.mac))
+                    .collect();
                 for (index, mut rec) in records.into_iter().enumerate() {
                     let id = rec.device_id.to_string();
                     if let Some(mac) = rec.mac
                         && let Some(owner) = tx.oob_mac_owner(&mac.to_string())?
                         && owner != id
+                        && batch_macs.get(&owner).is_none_or(|m| *m == Some(mac))
                     {
                         errors.push(EntryError {
                             index,
@@ -519,11 +524,7 @@ impl Daemon {
         };
         self.read(move |_, rx| {
             let (items, next, total) = rx.audit_page(after, n, q.q.as_deref())?;
-            let next = if items.len() == n {
-                next.map(|s| s.to_string())
-            } else {
-                None
-            };
+            let next = next.map(|s| s.to_string());
             Ok(Page { items, next, total })
         })
         .await
@@ -545,7 +546,10 @@ fn same_secret(old: &OobRecord, new: &OobRecord) -> bool {
 
 /// Parse and check every entry before anything touches the store; report
 /// all problems at once.
-pub(crate) fn validate_oob(entries: &[OobEntryInput], now: i64) -> Result<Vec<OobRecord>, ApiError> {
+pub(crate) fn validate_oob(
+    entries: &[OobEntryInput],
+    now: i64,
+) -> Result<Vec<OobRecord>, ApiError> {
     let mut errors = Vec::new();
     let mut out = Vec::with_capacity(entries.len());
     let mut seen_ids = HashSet::new();
@@ -597,7 +601,7 @@ pub(crate) fn validate_oob(entries: &[OobEntryInput], now: i64) -> Result<Vec<Oo
                 || s.expose().chars().any(char::is_control))
         {
             err(format!(
-                "secret must be {MIN_SECRET}-{MAX_SECRET} characters without control characters"
+                "secret must be {MIN_SECRET}-{MAX_SECRET} bytes without control characters"
             ));
             continue;
         }
@@ -605,7 +609,7 @@ pub(crate) fn validate_oob(entries: &[OobEntryInput], now: i64) -> Result<Vec<Oo
             && (n.len() > MAX_NOTE || n.chars().any(char::is_control))
         {
             err(format!(
-                "note must be at most {MAX_NOTE} characters without control characters"
+                "note must be at most {MAX_NOTE} bytes without control characters"
             ));
             continue;
         }

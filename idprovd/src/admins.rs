@@ -37,7 +37,8 @@ pub struct AdminEntry {
     pub created_at: i64,
 }
 
-/// Administrator names: 1–32 of `[a-z0-9._-]`, starting with a letter/digit.
+/// Administrator names: 1–32 of `[a-z0-9_-]`, starting with a letter/digit
+/// (no `.`: it separates the name from the secret in a token).
 pub fn check_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 32
@@ -45,11 +46,11 @@ pub fn check_name(name: &str) -> Result<()> {
             .bytes()
             .next()
             .is_some_and(|b| b.is_ascii_alphanumeric())
-        && name.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
-        });
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-'));
     if !ok {
-        bail!("administrator names are 1-32 characters of a-z 0-9 . _ - (got {name:?})");
+        bail!("administrator names are 1-32 characters of a-z 0-9 _ - (got {name:?})");
     }
     Ok(())
 }

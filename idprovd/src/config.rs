@@ -34,6 +34,8 @@ pub struct Config {
     pub mdns: crate::mdns::MdnsConfig,
     /// Client certificates and the CRL.
     pub certificates: crate::x509::CertConfig,
+    /// The Prometheus metrics listener.
+    pub metrics: crate::metrics::MetricsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -125,6 +127,7 @@ impl Default for Config {
             log: LogConfig::default(),
             mdns: crate::mdns::MdnsConfig::default(),
             certificates: crate::x509::CertConfig::default(),
+            metrics: crate::metrics::MetricsConfig::default(),
         }
     }
 }
@@ -233,6 +236,8 @@ pub struct FlagOverrides {
     pub log: Option<LogOverrides>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mdns: Option<crate::mdns::MdnsOverrides>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<crate::metrics::MetricsOverrides>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

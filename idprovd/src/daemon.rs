@@ -44,6 +44,7 @@ pub struct Daemon {
     pub x509: crate::crl::X509State,
     /// Cancelled when the daemon shuts down (ends event streams at once).
     pub shutdown: tokio_util::sync::CancellationToken,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Daemon {
@@ -108,6 +109,8 @@ impl Daemon {
         let proof = proof::verify(&req.proof, &key, &req.device_id, &aud, now, &self.cfg.proof)
             .map_err(|reason| {
                 tracing::info!(device_id = %req.device_id, %source, %reason, "proof refused");
+                self.metrics
+                    .proof_failure(crate::metrics::proof_class(&reason));
                 ApiError::invalid_proof()
             })?;
 
@@ -123,10 +126,27 @@ impl Daemon {
             })
             .await?;
         self.publish(events);
+        // Counted only now that the decision is committed.
         match outcome {
-            Outcome::Issued(c) => Ok(ProvisionResponse::Approved(c)),
-            Outcome::Pending(p) => Ok(ProvisionResponse::Pending(p)),
-            Outcome::Refused => Err(ApiError::refused()),
+            Outcome::Issued(c, rule) => {
+                self.metrics.decision("approved", rule);
+                self.metrics.token_issued();
+                Ok(ProvisionResponse::Approved(c))
+            }
+            Outcome::Pending(p, rule) => {
+                self.metrics.decision("pending", rule);
+                if rule == "mac_changed" {
+                    self.metrics.alert("mac_changed");
+                }
+                Ok(ProvisionResponse::Pending(p))
+            }
+            Outcome::Refused(rule) => {
+                self.metrics.decision("refused", rule);
+                if rule != "not_active" {
+                    self.metrics.alert(rule);
+                }
+                Err(ApiError::refused())
+            }
         }
     }
 
@@ -149,7 +169,7 @@ impl Daemon {
         if let Some(mut dev) = tx.device(id)? {
             if dev.status != DeviceStatus::Active {
                 tracing::info!(device_id = id, status = ?dev.status, "refused: not active");
-                return Ok((Outcome::Refused, events));
+                return Ok((Outcome::Refused("not_active"), events));
             }
             let usable = dev.key(key.thumbprint()).is_some_and(|k| k.is_usable(now));
             if !usable {
@@ -169,16 +189,23 @@ impl Daemon {
                 ))?;
                 events.push(AdminEvent::DeviceUpserted { device: dev.view() });
                 events.push(AdminEvent::Audit { entry: e });
-                return Ok((Outcome::Refused, events));
+                return Ok((Outcome::Refused("key_mismatch"), events));
             }
             let live_keys = dev.keys.iter().filter(|k| k.is_usable(now)).count();
             if live_keys > 1 && proof.kid.is_none() {
                 tracing::info!(device_id = id, "proof without kid for a multi-key device");
+                self.metrics.proof_failure("kid_missing");
                 return Err(ApiError::invalid_proof());
             }
+            // A device an administrator approved gets its first token here.
+            let rule = if dev.tokens_issued == 0 && dev.admitted_by.starts_with("admin") {
+                "admin"
+            } else {
+                "device_key"
+            };
             let creds = self.issue(tx, &mut dev, key.thumbprint(), now)?;
             events.push(AdminEvent::DeviceUpserted { device: dev.view() });
-            return Ok((Outcome::Issued(creds), events));
+            return Ok((Outcome::Issued(creds, rule), events));
         }
 
         // 2. The OOB list.
@@ -218,7 +245,7 @@ impl Daemon {
                     format!("{} does not match the OOB entry", mismatch.join(", ")),
                 ))?;
                 events.push(AdminEvent::Audit { entry: e });
-                return Ok((Outcome::Refused, events));
+                return Ok((Outcome::Refused("oob_mismatch"), events));
             }
             if entry.secret_hash.is_some() {
                 entry.secret_consumed_at = Some(now);
@@ -242,7 +269,7 @@ impl Daemon {
             let creds = self.issue(tx, &mut dev, key.thumbprint(), now)?;
             events.push(AdminEvent::DeviceUpserted { device: dev.view() });
             events.push(AdminEvent::Audit { entry: e });
-            return Ok((Outcome::Issued(creds), events));
+            return Ok((Outcome::Issued(creds, admitted_by), events));
         }
 
         // 3. Unknown: wait for an administrator.
@@ -252,7 +279,7 @@ impl Daemon {
             retry_after_secs: retry,
             verification_code: key.verification_code(),
         };
-        match tx.pending(id)? {
+        let rule = match tx.pending(id)? {
             Some(mut p) => {
                 if p.kid != key.thumbprint() {
                     // Someone else claims this id with another key: keep the
@@ -273,7 +300,7 @@ impl Daemon {
                     ))?;
                     events.push(AdminEvent::PendingUpserted { pending: p.view() });
                     events.push(AdminEvent::Audit { entry: e });
-                    return Ok((Outcome::Refused, events));
+                    return Ok((Outcome::Refused("key_conflict"), events));
                 }
                 let earliest = p.last_seen + (retry as i64) / 2;
                 if now < earliest {
@@ -285,15 +312,19 @@ impl Daemon {
                     )
                     .retry(wait));
                 }
-                if p.mac != req.mac {
+                let rule = if p.mac != req.mac {
                     p.add_flag("mac_changed");
-                }
+                    "mac_changed"
+                } else {
+                    "repeat"
+                };
                 p.last_seen = now;
                 p.attempts += 1;
                 p.source = src;
                 p.revision += 1;
                 tx.put_pending(id, &p)?;
                 events.push(AdminEvent::PendingUpserted { pending: p.view() });
+                rule
             }
             None => {
                 if tx.pending_count()? >= self.cfg.pending.cap {
@@ -327,9 +358,10 @@ impl Daemon {
                 ))?;
                 events.push(AdminEvent::PendingUpserted { pending: p.view() });
                 events.push(AdminEvent::Audit { entry: e });
+                "new"
             }
-        }
-        Ok((Outcome::Pending(answer), events))
+        };
+        Ok((Outcome::Pending(answer, rule), events))
     }
 
     /// Flow 5: a fresh token for a valid token plus a fresh proof.
@@ -348,6 +380,7 @@ impl Daemon {
         )
         .map_err(|reason| {
             tracing::info!(%source, %reason, "renewal token refused");
+            self.metrics.proof_failure("token");
             ApiError::invalid_token()
         })?;
         let device_id: idprov_proto::DeviceId =
@@ -376,6 +409,8 @@ impl Daemon {
         let proof = proof::verify(&req.proof, &key, &device_id, &aud, now, &self.cfg.proof)
             .map_err(|reason| {
                 tracing::info!(device_id = %device_id, %source, %reason, "renewal proof refused");
+                self.metrics
+                    .proof_failure(crate::metrics::proof_class(&reason));
                 ApiError::invalid_proof()
             })?;
         let epoch = dev.epoch;
@@ -403,6 +438,8 @@ impl Daemon {
             })
             .await?;
         self.publish(events);
+        self.metrics.token_issued();
+        self.metrics.renewal("token");
         Ok(creds)
     }
 
@@ -495,6 +532,7 @@ impl Daemon {
         let key = format!("{device_id}\n{}", proof.jti);
         if !tx.remember_proof(&key, proof.remember_until)? {
             tracing::info!(device_id, "replayed proof refused");
+            self.metrics.proof_failure("replayed");
             return Err(ApiError::invalid_proof());
         }
         Ok(())
@@ -548,10 +586,15 @@ impl Daemon {
     }
 }
 
+/// What a provisioning transaction decided, with the rule that decided it
+/// (the `rule` label of `idprov_provisioning_decisions_total`).
 pub(crate) enum Outcome {
-    Issued(Credentials),
-    Pending(PendingAnswer),
-    Refused,
+    /// `device_key`, `admin`, `oob_key`, `oob_mac` or `oob_secret`.
+    Issued(Credentials, &'static str),
+    /// `new`, `repeat` or `mac_changed`.
+    Pending(PendingAnswer, &'static str),
+    /// `not_active`, `key_mismatch`, `oob_mismatch` or `key_conflict`.
+    Refused(&'static str),
 }
 
 fn new_device(

@@ -9,7 +9,9 @@
 
 pub mod admin_ops;
 pub mod admins;
+pub mod backup;
 pub mod certs;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod crl;
@@ -17,10 +19,12 @@ pub mod daemon;
 pub mod http;
 pub mod keys_admin;
 pub mod mdns;
+pub mod metrics;
 pub mod pki;
 pub mod proof;
 pub mod registry;
 pub mod server;
+pub mod service;
 pub mod store;
 pub mod tokens;
 pub mod x509;
@@ -51,14 +55,25 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The first administrator profile, if this start created the data dir.
     pub first_profile: Option<std::path::PathBuf>,
+    /// Where `/metrics` is served, if enabled.
+    pub metrics_addr: Option<SocketAddr>,
     pub task: JoinHandle<Result<()>>,
 }
 
 /// Run the daemon until `shutdown` is cancelled.
 pub async fn run(cfg: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<()> {
-    let running = start(cfg, Arc::new(SystemClock), listeners, shutdown).await?;
+    let running = start(cfg, Arc::new(SystemClock), listeners, shutdown.clone()).await?;
     announce(&running);
-    running.task.await.context("daemon task")?
+    service::ready(&running);
+    let supervisor = tokio::spawn(service::supervise(
+        running.daemon.clone(),
+        running.addr,
+        shutdown,
+    ));
+    let result = running.task.await.context("daemon task")?;
+    let _ = supervisor.await;
+    service::close(running.daemon).await;
+    result
 }
 
 /// Open everything, start serving in a task, and return at once.
@@ -100,6 +115,12 @@ pub async fn start(
     };
 
     let tls = server::tls_config(&pki)?;
+    let metrics_listener = metrics::bind(&cfg.metrics).await?;
+    let metrics_addr = match &metrics_listener {
+        Some(l) => Some(l.local_addr().context("metrics listener address")?),
+        None => None,
+    };
+    let metrics = Arc::new(metrics::Metrics::new(store.commit_histogram()));
     let (events, _) = broadcast::channel::<AdminEvent>(4096);
     let daemon = Arc::new(Daemon {
         admins: admins::AdminRegistry::new(&cfg.data_dir),
@@ -111,6 +132,7 @@ pub async fn start(
         pki,
         x509,
         events,
+        metrics,
     });
     let router = http::router(daemon.clone());
     let limits = daemon.cfg.limits.clone();
@@ -122,8 +144,12 @@ pub async fn start(
         ca_fingerprint: daemon.pki.ca_fingerprint.clone(),
     };
     let mdns = mdns::spawn(&daemon.cfg.mdns, advert, shutdown.clone())?;
+    if let Some(l) = metrics_listener {
+        tokio::spawn(metrics::serve(l, daemon.clone(), shutdown.clone()));
+    }
+    let conn_metrics = daemon.metrics.clone();
     let task = tokio::spawn(async move {
-        let r = server::serve(listeners.https, tls, router, limits, shutdown).await;
+        let r = server::serve(listeners.https, tls, router, limits, conn_metrics, shutdown).await;
         housekeeping.abort();
         // The advertiser saw the same shutdown; wait for its goodbye.
         if let Some(m) = mdns {
@@ -135,6 +161,7 @@ pub async fn start(
         daemon,
         addr,
         first_profile,
+        metrics_addr,
         task,
     })
 }
@@ -157,6 +184,9 @@ fn announce(r: &Running) {
     println!("CA fingerprint (SHA-256): {}", d.pki.ca_fingerprint);
     if let Some(p) = &r.first_profile {
         println!("first administrator profile: {}", p.display());
+    }
+    if let Some(m) = r.metrics_addr {
+        println!("metrics on http://{m}/metrics");
     }
     tracing::info!(
         daemon_id = d.daemon_id(),

@@ -1,140 +1,107 @@
-//! The idprovd binary: parse the command line, load the configuration, start
-//! logging, and hand over to the library.
+//! The idprovd binary: parse the command line (defined in `idprovd::cli`),
+//! load the configuration, start logging, and hand over to the library.
 
 use std::io::IsTerminal;
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::Path;
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::Parser;
+use idprovd::cli::{AdminCommand, CaCommand, Cli, Command, exit};
 use idprovd::config::{Config, FlagOverrides, LogFormat, LogOverrides};
 use idprovd::{Listeners, admins, pki};
 use tokio_util::sync::CancellationToken;
-
-#[derive(Parser)]
-#[command(
-    name = "idprovd",
-    version,
-    about = "idprov hub daemon: zero-touch provisioning for IoT devices on the LAN"
-)]
-struct Cli {
-    #[command(flatten)]
-    global: Global,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Args)]
-struct Global {
-    /// TOML configuration file.
-    #[arg(long, global = true, env = "IDPROVD_CONFIG")]
-    config: Option<PathBuf>,
-    /// HTTPS listen address (default 0.0.0.0:8445).
-    #[arg(long, global = true)]
-    listen: Option<SocketAddr>,
-    /// Data directory (CA, keys, store, administrators).
-    #[arg(long, global = true)]
-    data_dir: Option<PathBuf>,
-    /// Log format: auto (text on a terminal, else JSON), text, json.
-    #[arg(long, global = true, value_enum)]
-    log_format: Option<LogFormat>,
-    /// Log filter, e.g. `info` or `idprovd=debug` (RUST_LOG wins).
-    #[arg(long, global = true)]
-    log_level: Option<String>,
-    /// Do not advertise the daemon by DNS-SD (same as mdns.enabled = false).
-    #[arg(long, global = true)]
-    no_mdns: bool,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the daemon (the default).
-    Run,
-    /// Load and check the configuration, print the effective values.
-    CheckConfig,
-    /// The daemon's certificate authority.
-    Ca {
-        #[command(subcommand)]
-        command: CaCommand,
-    },
-    /// Administrator credentials (work while the daemon runs).
-    Admin {
-        #[command(subcommand)]
-        command: AdminCommand,
-    },
-}
-
-#[derive(Subcommand)]
-enum CaCommand {
-    /// Print the CA fingerprint (SHA-256 of the certificate, hex).
-    Fingerprint,
-    /// Print the CA certificate (PEM).
-    Cert,
-}
-
-#[derive(Subcommand)]
-enum AdminCommand {
-    /// Create an administrator and write its profile (0600).
-    Add {
-        name: String,
-        /// Where to write the profile.
-        #[arg(long)]
-        out: PathBuf,
-        /// The daemon URL to put in the profile (default: from `listen`).
-        #[arg(long)]
-        server: Option<String>,
-    },
-    /// List administrators.
-    List {
-        #[arg(long)]
-        json: bool,
-    },
-    /// Remove an administrator; its token stops working at once.
-    Remove { name: String },
-}
 
 fn main() -> std::process::ExitCode {
     match real_main() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("idprovd: error: {e:#}");
-            std::process::ExitCode::from(1)
+            std::process::ExitCode::from(exit_code(&e))
         }
     }
 }
 
+/// Map an error to the documented exit codes, so a service manager can
+/// tell "restart me" from "a human must act".
+fn exit_code(e: &anyhow::Error) -> u8 {
+    use idprovd::backup::BackupError;
+    use idprovd::config::ConfigError;
+    use idprovd::store::StoreError;
+    for cause in e.chain() {
+        if cause.downcast_ref::<ConfigError>().is_some() {
+            return exit::CONFIG;
+        }
+        if let Some(s) = cause.downcast_ref::<StoreError>() {
+            return match s {
+                StoreError::Db(_) => exit::FAILURE,
+                _ => exit::DATA,
+            };
+        }
+        if let Some(b) = cause.downcast_ref::<BackupError>() {
+            return match b {
+                BackupError::Io { .. } => exit::FAILURE,
+                _ => exit::DATA,
+            };
+        }
+        if let Some(idprov_admin_client::AdminError::Connect { .. }) = cause.downcast_ref() {
+            return exit::UNAVAILABLE;
+        }
+    }
+    exit::FAILURE
+}
+
 fn real_main() -> Result<()> {
     let cli = Cli::parse();
+    let g = &cli.global;
     let flags = FlagOverrides {
-        listen: cli.global.listen,
-        data_dir: cli.global.data_dir.clone(),
-        log: (cli.global.log_format.is_some() || cli.global.log_level.is_some()).then(|| {
-            LogOverrides {
-                format: cli.global.log_format,
-                level: cli.global.log_level.clone(),
-            }
+        listen: g.listen,
+        data_dir: g.data_dir.clone(),
+        log: (g.log_format.is_some() || g.log_level.is_some()).then(|| LogOverrides {
+            format: g.log_format,
+            level: g.log_level.clone(),
         }),
-        mdns: cli.global.no_mdns.then_some(idprovd::mdns::MdnsOverrides {
+        mdns: g.no_mdns.then_some(idprovd::mdns::MdnsOverrides {
             enabled: Some(false),
         }),
+        metrics: (g.no_metrics || g.metrics_listen.is_some()).then(|| {
+            idprovd::metrics::MetricsOverrides {
+                enabled: g.no_metrics.then_some(false),
+                listen: g.metrics_listen,
+            }
+        }),
     };
-    let cfg = Config::load(cli.global.config.as_deref(), &flags)?;
+    let cfg = Config::load(g.config.as_deref(), &flags)?;
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(cfg),
-        Command::CheckConfig => {
-            print!("{}", cfg.to_toml());
+        Command::CheckConfig { json } => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&cfg)?);
+            } else {
+                print!("{}", cfg.to_toml());
+            }
             eprintln!("configuration ok");
             Ok(())
         }
         Command::Ca { command } => {
             let (pem, fp) = pki::read_ca(&cfg.data_dir)?;
             match command {
-                CaCommand::Fingerprint => println!("{fp}"),
-                CaCommand::Cert => print!("{pem}"),
+                CaCommand::Fingerprint { json: false } => println!("{fp}"),
+                CaCommand::Cert { json: false } => print!("{pem}"),
+                CaCommand::Fingerprint { json: true } | CaCommand::Cert { json: true } => {
+                    let v = serde_json::json!({ "fingerprint_sha256": fp, "certificate_pem": pem });
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                }
             }
             Ok(())
         }
         Command::Admin { command } => admin(cfg, command),
+        Command::Backup { out, profile, json } => backup(&cfg, &out, profile.as_deref(), json),
+        Command::Restore {
+            file,
+            force,
+            check,
+            json,
+        } => restore(&cfg, &file, force, check, json),
     }
 }
 
@@ -233,6 +200,97 @@ fn admin(cfg: Config, cmd: AdminCommand) -> Result<()> {
             admins::remove(dir, &name)?;
             println!("administrator {name} removed");
         }
+    }
+    Ok(())
+}
+
+/// Ask the running daemon for a backup, check it completely, then move it
+/// into place (0600): a failed or truncated download never replaces `out`.
+fn backup(cfg: &Config, out: &Path, profile: Option<&Path>, json: bool) -> Result<()> {
+    let profile_path = match profile {
+        Some(p) => p.to_path_buf(),
+        None => cfg.data_dir.join(admins::FIRST_PROFILE),
+    };
+    let client = idprov_admin_client::AdminClient::from_profile_path(Some(&profile_path))?;
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    // tempfile creates 0600 files; the name is only visible until renamed.
+    let tmp = tempfile::Builder::new()
+        .prefix(".idprov-backup-")
+        .tempfile_in(&dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    let started = std::time::Instant::now();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let bytes = rt.block_on(async {
+        let file = tmp.reopen().context("opening the temporary file")?;
+        let mut file = tokio::fs::File::from_std(file);
+        let n = client.backup_to(&mut file).await?;
+        file.sync_all().await.context("syncing the backup")?;
+        anyhow::Ok(n)
+    })?;
+    let manifest =
+        idprovd::backup::verify(tmp.path()).context("the downloaded backup does not check out")?;
+    tmp.persist(out)
+        .with_context(|| format!("moving the backup to {}", out.display()))?;
+    let elapsed = started.elapsed();
+    if json {
+        let v = serde_json::json!({
+            "file": out,
+            "bytes": bytes,
+            "seconds": elapsed.as_secs_f64(),
+            "manifest": manifest,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "backup of {} written to {} ({} bytes, {} devices, {} OOB entries, {:.1}s); it holds the CA and signing keys: keep it secret",
+            manifest.daemon_id,
+            out.display(),
+            bytes,
+            manifest.counts.devices,
+            manifest.counts.oob,
+            elapsed.as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+fn restore(cfg: &Config, file: &Path, force: bool, check: bool, json: bool) -> Result<()> {
+    let dir = &cfg.data_dir;
+    let manifest = if check {
+        idprovd::backup::verify(file)?
+    } else {
+        idprovd::backup::restore(file, dir, force)?
+    };
+    if json {
+        let v = serde_json::json!({
+            "checked_only": check,
+            "data_dir": dir,
+            "manifest": manifest,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else if check {
+        println!(
+            "{}: a complete backup of {} taken at {} ({} devices)",
+            file.display(),
+            manifest.daemon_id,
+            manifest.created_at,
+            manifest.counts.devices
+        );
+    } else {
+        println!(
+            "restored {} ({} devices, {} OOB entries, backup taken at {}) into {}",
+            manifest.daemon_id,
+            manifest.counts.devices,
+            manifest.counts.oob,
+            manifest.created_at,
+            dir.display()
+        );
     }
     Ok(())
 }

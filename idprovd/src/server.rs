@@ -47,6 +47,7 @@ pub async fn serve(
     tls: Arc<ServerConfig>,
     router: Router,
     limits: LimitsConfig,
+    metrics: Arc<crate::metrics::Metrics>,
     shutdown: CancellationToken,
 ) -> Result<()> {
     let acceptor = TlsAcceptor::from(tls);
@@ -85,12 +86,14 @@ pub async fn serve(
         };
         let Ok(permit) = total.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "connection limit reached; dropping connection");
+            metrics.rate_limited("connection_limit");
             continue;
         };
         let Some(source_guard) =
             SourceGuard::acquire(&per_source, peer.ip(), limits.max_connections_per_source)
         else {
             tracing::warn!(%peer, "per-source connection limit reached; dropping connection");
+            metrics.rate_limited("per_source_limit");
             continue;
         };
         let _ = tcp.set_nodelay(true);

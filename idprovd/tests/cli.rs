@@ -11,6 +11,8 @@ fn idprovd(dir: &std::path::Path) -> Command {
     let mut c = Command::new(BIN);
     // Never advertise on the machine's own interfaces from a test.
     c.env("IDPROVD_MDNS__ENABLED", "false")
+        // Many daemons run at once in tests: no fixed metrics port.
+        .env("IDPROVD_METRICS__LISTEN", "127.0.0.1:0")
         .env_remove("RUST_LOG")
         .env_remove("IDPROVD_LISTEN")
         .env_remove("IDPROVD_CONFIG")

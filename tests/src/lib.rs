@@ -28,6 +28,8 @@ pub struct TestDaemon {
     pub addr: SocketAddr,
     pub url: String,
     pub daemon: Arc<idprovd::Daemon>,
+    /// The plain-HTTP metrics listener (`/metrics`, `/readyz`).
+    pub metrics_addr: Option<SocketAddr>,
     pub shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<Result<()>>>,
 }
@@ -43,6 +45,8 @@ pub fn test_config(dir: &Path) -> Config {
     // Never advertise on the machine's real interfaces.
     cfg.mdns.enabled = false;
     cfg
+    // Metrics on a port of its own: tests run many daemons at once.
+    cfg.metrics.listen = "127.0.0.1:0".parse().expect("literal address");
 }
 
 impl TestDaemon {
@@ -84,6 +88,7 @@ impl TestDaemon {
             url: idprovd::server_url(running.addr),
             addr: running.addr,
             daemon: running.daemon,
+            metrics_addr: running.metrics_addr,
             cfg,
             clock,
             shutdown,

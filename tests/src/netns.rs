@@ -265,6 +265,8 @@ pub fn lan_config(dir: &Path, instance: &str) -> Config {
     cfg.mdns.enabled = true;
     cfg.mdns.interfaces = vec!["eth0".into()];
     cfg.mdns.instance_name = Some(instance.into());
+    // A restart must not race the old metrics listener for a fixed port.
+    cfg.metrics.listen = (Ipv4Addr::LOCALHOST, 0).into();
     cfg
 }
 

@@ -311,3 +311,74 @@ async fn a_full_batch_fits_and_a_larger_one_is_refused() -> R {
     assert_eq!(err.code(), Some(ErrorCode::BadRequest));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mac_can_move_between_entries_in_one_batch() -> R {
+    let d = TestDaemon::start().await?;
+    let admin = d.admin()?;
+    let (m1, m2) = ("02:00:00:00:aa:01".parse()?, "02:00:00:00:aa:02".parse()?);
+    admin
+        .oob_upsert(&OobUpsertRequest {
+            entries: vec![oob_entry("mv-b", None, Some(m1), None)],
+            replace: false,
+            dry_run: false,
+        })
+        .await?;
+    // A takes B's MAC while B moves to another one; A is listed first.
+    let batch = vec![
+        oob_entry("mv-a", None, Some(m1), None),
+        oob_entry("mv-b", None, Some(m2), None),
+    ];
+    let dry = admin
+        .oob_upsert(&OobUpsertRequest {
+            entries: batch.clone(),
+            replace: true,
+            dry_run: true,
+        })
+        .await?;
+    let real = admin
+        .oob_upsert(&OobUpsertRequest {
+            entries: batch,
+            replace: true,
+            dry_run: false,
+        })
+        .await?;
+    assert_eq!(dry.added, real.added);
+    assert_eq!(dry.changed, real.changed);
+    // The index follows: a third device cannot take either MAC now.
+    for m in [m1, m2] {
+        let e = admin
+            .oob_upsert(&OobUpsertRequest {
+                entries: vec![oob_entry("mv-c", None, Some(m), None)],
+                replace: false,
+                dry_run: false,
+            })
+            .await
+            .expect_err("MAC in use");
+        assert_eq!(e.code(), Some(ErrorCode::BadRequest));
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_bodies_carry_the_request_id() -> R {
+    let d = TestDaemon::start().await?;
+    let r = d
+        .http()
+        .get(d.endpoint("/idprov/v1/admin/pending"))
+        .send()
+        .await?;
+    let header = r
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body: serde_json::Value = r.json().await?;
+    assert!(header.is_some());
+    assert_eq!(body["request_id"].as_str(), header.as_deref());
+    assert!(
+        idprovd::admins::add(&d.dir, "ops.alice", &d.url, "", "", 0).is_err(),
+        "'.' is not allowed in names"
+    );
+    Ok(())
+}

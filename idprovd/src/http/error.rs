@@ -90,9 +90,11 @@ impl IntoResponse for ApiError {
             message: self.message,
             retry_after_secs: self.retry_after,
             details: self.details,
-            request_id: None,
+            request_id: super::REQUEST_ID.try_with(Clone::clone).ok(),
         };
         let mut resp = (status, Json(body)).into_response();
+        // For the request metrics (the outcome label).
+        resp.extensions_mut().insert(self.code);
         if let Some(secs) = self.retry_after
             && let Ok(v) = HeaderValue::from_str(&secs.to_string())
         {

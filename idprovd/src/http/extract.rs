@@ -40,8 +40,10 @@ impl<T: DeserializeOwned> FromRequest<Arc<Daemon>> for JsonBody<T> {
         } else {
             state.cfg.limits.max_body_bytes
         };
-        let bytes = axum::body::to_bytes(req.into_body(), limit)
+        let read = axum::body::to_bytes(req.into_body(), limit);
+        let bytes = tokio::time::timeout(state.cfg.limits.request_timeout, read)
             .await
+            .map_err(|_| ApiError::new(ErrorCode::Timeout, "the request body took too long"))?
             .map_err(|_| {
                 ApiError::new(
                     ErrorCode::PayloadTooLarge,

@@ -10,12 +10,11 @@ pub mod x509;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use http::HeaderValue;
 use idprov_proto::ErrorCode;
 use tracing::Instrument;
@@ -31,18 +30,24 @@ pub struct ConnInfo {
     pub client_cert: Option<Arc<rustls_pki_types::CertificateDer<'static>>>,
 }
 
-/// The whole API. Everything but the event stream runs under the request
-/// time limit.
+/// The whole API.
+///
+/// `limits.request_timeout` bounds reading a request body ([`extract`]), not
+/// the handler: a handler that has begun a store transaction always finishes
+/// it and answers, so a timeout answer always means nothing was done.
 pub fn router(d: Arc<Daemon>) -> Router {
-    let timed = Router::new()
+    Router::new()
         .merge(device::routes())
         .merge(admin::routes())
-        .route_layer(middleware::from_fn_with_state(d.clone(), time_limit));
-    Router::new()
-        .merge(timed)
         .merge(admin::stream_routes())
         .merge(oob_import::routes())
         .merge(x509::routes())
+        .merge(crate::backup::routes())
+        .route(
+            crate::metrics::READYZ,
+            axum::routing::get(crate::metrics::readyz),
+        )
+        .route_layer(middleware::from_fn(crate::metrics::mark_endpoint))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -50,16 +55,12 @@ pub fn router(d: Arc<Daemon>) -> Router {
                 "method not allowed on this endpoint",
             )
         })
+        .layer(middleware::from_fn_with_state(
+            d.clone(),
+            crate::metrics::track,
+        ))
         .layer(middleware::from_fn(request_id))
         .with_state(d)
-}
-
-async fn time_limit(State(d): State<Arc<Daemon>>, req: Request, next: Next) -> Response {
-    let limit: Duration = d.cfg.limits.request_timeout;
-    match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(r) => r,
-        Err(_) => ApiError::new(ErrorCode::Timeout, "the request took too long").into_response(),
-    }
 }
 
 async fn request_id(mut req: Request, next: Next) -> Response {
@@ -77,7 +78,9 @@ async fn request_id(mut req: Request, next: Next) -> Response {
         peer = %peer,
     );
     req.extensions_mut().insert(RequestId(id.clone()));
-    let mut resp = next.run(req).instrument(span.clone()).await;
+    let mut resp = REQUEST_ID
+        .scope(id.clone(), next.run(req).instrument(span.clone()))
+        .await;
     span.in_scope(|| tracing::debug!(status = resp.status().as_u16(), "answered"));
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert("x-request-id", v);
@@ -87,3 +90,8 @@ async fn request_id(mut req: Request, next: Next) -> Response {
 
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
+
+tokio::task_local! {
+    /// The current request's id, so error bodies can carry it.
+    pub static REQUEST_ID: String;
+}

@@ -102,7 +102,8 @@ impl Rx {
         let t = self.tx.open_table(AUDIT)?;
         let total = redb::ReadableTableMetadata::len(&t)?;
         let mut out = Vec::new();
-        let mut next = None;
+        let mut last = None;
+        let mut more = false;
         for item in t.range(after.saturating_add(1)..)? {
             let (k, v) = item?;
             let e: AuditEntry = decode("audit", v.value())?;
@@ -120,13 +121,14 @@ impl Rx {
             });
             if keep {
                 if out.len() == limit {
+                    more = true;
                     break;
                 }
                 out.push(e);
-                next = Some(k.value());
+                last = Some(k.value());
             }
         }
-        Ok((out, next, total))
+        Ok((out, if more { last } else { None }, total))
     }
 
     /// The whole chain, in order, for verification.

@@ -7,6 +7,7 @@
 //! so lists page by id with a range scan.
 
 mod audit;
+mod backup;
 mod oob_import;
 mod records;
 mod x509;
@@ -22,6 +23,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use audit::{AuditDraft, GENESIS_HASH, audit_hash, verify_chain};
+pub use backup::SnapshotCounts;
 pub use oob_import::CommitOptions;
 pub use records::*;
 pub use x509::{CertRecord, CrlState, RegistryCaRecord, RetiredKey};
@@ -100,6 +102,8 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub struct Store {
     db: Arc<Database>,
     path: PathBuf,
+    /// Durable commit latency, exported as `idprov_store_commit_seconds`.
+    commit_seconds: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl Store {
@@ -119,6 +123,7 @@ impl Store {
         let store = Store {
             db: Arc::new(db),
             path: path.clone(),
+            commit_seconds: crate::metrics::commit_histogram(),
         };
         if exists {
             store.check_schema(daemon_id)?;
@@ -130,6 +135,11 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The commit-latency histogram (shared, not a copy).
+    pub fn commit_histogram(&self) -> prometheus_client::metrics::histogram::Histogram {
+        self.commit_seconds.clone()
     }
 
     fn init(&self, daemon_id: &str) -> StoreResult<()> {
@@ -195,7 +205,9 @@ impl Store {
             .map_err(StoreError::from)?;
         let mut tx = Tx { tx: &wtx };
         let out = f(&mut tx)?;
+        let started = std::time::Instant::now();
         wtx.commit().map_err(StoreError::from)?;
+        self.commit_seconds.observe(started.elapsed().as_secs_f64());
         Ok(out)
     }
 
@@ -280,7 +292,13 @@ impl Tx<'_> {
         let old = self.oob(id)?;
         let mut macs = self.tx.open_table(OOB_MAC)?;
         if let Some(old_mac) = old.as_ref().and_then(|o| o.mac) {
-            macs.remove(old_mac.to_string().as_str())?;
+            // Only our own mapping: in one batch another entry may already
+            // have taken this MAC over.
+            let key = old_mac.to_string();
+            let ours = macs.get(key.as_str())?.is_some_and(|v| v.value() == id);
+            if ours {
+                macs.remove(key.as_str())?;
+            }
         }
         if let Some(mac) = rec.mac {
             macs.insert(mac.to_string().as_str(), id)?;
@@ -292,9 +310,12 @@ impl Tx<'_> {
     pub fn delete_oob(&mut self, id: &str) -> StoreResult<bool> {
         if let Some(old) = self.oob(id)? {
             if let Some(mac) = old.mac {
-                self.tx
-                    .open_table(OOB_MAC)?
-                    .remove(mac.to_string().as_str())?;
+                let mut macs = self.tx.open_table(OOB_MAC)?;
+                let key = mac.to_string();
+                let ours = macs.get(key.as_str())?.is_some_and(|v| v.value() == id);
+                if ours {
+                    macs.remove(key.as_str())?;
+                }
             }
             self.delete_oob_raw(id)?;
             return Ok(true);
@@ -459,20 +480,21 @@ fn page_table<T: DeserializeOwned>(
         None => t.range::<&str>(..)?,
     };
     let mut out = Vec::new();
-    let mut next = None;
+    let mut last = None;
+    let mut more = false;
     for item in iter {
         let (k, v) = item?;
         let rec: T = decode(k.value(), v.value())?;
         if keep(&rec) {
             if out.len() == limit {
+                more = true; // a further match exists: there is a next page
                 break;
             }
             out.push(rec);
-            next = Some(k.value().to_string());
+            last = Some(k.value().to_string());
         }
     }
-    // `next` is only meaningful if we stopped early.
-    Ok((out, next, total))
+    Ok((out, if more { last } else { None }, total))
 }
 
 impl Rx {
@@ -505,6 +527,9 @@ impl Rx {
     }
     pub fn device_count(&self) -> StoreResult<u64> {
         Ok(self.tx.open_table(DEVICES)?.len()?)
+    }
+    pub fn oob_count(&self) -> StoreResult<u64> {
+        Ok(self.tx.open_table(OOB)?.len()?)
     }
     pub fn provisioning(&self) -> StoreResult<idprov_proto::admin::ProvisioningState> {
         let meta = self.tx.open_table(META)?;

@@ -1,0 +1,470 @@
+//! Prometheus metrics (OpenMetrics text) and the readiness check.
+//!
+//! Each daemon owns its own [`Metrics`] registry (no process-global
+//! recorder), so several daemons in one test process count apart. Counters
+//! that report something the daemon *did* (tokens issued, decisions) are
+//! bumped only after the store commit that made it true; counters of refusals
+//! are bumped where the refusal is decided, since a refusal aborts.
+//!
+//! The metrics are served on their own plain-HTTP listener (`metrics.listen`,
+//! loopback by default) together with `/healthz` and `/readyz`; the main
+//! HTTPS listener serves `/healthz` and `/readyz` too, never `/metrics`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http::{StatusCode, header};
+use idprov_proto::ErrorCode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::Daemon;
+
+/// `[metrics]` in the configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve `/metrics`, `/healthz` and `/readyz` on `listen` (plain HTTP).
+    pub enabled: bool,
+    /// Keep it on loopback unless a firewall guards the port: the counters
+    /// tell an observer how busy the hub is.
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9445)),
+        }
+    }
+}
+
+/// `--metrics-listen` / `--no-metrics` as a configuration layer.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MetricsOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    endpoint: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    decision: &'static str,
+    rule: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClassLabels {
+    class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+/// One daemon's counters.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    decisions: Family<DecisionLabels, Counter>,
+    tokens_issued: Counter,
+    certificates_issued: Counter,
+    renewals: Family<KindLabels, Counter>,
+    proof_failures: Family<ClassLabels, Counter>,
+    rate_limited: Family<ReasonLabels, Counter>,
+    alerts: Family<KindLabels, Counter>,
+    // Set from the store at scrape time, so they are never stale.
+    pending: Gauge,
+    devices: Gauge,
+    oob_entries: Gauge,
+    paused: Gauge,
+}
+
+/// Version and git revision of this build (`idprov_build_info`).
+pub fn build_revision() -> &'static str {
+    env!("IDPROV_GIT_REV")
+}
+
+impl Metrics {
+    /// `commit_seconds` is the store's commit-latency histogram.
+    pub fn new(commit_seconds: Histogram) -> Metrics {
+        let m = Metrics {
+            registry: Registry::with_prefix("idprov"),
+            requests: Family::default(),
+            decisions: Family::default(),
+            tokens_issued: Counter::default(),
+            certificates_issued: Counter::default(),
+            renewals: Family::default(),
+            proof_failures: Family::default(),
+            rate_limited: Family::default(),
+            alerts: Family::default(),
+            pending: Gauge::default(),
+            devices: Gauge::default(),
+            oob_entries: Gauge::default(),
+            paused: Gauge::default(),
+        };
+        m.register_all(commit_seconds)
+    }
+
+    fn register_all(mut self, commit_seconds: Histogram) -> Metrics {
+        let r = &mut self.registry;
+        r.register(
+            "build",
+            "Version and git revision of the running idprovd",
+            Info::new(vec![
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("revision", build_revision()),
+            ]),
+        );
+        r.register(
+            "http_requests",
+            "HTTPS requests by endpoint (route template) and outcome (ok, pending, or the error code)",
+            self.requests.clone(),
+        );
+        r.register(
+            "provisioning_decisions",
+            "Provisioning answers committed, by decision (approved, pending, refused) and the rule that decided",
+            self.decisions.clone(),
+        );
+        r.register(
+            "tokens_issued",
+            "Daemon tokens issued (provisioning and renewal)",
+            self.tokens_issued.clone(),
+        );
+        r.register(
+            "certificates_issued",
+            "Device client certificates issued",
+            self.certificates_issued.clone(),
+        );
+        r.register(
+            "renewals",
+            "Successful renewals, by credential kind",
+            self.renewals.clone(),
+        );
+        r.register(
+            "proof_failures",
+            "Refused proofs of possession and renewal tokens, by class of failure",
+            self.proof_failures.clone(),
+        );
+        r.register(
+            "rate_limited",
+            "Requests and connections turned away by a rate limit or a bound, by reason",
+            self.rate_limited.clone(),
+        );
+        r.register(
+            "alerts",
+            "Alerts raised for the administrator, by kind",
+            self.alerts.clone(),
+        );
+        r.register(
+            "pending_devices",
+            "Devices waiting for an administrator's decision",
+            self.pending.clone(),
+        );
+        r.register("devices", "Devices in the registry", self.devices.clone());
+        r.register(
+            "oob_entries",
+            "Entries in the OOB list",
+            self.oob_entries.clone(),
+        );
+        r.register(
+            "provisioning_paused",
+            "1 while provisioning is paused (by an administrator or an alert)",
+            self.paused.clone(),
+        );
+        r.register(
+            "store_commit_seconds",
+            "Time to commit one durable store transaction",
+            commit_seconds,
+        );
+        self
+    }
+
+    pub fn request(&self, endpoint: &str, outcome: &str) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                endpoint: endpoint.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    /// A committed provisioning decision.
+    pub fn decision(&self, decision: &'static str, rule: &'static str) {
+        self.decisions
+            .get_or_create(&DecisionLabels { decision, rule })
+            .inc();
+    }
+
+    pub fn token_issued(&self) {
+        self.tokens_issued.inc();
+    }
+
+    pub fn certificate_issued(&self) {
+        self.certificates_issued.inc();
+    }
+
+    /// `kind` is `token` or `certificate`.
+    pub fn renewal(&self, kind: &'static str) {
+        self.renewals.get_or_create(&KindLabels { kind }).inc();
+    }
+
+    pub fn proof_failure(&self, class: &'static str) {
+        self.proof_failures
+            .get_or_create(&ClassLabels { class })
+            .inc();
+    }
+
+    pub fn rate_limited(&self, reason: &'static str) {
+        self.rate_limited
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    pub fn alert(&self, kind: &'static str) {
+        self.alerts.get_or_create(&KindLabels { kind }).inc();
+    }
+
+    /// The OpenMetrics text of every metric, after refreshing the gauges
+    /// from `snapshot`.
+    pub fn render(&self, snapshot: &StoreSnapshot) -> String {
+        self.pending.set(clamp(snapshot.pending));
+        self.devices.set(clamp(snapshot.devices));
+        self.oob_entries.set(clamp(snapshot.oob_entries));
+        self.paused.set(i64::from(snapshot.paused));
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "encoding metrics failed");
+        }
+        out
+    }
+}
+
+fn clamp(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Counts read from one store snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct StoreSnapshot {
+    pub pending: u64,
+    pub devices: u64,
+    pub oob_entries: u64,
+    pub paused: bool,
+    pub pause_reason: Option<String>,
+}
+
+/// The class label of a refused proof (the exact reason goes to the log).
+pub fn proof_class(e: &crate::proof::ProofError) -> &'static str {
+    use crate::proof::ProofError as P;
+    match e {
+        P::TooLong => "too_long",
+        P::Header(_) | P::ForbiddenHeader(_) | P::Typ(_) => "header",
+        P::Alg { .. } => "algorithm",
+        P::Kid => "kid",
+        P::Signature(_) => "signature",
+        P::Subject => "subject",
+        P::Audience(_) => "audience",
+        P::IssuedInFuture | P::NotYetValid => "not_yet_valid",
+        P::Expired => "expired",
+        P::TooLongLived => "lifetime",
+        P::Jti => "jti",
+    }
+}
+
+/// The rate-limit label of an error code, if it is one.
+fn rate_limit_reason(code: ErrorCode) -> Option<&'static str> {
+    match code {
+        ErrorCode::RateLimited => Some("rate_limited"),
+        ErrorCode::SlowDown => Some("slow_down"),
+        ErrorCode::PendingFull => Some("pending_full"),
+        ErrorCode::Busy => Some("busy"),
+        _ => None,
+    }
+}
+
+/// The route template a request matched, carried from the inner route
+/// layer out to [`track`] on the response.
+#[derive(Clone)]
+struct Endpoint(String);
+
+/// Route layer: remember which route template matched.
+pub async fn mark_endpoint(path: Option<MatchedPath>, req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    if let Some(p) = path {
+        resp.extensions_mut()
+            .insert(Endpoint(p.as_str().to_string()));
+    }
+    resp
+}
+
+/// Outer layer: count every answered request by endpoint and outcome.
+pub async fn track(State(d): State<Arc<Daemon>>, req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let endpoint = resp
+        .extensions()
+        .get::<Endpoint>()
+        .map(|e| e.0.as_str())
+        .unwrap_or("unmatched");
+    let code = resp.extensions().get::<ErrorCode>().copied();
+    let status = resp.status();
+    let outcome = match code {
+        Some(c) => c.as_str(),
+        None if status == StatusCode::ACCEPTED => "pending",
+        None if status.is_success() => "ok",
+        None => status.as_str(),
+    };
+    d.metrics.request(endpoint, outcome);
+    if let Some(reason) = code.and_then(rate_limit_reason) {
+        d.metrics.rate_limited(reason);
+    }
+    resp
+}
+
+impl Daemon {
+    /// Read the counts the gauges and `/readyz` report, in one snapshot.
+    pub async fn store_snapshot(self: &Arc<Self>) -> Result<StoreSnapshot, String> {
+        let d = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            d.store
+                .read(|rx| -> Result<_, crate::store::StoreError> {
+                    let p = rx.provisioning()?;
+                    Ok(StoreSnapshot {
+                        pending: rx.pending_count()?,
+                        devices: rx.device_count()?,
+                        oob_entries: rx.oob_count()?,
+                        paused: p.paused,
+                        pause_reason: p.reason,
+                    })
+                })
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| format!("store task failed: {e}"))?
+    }
+}
+
+/// `GET /readyz`: 200 when the store answers, the CA key matches its
+/// certificate and provisioning is not paused; 503 otherwise. The body says
+/// which check failed.
+pub async fn readyz(State(d): State<Arc<Daemon>>) -> Response {
+    let snapshot = d.store_snapshot().await;
+    let ca = d.pki.ca_issuer().map_err(|e| format!("{e:#}"));
+    let store_check = match &snapshot {
+        Ok(_) => serde_json::json!({ "ok": true }),
+        Err(e) => serde_json::json!({ "ok": false, "error": e }),
+    };
+    let ca_check = match &ca {
+        Ok(_) => serde_json::json!({ "ok": true, "fingerprint": d.pki.ca_fingerprint }),
+        Err(e) => serde_json::json!({ "ok": false, "error": e }),
+    };
+    let prov_check = match &snapshot {
+        Ok(s) if s.paused => serde_json::json!({
+            "ok": false,
+            "paused": true,
+            "reason": s.pause_reason,
+        }),
+        Ok(_) => serde_json::json!({ "ok": true, "paused": false }),
+        Err(_) => serde_json::json!({ "ok": false, "error": "store unavailable" }),
+    };
+    let ready = snapshot.as_ref().is_ok_and(|s| !s.paused) && ca.is_ok();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({
+        "ready": ready,
+        "checks": { "store": store_check, "ca": ca_check, "provisioning": prov_check },
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+async fn metrics_text(State(d): State<Arc<Daemon>>) -> Response {
+    let snapshot = match d.store_snapshot().await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics: store counts unavailable");
+            StoreSnapshot::default()
+        }
+    };
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        d.metrics.render(&snapshot),
+    )
+        .into_response()
+}
+
+async fn healthz() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Bind the metrics listener if enabled (a port in use is a startup error:
+/// silently running without metrics would hide it).
+pub async fn bind(cfg: &MetricsConfig) -> anyhow::Result<Option<TcpListener>> {
+    use anyhow::Context;
+    if !cfg.enabled {
+        return Ok(None);
+    }
+    let l = TcpListener::bind(cfg.listen).await.with_context(|| {
+        format!(
+            "binding the metrics listener {} (set metrics.listen, or metrics.enabled = false)",
+            cfg.listen
+        )
+    })?;
+    Ok(Some(l))
+}
+
+/// Serve `/metrics`, `/healthz` and `/readyz` until `shutdown`.
+pub async fn serve(listener: TcpListener, d: Arc<Daemon>, shutdown: CancellationToken) {
+    let app = Router::new()
+        .route("/metrics", get(metrics_text))
+        .route("/healthz", get(healthz))
+        .route(READYZ, get(readyz))
+        .with_state(d);
+    let r = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+    if let Err(e) = r {
+        tracing::warn!(error = %e, "metrics listener failed");
+    }
+}
+
+/// Buckets from 100 µs to ~3.3 s: an fsync is ~1 ms on an SSD, far more on
+/// an SD card.
+pub fn commit_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+}
+
+/// Readiness path, on both listeners.
+pub const READYZ: &str = "/readyz";
