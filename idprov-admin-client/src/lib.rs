@@ -21,6 +21,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
+mod x509;
+
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
     #[error("cannot read profile {path}: {source}")]
@@ -376,8 +378,6 @@ impl AdminClient {
             .await
     }
 
-    /// Subscribe to the event stream. Events arrive on the returned channel
-    /// (bounded); the channel closes when the connection drops, and the
     /// Download a consistent backup of the daemon (a tar archive holding
     /// the CA and signing keys: treat it as a secret) into `out`. Returns
     /// the bytes written. No total timeout: a large store takes a while.
@@ -413,6 +413,8 @@ impl AdminClient {
         Ok(n)
     }
 
+    /// Subscribe to the event stream. Events arrive on the returned channel
+    /// (bounded); the channel closes when the connection drops, and the
     /// caller reconnects (and reloads its lists) as it sees fit.
     pub async fn events(&self) -> Result<mpsc::Receiver<AdminEvent>, AdminError> {
         let resp = self

@@ -3,6 +3,7 @@
 //! that sign real proofs, and HTTPS clients pinned to the daemon's CA.
 
 pub mod netns;
+pub mod x509;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -27,9 +28,9 @@ pub struct TestDaemon {
     pub clock: ManualClock,
     pub addr: SocketAddr,
     pub url: String,
-    pub daemon: Arc<idprovd::Daemon>,
     /// The plain-HTTP metrics listener (`/metrics`, `/readyz`).
     pub metrics_addr: Option<SocketAddr>,
+    pub daemon: Arc<idprovd::Daemon>,
     pub shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<Result<()>>>,
 }
@@ -44,9 +45,9 @@ pub fn test_config(dir: &Path) -> Config {
     cfg.pending.retry_after = Duration::from_secs(2);
     // Never advertise on the machine's real interfaces.
     cfg.mdns.enabled = false;
-    cfg
     // Metrics on a port of its own: tests run many daemons at once.
     cfg.metrics.listen = "127.0.0.1:0".parse().expect("literal address");
+    cfg
 }
 
 impl TestDaemon {
@@ -87,8 +88,8 @@ impl TestDaemon {
             _tmp: None,
             url: idprovd::server_url(running.addr),
             addr: running.addr,
-            daemon: running.daemon,
             metrics_addr: running.metrics_addr,
+            daemon: running.daemon,
             cfg,
             clock,
             shutdown,
