@@ -108,7 +108,7 @@ async fn rotation_from_key_one_to_key_two_without_a_failed_request() -> R {
     let back = d.add_key("rotor", &k2, &k1, None).await?;
     assert_eq!(
         (back.status, back.code()),
-        (409, "conflict"),
+        (403, "refused"),
         "{:?}",
         back.body
     );
