@@ -210,17 +210,26 @@ fn logs_follow_format_and_level_and_sigterm_closes_the_store() {
     );
 
     // The store was closed cleanly: opening it needs no repair.
-    let repaired = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    assert!(!needs_repair(&dir), "the store needed repair after SIGTERM");
+    // The check can tell: after kill -9 it does need one.
+    let d = Daemon::start(&dir, &[], &[]);
+    drop(d);
+    assert!(needs_repair(&dir), "kill -9 should leave a store to repair");
+}
+
+/// Open the store (the daemon is stopped) and report whether redb had to
+/// repair it, i.e. whether it was not closed cleanly.
+fn needs_repair(dir: &Path) -> bool {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let repaired = Arc::new(AtomicBool::new(false));
     let flag = repaired.clone();
     let db = redb::Database::builder()
-        .set_repair_callback(move |_| flag.store(true, std::sync::atomic::Ordering::SeqCst))
+        .set_repair_callback(move |_| flag.store(true, Ordering::SeqCst))
         .open(dir.join("idprov.redb"))
         .expect("store opens");
     drop(db);
-    assert!(
-        !repaired.load(std::sync::atomic::Ordering::SeqCst),
-        "the store needed repair after SIGTERM"
-    );
+    repaired.load(Ordering::SeqCst)
 }
 
 #[test]
@@ -301,4 +310,69 @@ fn backup_through_the_daemon_and_restore_with_refusals() {
     let (code, _, stderr) = out(idprovd(&dir).args(["backup", "--out"]).arg(&file));
     assert_eq!(code, 5, "{stderr}");
     assert_eq!(std::fs::read(&file).expect("read"), before);
+}
+
+/// The systemd notify protocol, with the test as the service manager:
+/// READY=1 once the HTTPS port accepts, watchdog pings with a status line,
+/// STOPPING=1 on SIGTERM.
+#[test]
+fn speaks_sd_notify_ready_watchdog_status_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("d");
+    let sock_path = tmp.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).expect("bind notify socket");
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let sock_env = sock_path.to_str().expect("utf-8 path").to_string();
+    let d = Daemon::start(
+        &dir,
+        &[],
+        &[("NOTIFY_SOCKET", &sock_env), ("WATCHDOG_USEC", "400000")],
+    );
+    let mut buf = [0u8; 4096];
+    let mut recv = || {
+        let n = sock.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let first = recv();
+    assert!(first.contains("READY=1"), "{first}");
+    assert!(first.contains("STATUS=listening on 127.0.0.1:"), "{first}");
+    // Ready means ready: the HTTPS port named in the status accepts.
+    let addr = first
+        .lines()
+        .find_map(|l| l.strip_prefix("STATUS=listening on "))
+        .expect("address");
+    std::net::TcpStream::connect(addr.trim()).expect("HTTPS port accepts");
+    // Pings at half the watchdog interval, each with the current counts.
+    let started = Instant::now();
+    let mut pings = 0;
+    while pings < 3 {
+        let m = recv();
+        if m.contains("WATCHDOG=1") {
+            assert!(m.contains("0 devices, 0 pending"), "{m}");
+            pings += 1;
+        }
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let (code, _) = {
+        let pid = d.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .expect("kill")
+                .success()
+        );
+        let mut stopping = false;
+        for _ in 0..20 {
+            if recv().contains("STOPPING=1") {
+                stopping = true;
+                break;
+            }
+        }
+        assert!(stopping, "STOPPING=1 sent on SIGTERM");
+        d.terminate()
+    };
+    assert_eq!(code, 0);
 }
