@@ -2,6 +2,7 @@
 //! out-of-band (OOB) list. The binary is a thin shell over these modules;
 //! `docs/oob-format.md` describes the file formats.
 
+pub mod cli;
 pub mod export;
 pub mod generate;
 pub mod record;

@@ -8,113 +8,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use idprov_admin_client::AdminClient;
+use idprov_oob::cli::{Cli, Command};
 use idprov_oob::export;
-use idprov_oob::generate::{self, Alg, Plan};
+use idprov_oob::generate::{self, Plan};
 use idprov_oob::source::{Format, Input};
 use idprov_oob::upload::{self, ImportOptions, Refused};
 use idprov_oob::validate::{self, print_problems};
 use idprov_proto::DeviceId;
 use idprov_proto::admin::MAX_OOB_BATCH;
 use indicatif::{ProgressBar, ProgressStyle};
-
-#[derive(Parser)]
-#[command(
-    name = "idprov-oob",
-    version,
-    about = "Bulk upload, export and key generation for the idprovd OOB list"
-)]
-struct Cli {
-    /// Administrator profile (TOML) written by idprovd. Default: $IDPROV_PROFILE,
-    /// ~/.config/idprov/profile.toml, then the daemon's data directory.
-    #[arg(long, global = true, env = "IDPROV_PROFILE")]
-    profile: Option<PathBuf>,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Check files and upload them as one atomic import.
-    Import {
-        /// CSV, JSON or JSON Lines files; all of them form one import.
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-        /// Input format (default: by file extension).
-        #[arg(long, value_enum)]
-        format: Option<Format>,
-        /// Show what would change, store nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Allow changing the key, MAC or secret of existing entries.
-        #[arg(long)]
-        replace: bool,
-        /// Remove every entry on the daemon that the files do not list.
-        #[arg(long)]
-        prune: bool,
-        /// Entries per request when uploading in chunks.
-        #[arg(long, default_value_t = 5000)]
-        chunk: usize,
-        /// How many device IDs of each kind (added, changed, removed) to list.
-        #[arg(long, default_value_t = 20)]
-        show: usize,
-    },
-    /// Check files without contacting the daemon.
-    Check {
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-        #[arg(long, value_enum)]
-        format: Option<Format>,
-    },
-    /// Write the OOB list as CSV or JSON, ready to import again.
-    Export {
-        /// Output file (default: standard output).
-        #[arg(long, short)]
-        out: Option<PathBuf>,
-        /// Output format (default: by --out extension, else CSV).
-        #[arg(long, value_enum)]
-        format: Option<Format>,
-        /// Only entries whose id, MAC or fingerprint contains this text.
-        #[arg(long, short)]
-        query: Option<String>,
-    },
-    /// Show the OOB list.
-    List {
-        /// One JSON array, for scripts.
-        #[arg(long)]
-        json: bool,
-        #[arg(long, short)]
-        query: Option<String>,
-    },
-    /// Remove entries by device ID.
-    Remove {
-        #[arg(required = true)]
-        ids: Vec<String>,
-    },
-    /// Generate key pairs for a batch of devices, and a CSV to import.
-    Generate {
-        /// Number of devices.
-        count: u64,
-        /// Device ID prefix; IDs are PREFIX plus a zero-padded number.
-        #[arg(long)]
-        prefix: String,
-        /// Output directory (created, mode 0700).
-        #[arg(long)]
-        out: PathBuf,
-        #[arg(long, value_enum, default_value_t = Alg::Es256)]
-        alg: Alg,
-        /// RSA key size (with --alg rs256): 2048, 3072 or 4096.
-        #[arg(long, default_value_t = 2048)]
-        rsa_bits: u32,
-        /// First number.
-        #[arg(long, default_value_t = 1)]
-        start: u64,
-        /// Note written into every CSV row.
-        #[arg(long)]
-        note: Option<String>,
-    },
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -192,7 +96,39 @@ fn check(inputs: &[Input]) -> anyhow::Result<Option<validate::Summary>> {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let profile = cli.profile.as_deref();
     match cli.command {
-        Command::Check { files, format } => {
+        Command::Check {
+            files,
+            format,
+            json: true,
+        } => {
+            // Machine-readable: every problem and warning on stdout, the
+            // exit code as without --json.
+            let inputs = inputs(files, format)?;
+            let s = validate::validate(&inputs, &|_| {})?;
+            let list = |ps: &[validate::Problem]| -> Vec<serde_json::Value> {
+                ps.iter()
+                    .map(|p| {
+                        serde_json::json!({
+                            "at": validate::loc_label(&inputs, p.loc),
+                            "message": p.message,
+                        })
+                    })
+                    .collect()
+            };
+            let v = serde_json::json!({
+                "entries": s.entries,
+                "ok": s.problems.is_empty(),
+                "problems": list(&s.problems),
+                "warnings": list(&s.warnings),
+            });
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(if s.problems.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Check { files, format, .. } => {
             let inputs = inputs(files, format)?;
             Ok(match check(&inputs)? {
                 Some(s) => {

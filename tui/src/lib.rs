@@ -15,6 +15,7 @@
 
 pub mod alerts;
 pub mod app;
+pub mod cli;
 pub mod daemon;
 pub mod keymap;
 pub mod list;

@@ -1,7 +1,6 @@
 //! `idprov-tui`: connect to idprovd with an administrator profile and run
 //! the terminal UI until the administrator quits.
 
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -10,22 +9,11 @@ use crossterm::event::{Event, EventStream};
 use futures_util::StreamExt;
 use idprov_admin_client::{AdminClient, load_profile};
 use idprov_tui::app::App;
+use idprov_tui::cli::Cli;
 use idprov_tui::daemon::Daemon;
 use idprov_tui::msg::Msg;
 use idprov_tui::ui::{self, Theme};
 use tokio::sync::mpsc;
-
-/// Terminal UI for idprovd administrators: approve pending devices, watch
-/// the fleet, respond to alerts. Press ? inside for the keys.
-#[derive(Parser)]
-#[command(version)]
-struct Cli {
-    /// Administrator profile (TOML) written by `idprovd admin add` or on the
-    /// daemon's first start. Default: $IDPROV_PROFILE,
-    /// ~/.config/idprov/profile.toml, then the daemon's data dir.
-    #[arg(long, value_name = "FILE")]
-    profile: Option<PathBuf>,
-}
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

@@ -42,7 +42,11 @@ fn main() -> Result<()> {
 
 /// The binaries and their clap commands.
 fn commands() -> Vec<clap::Command> {
-    vec![idprovd::cli::command()]
+    vec![
+        idprovd::cli::command(),
+        idprov_oob::cli::command(),
+        idprov_tui::cli::command(),
+    ]
 }
 
 /// Write everything; returns the files written.
@@ -125,6 +129,15 @@ mod tests {
         assert!(bash.contains("check-config") && bash.contains("--metrics-listen"));
         assert!(tmp.path().join("completions/zsh/_idprovd").exists());
         assert!(tmp.path().join("completions/fish/idprovd.fish").exists());
-        assert!(files.len() >= 10, "{files:?}");
+        for bin in ["idprov-oob", "idprov-tui"] {
+            assert!(man.join(format!("{bin}.1")).exists(), "{bin}");
+            assert!(
+                tmp.path()
+                    .join(format!("completions/bash/{bin}.bash"))
+                    .exists()
+            );
+        }
+        assert!(man.join("idprov-oob-import.1").exists());
+        assert!(files.len() >= 20, "{files:?}");
     }
 }

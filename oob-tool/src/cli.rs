@@ -1,0 +1,119 @@
+//! The `idprov-oob` command line, defined in the library so that
+//! `cargo xtask dist-docs` can generate completions and man pages from it.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::generate::Alg;
+use crate::source::Format;
+
+/// `0.1.0 (abc1234)`: the crate version and the git revision of the build.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("IDPROV_GIT_REV"), ")");
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "idprov-oob",
+    version = VERSION,
+    about = "Bulk upload, export and key generation for the idprovd OOB list",
+    after_help = "Exit codes: 0 ok, 1 failure (problems in the files, a refused import, \
+                  an unreachable daemon), 2 bad command line."
+)]
+pub struct Cli {
+    /// Administrator profile (TOML) written by idprovd. Default: $IDPROV_PROFILE,
+    /// ~/.config/idprov/profile.toml, then the daemon's data directory.
+    #[arg(long, global = true, env = "IDPROV_PROFILE")]
+    pub profile: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Check files and upload them as one atomic import.
+    Import {
+        /// CSV, JSON or JSON Lines files; all of them form one import.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Input format (default: by file extension).
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+        /// Show what would change, store nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Allow changing the key, MAC or secret of existing entries.
+        #[arg(long)]
+        replace: bool,
+        /// Remove every entry on the daemon that the files do not list.
+        #[arg(long)]
+        prune: bool,
+        /// Entries per request when uploading in chunks.
+        #[arg(long, default_value_t = 5000)]
+        chunk: usize,
+        /// How many device IDs of each kind (added, changed, removed) to list.
+        #[arg(long, default_value_t = 20)]
+        show: usize,
+    },
+    /// Check files without contacting the daemon.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+        /// Print the result as JSON (entries, problems, warnings).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the OOB list as CSV or JSON, ready to import again.
+    Export {
+        /// Output file (default: standard output).
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+        /// Output format (default: by --out extension, else CSV).
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+        /// Only entries whose id, MAC or fingerprint contains this text.
+        #[arg(long, short)]
+        query: Option<String>,
+    },
+    /// Show the OOB list.
+    List {
+        /// One JSON array, for scripts.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, short)]
+        query: Option<String>,
+    },
+    /// Remove entries by device ID.
+    Remove {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Generate key pairs for a batch of devices, and a CSV to import.
+    Generate {
+        /// Number of devices.
+        count: u64,
+        /// Device ID prefix; IDs are PREFIX plus a zero-padded number.
+        #[arg(long)]
+        prefix: String,
+        /// Output directory (created, mode 0700).
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value_t = Alg::Es256)]
+        alg: Alg,
+        /// RSA key size (with --alg rs256): 2048, 3072 or 4096.
+        #[arg(long, default_value_t = 2048)]
+        rsa_bits: u32,
+        /// First number.
+        #[arg(long, default_value_t = 1)]
+        start: u64,
+        /// Note written into every CSV row.
+        #[arg(long)]
+        note: Option<String>,
+    },
+}
+
+/// The clap command, for completions and man pages.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
