@@ -109,6 +109,9 @@ pub struct DiscoveryOptions {
     pub timeout: Duration,
     /// After the first usable answer, keep listening this long to learn about
     /// other advertisers (to report them, and to refuse ambiguous TOFU).
+    /// Responders answer a shared query after a random 20–120 ms (RFC 6762
+    /// §6), so the default 200 ms hears the others that answered the same
+    /// query, at a small cost to start-up time.
     pub linger: Duration,
 }
 
@@ -116,7 +119,7 @@ impl Default for DiscoveryOptions {
     fn default() -> Self {
         DiscoveryOptions {
             timeout: Duration::from_secs(10),
-            linger: Duration::from_millis(300),
+            linger: Duration::from_millis(200),
         }
     }
 }
