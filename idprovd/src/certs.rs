@@ -227,6 +227,10 @@ impl Daemon {
             })
             .await?;
         self.publish(events);
+        // Committed: count the token and the certificate it always carries.
+        self.metrics.token_issued();
+        self.metrics.certificate_issued();
+        self.metrics.renewal("certificate");
         Ok(creds)
     }
 

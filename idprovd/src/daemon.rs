@@ -131,6 +131,9 @@ impl Daemon {
             Outcome::Issued(c, rule) => {
                 self.metrics.decision("approved", rule);
                 self.metrics.token_issued();
+                if c.certificate.is_some() {
+                    self.metrics.certificate_issued();
+                }
                 Ok(ProvisionResponse::Approved(c))
             }
             Outcome::Pending(p, rule) => {
@@ -440,6 +443,9 @@ impl Daemon {
         self.publish(events);
         self.metrics.token_issued();
         self.metrics.renewal("token");
+        if creds.certificate.is_some() {
+            self.metrics.certificate_issued();
+        }
         Ok(creds)
     }
 

@@ -61,6 +61,14 @@ async fn metrics_count_a_small_scenario() {
     assert_eq!(ans.status, 200, "{:?}", ans.body);
     let ans = d.renew("dev-a", &a, ans.token()).await.expect("renew");
     assert_eq!(ans.status, 200, "{:?}", ans.body);
+    // Provisioning again with a CSR also issues a client certificate.
+    let csr = idprov_tests::x509::csr(&a, "dev-a").expect("csr");
+    let ans = d
+        .provision_with("dev-a", &a, |r| r.csr = Some(csr))
+        .await
+        .expect("provision with CSR");
+    assert_eq!(ans.status, 200, "{:?}", ans.body);
+    assert!(ans.body["certificate"].is_string(), "{:?}", ans.body);
 
     // Unknown: pending, then too soon again (slow_down, rate limited).
     let b = DeviceKey::es256();
@@ -98,7 +106,7 @@ async fn metrics_count_a_small_scenario() {
     for (key, want) in [
         (
             format!("idprov_http_requests_total{{endpoint=\"{prov}\",outcome=\"ok\"}}"),
-            1.0,
+            2.0,
         ),
         (
             format!("idprov_http_requests_total{{endpoint=\"{prov}\",outcome=\"pending\"}}"),
@@ -125,6 +133,11 @@ async fn metrics_count_a_small_scenario() {
             1.0,
         ),
         (
+            "idprov_provisioning_decisions_total{decision=\"approved\",rule=\"device_key\"}".into(),
+            1.0,
+        ),
+        ("idprov_certificates_issued_total".into(), 1.0),
+        (
             "idprov_provisioning_decisions_total{decision=\"pending\",rule=\"new\"}".into(),
             1.0,
         ),
@@ -133,7 +146,7 @@ async fn metrics_count_a_small_scenario() {
                 .into(),
             1.0,
         ),
-        ("idprov_tokens_issued_total".into(), 2.0),
+        ("idprov_tokens_issued_total".into(), 3.0),
         ("idprov_renewals_total{kind=\"token\"}".into(), 1.0),
         ("idprov_proof_failures_total{class=\"expired\"}".into(), 1.0),
         (
