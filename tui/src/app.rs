@@ -65,7 +65,8 @@ pub enum Conn {
     Connected,
     Lost {
         error: String,
-        retry_in_secs: u64,
+        /// Unix seconds of the next attempt (the header counts down).
+        retry_at: i64,
         attempt: u32,
     },
 }
@@ -244,13 +245,15 @@ impl App {
                 self.set_status(
                     Level::Error,
                     format!(
-                        "connection to the daemon lost: {} — reconnecting in {secs}s",
+                        "connection to the daemon lost: {} — reconnecting by itself",
                         text::safe(&error)
                     ),
                 );
                 self.conn = Conn::Lost {
                     error,
-                    retry_in_secs: secs,
+                    retry_at: self
+                        .now
+                        .saturating_add(i64::try_from(secs).unwrap_or(i64::MAX)),
                     attempt,
                 };
                 Vec::new()

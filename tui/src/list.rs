@@ -10,7 +10,10 @@
 //! itself goes away, the cursor stays at the same position (the next row).
 
 use std::cell::Cell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::cmp::Ordering;
+use std::collections::BTreeSet;
+
+use memchr::memmem::Finder;
 
 /// Something a [`List`] can hold.
 pub trait Row {
@@ -20,18 +23,20 @@ pub trait Row {
     fn haystack(&self) -> String;
 }
 
-struct Slot<T> {
-    item: T,
-    hay: Box<str>,
-}
-
 pub struct List<T: Row> {
-    slots: Vec<Option<Slot<T>>>,
+    /// The slab; `None` marks a free slot (listed in `free`).
+    slots: Vec<Option<T>>,
+    /// Lower-cased search text of each slot, kept apart from the items so
+    /// a filter pass reads a compact array instead of whole records.
+    hays: Vec<Box<str>>,
     free: Vec<u32>,
-    index: BTreeMap<T::Key, u32>,
+    /// Every live slot, in key order.
+    order: Vec<u32>,
+    /// The slots that match the filter, in key order.
     visible: Vec<u32>,
     filter: String,
-    terms: Vec<String>,
+    /// One substring searcher per filter word, built once per filter.
+    finders: Vec<Finder<'static>>,
     cursor: usize,
     selected: Option<T::Key>,
     marked: BTreeSet<T::Key>,
@@ -45,11 +50,12 @@ impl<T: Row> Default for List<T> {
     fn default() -> Self {
         List {
             slots: Vec::new(),
+            hays: Vec::new(),
             free: Vec::new(),
-            index: BTreeMap::new(),
+            order: Vec::new(),
             visible: Vec::new(),
             filter: String::new(),
-            terms: Vec::new(),
+            finders: Vec::new(),
             cursor: 0,
             selected: None,
             marked: BTreeSet::new(),
@@ -66,7 +72,7 @@ impl<T: Row> List<T> {
 
     /// Entries in the list, ignoring the filter.
     pub fn total(&self) -> usize {
-        self.index.len()
+        self.order.len()
     }
     /// Entries that match the filter.
     pub fn len(&self) -> usize {
@@ -83,23 +89,20 @@ impl<T: Row> List<T> {
     }
 
     pub fn get(&self, key: &T::Key) -> Option<&T> {
-        let slot = *self.index.get(key)?;
-        self.slot(slot).map(|s| &s.item)
+        let pos = pos_in(&self.order, &self.slots, key).ok()?;
+        self.item(self.order[pos])
     }
 
     /// The `i`-th visible row.
     pub fn visible_at(&self, i: usize) -> Option<&T> {
-        let slot = *self.visible.get(i)?;
-        self.slot(slot).map(|s| &s.item)
+        self.item(*self.visible.get(i)?)
     }
 
     /// Visible rows `from..from+n` (clamped), for drawing.
     pub fn window(&self, from: usize, n: usize) -> impl Iterator<Item = &T> {
         let from = from.min(self.visible.len());
         let to = from.saturating_add(n).min(self.visible.len());
-        self.visible[from..to]
-            .iter()
-            .filter_map(|&s| self.slot(s).map(|s| &s.item))
+        self.visible[from..to].iter().filter_map(|&s| self.item(s))
     }
 
     /// Every visible row, in order.
@@ -109,122 +112,134 @@ impl<T: Row> List<T> {
 
     /// Every row, ignoring the filter.
     pub fn iter_all(&self) -> impl Iterator<Item = &T> {
-        self.index
-            .values()
-            .filter_map(|&s| self.slot(s).map(|s| &s.item))
+        self.order.iter().filter_map(|&s| self.item(s))
     }
 
     pub fn selected(&self) -> Option<&T> {
         self.visible_at(self.cursor)
     }
 
-    fn slot(&self, slot: u32) -> Option<&Slot<T>> {
+    fn item(&self, slot: u32) -> Option<&T> {
         self.slots.get(slot as usize).and_then(Option::as_ref)
     }
 
-    fn key_at(&self, slot: u32) -> Option<&T::Key> {
-        self.slot(slot).map(|s| s.item.key())
-    }
-
-    fn matches(&self, hay: &str) -> bool {
-        self.terms.iter().all(|t| hay.contains(t.as_str()))
-    }
-
-    /// Position in `visible` where `key` is or would be.
-    fn visible_pos(&self, key: &T::Key) -> Result<usize, usize> {
-        self.visible.binary_search_by(|&s| match self.key_at(s) {
-            Some(k) => k.cmp(key),
-            None => std::cmp::Ordering::Less,
-        })
+    fn matches(&self, slot: u32) -> bool {
+        let Some(hay) = self.hays.get(slot as usize) else {
+            return false;
+        };
+        self.finders
+            .iter()
+            .all(|f| f.find(hay.as_bytes()).is_some())
     }
 
     // ---- changes ----
 
     /// Insert or replace one item. Keeps the selection on its key.
     pub fn upsert(&mut self, item: T) {
-        let key = item.key().clone();
         let hay = item.haystack().to_lowercase().into_boxed_str();
-        let matches = self.matches(&hay);
-        let new = Slot { item, hay };
-        if let Some(&slot) = self.index.get(&key) {
-            let was_visible = self.visible_pos(&key).ok();
-            if let Some(s) = self.slots.get_mut(slot as usize) {
-                *s = Some(new);
-            }
-            match (was_visible, matches) {
-                (Some(pos), false) => {
-                    self.visible.remove(pos);
-                }
-                (None, true) => {
-                    if let Err(pos) = self.visible_pos(&key) {
-                        self.visible.insert(pos, slot);
+        match pos_in(&self.order, &self.slots, item.key()) {
+            Ok(pos) => {
+                let slot = self.order[pos];
+                let was_visible = pos_in(&self.visible, &self.slots, item.key()).ok();
+                self.slots[slot as usize] = Some(item);
+                self.hays[slot as usize] = hay;
+                match (was_visible, self.matches(slot)) {
+                    (Some(v), false) => {
+                        self.visible.remove(v);
                     }
+                    (None, true) => self.show(slot),
+                    _ => {}
                 }
-                _ => {}
             }
-        } else {
-            let slot = match self.free.pop() {
-                Some(s) => {
-                    if let Some(cell) = self.slots.get_mut(s as usize) {
-                        *cell = Some(new);
+            Err(pos) => {
+                let slot = match self.free.pop() {
+                    Some(s) => {
+                        self.slots[s as usize] = Some(item);
+                        self.hays[s as usize] = hay;
+                        s
                     }
-                    s
+                    None => {
+                        self.slots.push(Some(item));
+                        self.hays.push(hay);
+                        u32::try_from(self.slots.len() - 1).unwrap_or(u32::MAX)
+                    }
+                };
+                self.order.insert(pos, slot);
+                if self.matches(slot) {
+                    self.show(slot);
                 }
-                None => {
-                    self.slots.push(Some(new));
-                    u32::try_from(self.slots.len() - 1).unwrap_or(u32::MAX)
-                }
-            };
-            self.index.insert(key.clone(), slot);
-            if matches && let Err(pos) = self.visible_pos(&key) {
-                self.visible.insert(pos, slot);
             }
         }
         self.restore_cursor();
     }
 
+    /// Insert a live slot into `visible` at its key position.
+    fn show(&mut self, slot: u32) {
+        if let Some(key) = self.item(slot).map(Row::key)
+            && let Err(pos) = pos_in(&self.visible, &self.slots, key)
+        {
+            self.visible.insert(pos, slot);
+        }
+    }
+
     /// Remove one item (no-op when absent). Keeps the cursor in place.
     pub fn remove(&mut self, key: &T::Key) -> Option<T> {
-        let slot = self.index.get(key).copied()?;
-        if let Ok(pos) = self.visible_pos(key) {
-            self.visible.remove(pos);
+        let pos = pos_in(&self.order, &self.slots, key).ok()?;
+        if let Ok(v) = pos_in(&self.visible, &self.slots, key) {
+            self.visible.remove(v);
         }
-        self.index.remove(key);
+        let slot = self.order.remove(pos);
         self.marked.remove(key);
         let old = self.slots.get_mut(slot as usize).and_then(Option::take);
+        if let Some(h) = self.hays.get_mut(slot as usize) {
+            *h = Box::default();
+        }
         self.free.push(slot);
         self.restore_cursor();
-        old.map(|s| s.item)
+        old
     }
 
     /// Replace every item (a fresh snapshot from the daemon). Marks on keys
     /// that still exist are kept; the selection stays on its key if it can.
     pub fn replace_all(&mut self, items: impl IntoIterator<Item = T>) {
         self.slots.clear();
+        self.hays.clear();
         self.free.clear();
-        self.index.clear();
         for item in items {
-            let key = item.key().clone();
-            let hay = item.haystack().to_lowercase().into_boxed_str();
-            let slot = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
-            self.slots.push(Some(Slot { item, hay }));
-            if let Some(old) = self.index.insert(key, slot)
-                && let Some(cell) = self.slots.get_mut(old as usize)
-            {
-                // A duplicate key in one snapshot: the later one wins.
-                *cell = None;
-                self.free.push(old);
+            self.hays
+                .push(item.haystack().to_lowercase().into_boxed_str());
+            self.slots.push(Some(item));
+        }
+        let n = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
+        let mut order: Vec<u32> = (0..n).collect();
+        let slots = &self.slots;
+        let key = |s: &u32| slots[*s as usize].as_ref().map(Row::key);
+        // Stable sort: of duplicate keys in one snapshot, the later one wins.
+        order.sort_by(|a, b| key(a).cmp(&key(b)));
+        let mut deduped: Vec<u32> = Vec::with_capacity(order.len());
+        for s in order {
+            match deduped.last_mut() {
+                Some(last) if key(last) == key(&s) => {
+                    self.free.push(*last);
+                    *last = s;
+                }
+                _ => deduped.push(s),
             }
         }
-        let index = &self.index;
-        self.marked.retain(|k| index.contains_key(k));
+        for &f in &self.free {
+            self.slots[f as usize] = None;
+            self.hays[f as usize] = Box::default();
+        }
+        self.order = deduped;
+        let (order, slots) = (&self.order, &self.slots);
+        self.marked.retain(|k| pos_in(order, slots, k).is_ok());
         self.refilter_all();
     }
 
-    /// Keep only the `n` last items (by key). Used to cap the audit log.
+    /// Keep only the `keep` last items (by key). Used to cap the audit log.
     pub fn truncate_front(&mut self, keep: usize) {
-        while self.index.len() > keep {
-            let Some(first) = self.index.keys().next().cloned() else {
+        while self.order.len() > keep {
+            let Some(first) = self.iter_all().next().map(|i| i.key().clone()) else {
                 break;
             };
             self.remove(&first);
@@ -243,27 +258,29 @@ impl<T: Row> List<T> {
         }
         let narrows = filter.starts_with(&self.filter);
         self.filter = filter;
-        self.terms = self.filter.split_whitespace().map(str::to_owned).collect();
+        self.finders = self
+            .filter
+            .split_whitespace()
+            .map(|t| Finder::new(t).into_owned())
+            .collect();
         if narrows {
             let mut visible = std::mem::take(&mut self.visible);
-            visible.retain(|&s| self.slot(s).is_some_and(|sl| self.matches(&sl.hay)));
+            visible.retain(|&s| self.matches(s));
             self.visible = visible;
+            self.restore_cursor();
         } else {
             self.refilter_all();
-            return;
         }
-        self.restore_cursor();
     }
 
     fn refilter_all(&mut self) {
         let mut visible = std::mem::take(&mut self.visible);
         visible.clear();
-        visible.extend(
-            self.index
-                .values()
-                .copied()
-                .filter(|&s| self.slot(s).is_some_and(|sl| self.matches(&sl.hay))),
-        );
+        if self.finders.is_empty() {
+            visible.extend_from_slice(&self.order);
+        } else {
+            visible.extend(self.order.iter().copied().filter(|&s| self.matches(s)));
+        }
         self.visible = visible;
         self.restore_cursor();
     }
@@ -274,7 +291,7 @@ impl<T: Row> List<T> {
     /// same position when it is gone.
     fn restore_cursor(&mut self) {
         if let Some(key) = &self.selected
-            && let Ok(pos) = self.visible_pos(key)
+            && let Ok(pos) = pos_in(&self.visible, &self.slots, key)
         {
             self.cursor = pos;
             return;
@@ -290,7 +307,7 @@ impl<T: Row> List<T> {
 
     /// Put the cursor on `key` if it is visible. Returns whether it is.
     pub fn select_key(&mut self, key: &T::Key) -> bool {
-        match self.visible_pos(key) {
+        match pos_in(&self.visible, &self.slots, key) {
             Ok(pos) => {
                 self.select_index(pos);
                 true
@@ -337,7 +354,7 @@ impl<T: Row> List<T> {
 
     pub fn toggle_mark(&mut self) {
         if let Some(key) = self.selected.clone()
-            && self.visible_pos(&key).is_ok()
+            && pos_in(&self.visible, &self.slots, &key).is_ok()
             && !self.marked.remove(&key)
         {
             self.marked.insert(key);
@@ -356,6 +373,19 @@ impl<T: Row> List<T> {
     pub fn marked_items(&self) -> impl Iterator<Item = &T> {
         self.marked.iter().filter_map(|k| self.get(k))
     }
+}
+
+/// Where `key` is (or would go) in `slots_in_order`, a key-ordered vector of
+/// slab slots.
+fn pos_in<T: Row>(
+    slots_in_order: &[u32],
+    slab: &[Option<T>],
+    key: &T::Key,
+) -> Result<usize, usize> {
+    slots_in_order.binary_search_by(|&s| match slab.get(s as usize).and_then(Option::as_ref) {
+        Some(item) => item.key().cmp(key),
+        None => Ordering::Less,
+    })
 }
 
 /// The list operations that do not depend on the row type, so key handling
@@ -605,7 +635,22 @@ mod tests {
         l.remove(&20);
         l.upsert(R(21, "reuse"));
         assert_eq!(l.slots.len(), 4);
+        assert_eq!(l.hays.len(), 4);
         assert_eq!(keys(&l), [10, 21, 30, 40]);
+    }
+
+    #[test]
+    fn duplicate_keys_in_a_snapshot_keep_the_later_item() {
+        let mut l: List<R> = List::new();
+        l.replace_all([R(1, "first"), R(2, "x"), R(1, "second")]);
+        assert_eq!(
+            l.iter_all().map(|r| r.1).collect::<Vec<_>>(),
+            ["second", "x"]
+        );
+        assert_eq!(l.total(), 2);
+        l.upsert(R(3, "reuses the freed slot"));
+        assert_eq!(l.slots.len(), 3);
+        assert_eq!(keys(&l), [1, 2, 3]);
     }
 
     #[test]

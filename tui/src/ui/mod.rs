@@ -77,12 +77,11 @@ fn draw_header(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             (format!("PAUSED · {}", app.identity), theme.alarm())
         }
         Conn::Connected => (app.identity.clone(), theme.good()),
-        Conn::Lost {
-            retry_in_secs,
-            attempt,
-            ..
-        } => (
-            format!("DISCONNECTED · retry {attempt} in {retry_in_secs}s"),
+        Conn::Lost { retry_at, .. } => (
+            format!(
+                "OFFLINE · retry in {}s",
+                retry_at.saturating_sub(app.now).max(0)
+            ),
             theme.alarm(),
         ),
     };
