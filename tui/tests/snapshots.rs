@@ -147,6 +147,44 @@ fn devices_view_with_keys_and_expiry() {
 }
 
 #[test]
+fn oob_view_lists_what_each_entry_matches_by() {
+    use idprov_proto::KeyFormat;
+    use idprov_proto::admin::OobEntryView;
+    let mut app = app_with(3);
+    let entry = |id: &str| OobEntryView {
+        device_id: id.parse().unwrap_or_else(|e| panic!("{id}: {e}")),
+        public_key: None,
+        key_format: None,
+        key_fingerprint: None,
+        mac: None,
+        has_secret: false,
+        secret_consumed: false,
+        expires_at: None,
+        note: None,
+        created_at: NOW - 86_400,
+        updated_at: NOW - 3600,
+    };
+    let mut by_key = entry("cam-01");
+    by_key.key_format = Some(KeyFormat::ES256_X509_PEM);
+    by_key.key_fingerprint = Some("Xq3bO0yq1mQ5d8mJkV3y6n2mG1w0b5kq3JtQJ2bVZbk".into());
+    by_key.note = Some("lobby\u{1b}[5m camera \u{7}".into());
+    let mut by_mac = entry("plug-07");
+    by_mac.mac = Some(
+        "02:00:5e:10:00:07"
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
+    by_mac.expires_at = Some(NOW + 3 * 86_400);
+    let mut by_secret = entry("valve-3");
+    by_secret.has_secret = true;
+    by_secret.secret_consumed = true;
+    by_secret.expires_at = Some(NOW - 60);
+    app.on_msg(Msg::Oob(vec![by_key, by_mac, by_secret]));
+    keys(&mut app, "3");
+    check("oob_80x24", &app, 80, 24);
+}
+
+#[test]
 fn alerts_view_when_paused() {
     let mut app = app_with(120);
     app.on_msg(Msg::Event(AdminEvent::Provisioning {

@@ -397,56 +397,50 @@ fn oob(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     let list = &app.oob;
     let (t_area, d_area) = split(area, 5);
     let now = app.now;
-    let headers = vec![
-        "DEVICE ID",
-        "MATCH BY",
-        "KEY",
-        "MAC",
-        "SECRET",
-        "EXPIRES",
-        "NOTE",
-    ];
-    let widths = vec![
+    let wide = area.width >= 100;
+    let mut headers = vec!["DEVICE ID", "MATCH BY", "KEY"];
+    let mut widths = vec![
         Constraint::Fill(2),
         Constraint::Length(14),
         Constraint::Length(14),
-        Constraint::Length(17),
-        Constraint::Length(6),
-        Constraint::Length(8),
-        Constraint::Fill(1),
     ];
+    if wide {
+        headers.push("MAC");
+        widths.push(Constraint::Length(17));
+    }
+    headers.extend(["SECRET", "EXPIRES", "NOTE"]);
+    widths.extend([
+        Constraint::Length(6),
+        Constraint::Length(7),
+        Constraint::Fill(1),
+    ]);
     let cells = move |e: &OobEntryView| {
-        let mut by = Vec::new();
-        if e.public_key.is_some() || e.key_fingerprint.is_some() {
-            by.push("key");
-        }
-        if e.mac.is_some() {
-            by.push("mac");
-        }
-        if e.has_secret {
-            by.push("secret");
-        }
-        vec![
+        let mut c = vec![
             Cell::from(e.device_id.to_string()),
-            Cell::from(by.join("+")),
+            Cell::from(match_by(e)),
             Cell::from(match (&e.key_format, &e.key_fingerprint) {
                 (Some(kf), Some(fp)) => format!("{} {}", kf.alg(), short_fp(fp)),
                 (None, Some(fp)) => short_fp(fp),
                 _ => "-".into(),
             }),
-            Cell::from(mac(e.mac)),
-            Cell::from(match (e.has_secret, e.secret_consumed) {
-                (false, _) => "-",
-                (true, false) => "unused",
-                (true, true) => "used",
-            }),
-            Cell::from(match e.expires_at {
-                Some(t) if t < now => "expired".to_string(),
-                Some(t) => format!("in {}", ago(t, now)),
-                None => "never".to_string(),
-            }),
-            Cell::from(safe(e.note.as_deref().unwrap_or("")).into_owned()),
-        ]
+        ];
+        if wide {
+            c.push(Cell::from(mac(e.mac)));
+        }
+        c.push(Cell::from(match (e.has_secret, e.secret_consumed) {
+            (false, _) => "-",
+            (true, false) => "unused",
+            (true, true) => "used",
+        }));
+        c.push(Cell::from(match e.expires_at {
+            Some(t) if t < now => "expired".to_string(),
+            Some(t) => format!("in {}", ago(t, now)),
+            None => "never".to_string(),
+        }));
+        c.push(Cell::from(
+            safe(e.note.as_deref().unwrap_or("")).into_owned(),
+        ));
+        c
     };
     let cols = Columns {
         headers,
@@ -471,14 +465,13 @@ fn oob(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
                 Span::raw(safe(e.key_fingerprint.as_deref().unwrap_or("-")).into_owned()),
             ]),
             Line::from(vec![
-                label("changed", theme),
+                label("MAC, dates", theme),
                 Span::raw(format!(
-                    "{} / {}   expires {}",
-                    timestamp(e.created_at),
-                    timestamp(e.updated_at),
-                    e.expires_at
-                        .map(timestamp)
-                        .unwrap_or_else(|| "never".into())
+                    "{}   created {}, updated {} ago, expires {}",
+                    mac(e.mac),
+                    date(e.created_at),
+                    ago(now, e.updated_at),
+                    e.expires_at.map(date).unwrap_or_else(|| "never".into())
                 )),
             ]),
             Line::from(vec![
@@ -488,6 +481,21 @@ fn oob(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         ];
         detail(f, d_area, e.device_id.as_str(), lines, theme);
     }
+}
+
+/// "key+mac+secret": what an OOB entry admits a device by.
+fn match_by(e: &OobEntryView) -> String {
+    let mut by = Vec::new();
+    if e.public_key.is_some() || e.key_fingerprint.is_some() {
+        by.push("key");
+    }
+    if e.mac.is_some() {
+        by.push("mac");
+    }
+    if e.has_secret {
+        by.push("secret");
+    }
+    by.join("+")
 }
 
 // ---- Alerts ----
