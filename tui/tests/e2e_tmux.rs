@@ -132,7 +132,8 @@ async fn approve_in_the_tui_and_the_device_gets_its_token() -> anyhow::Result<()
     .await;
 
     // The device's next request (after the wait it was given) gets a token.
-    td.clock.advance(5);
+    let wait = i64::try_from(td.cfg.pending.retry_after.as_secs())? + 1;
+    td.clock.advance(wait);
     let answer = td.provision("e2e-sensor-1", &key).await?;
     assert_eq!(
         answer.status, 200,
@@ -166,12 +167,43 @@ async fn approve_in_the_tui_and_the_device_gets_its_token() -> anyhow::Result<()
         s.contains("rejected e2e-sensor-2")
     })
     .await;
-    td.clock.advance(5);
+    td.clock.advance(wait);
     let refused = td.provision("e2e-sensor-2", &key2).await?;
     assert_eq!(
         refused.status, 403,
         "rejected device is refused: {:?}",
         refused.body
+    );
+
+    // Bulk: filter, approve everything matching, with the count stated.
+    let bulk: Vec<DeviceKey> = (0..3).map(|_| DeviceKey::es256()).collect();
+    for (i, k) in bulk.iter().enumerate() {
+        assert_eq!(td.provision(&format!("bulk-{i}"), k).await?.status, 202);
+    }
+    let other = DeviceKey::es256();
+    assert_eq!(td.provision("other-1", &other).await?.status, 202);
+    tmux.wait("the bulk devices", |s| {
+        s.contains("bulk-2") && s.contains("other-1")
+    })
+    .await;
+    tmux.keys(&["/", "bulk", "Enter", "A"]);
+    tmux.wait("the bulk confirmation", |s| {
+        s.contains("Approve 3 pending devices matching \"bulk\"?")
+    })
+    .await;
+    tmux.keys(&["y"]);
+    tmux.wait("the bulk result", |s| s.contains("approved 3 devices"))
+        .await;
+    td.clock.advance(wait);
+    for (i, k) in bulk.iter().enumerate() {
+        let a = td.provision(&format!("bulk-{i}"), k).await?;
+        assert_eq!(a.status, 200, "bulk-{i} is issued: {:?}", a.body);
+    }
+    let a = td.provision("other-1", &other).await?;
+    assert_eq!(
+        a.status, 202,
+        "outside the filter: still pending: {:?}",
+        a.body
     );
 
     // q: the TUI exits cleanly and leaves the alternate screen.
