@@ -129,6 +129,7 @@ pub fn make_proof(
         jti: random_jti()?,
         nbf: None,
         iss: None,
+        cbt: None,
     };
     compact_jws(signer, &header, &claims)
 }

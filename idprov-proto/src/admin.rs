@@ -19,6 +19,8 @@ pub mod paths {
     /// `GET`: a consistent backup of the daemon (tar, secret: holds the CA
     /// and signing keys).
     pub const BACKUP: &str = "/idprov/v1/admin/backup";
+    /// `GET`: security alerts raised since the daemon started, newest last.
+    pub const ALERTS: &str = "/idprov/v1/admin/alerts";
 }
 
 /// Largest page a list call returns.
@@ -218,6 +220,61 @@ pub struct AuditEntry {
     pub prev_hash: String,
     /// Hex SHA-256 over this entry's fields and `prev_hash`.
     pub hash: String,
+}
+
+/// What raised a security alert.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// Another `_idprov._tcp` instance on a network the daemon advertises on.
+    RogueAdvertiser,
+    /// The daemon's own instance name answered with other addresses, port,
+    /// host or TXT records.
+    OwnNameSpoofed,
+    /// A goodbye (TTL 0) for the daemon's own records that it did not send.
+    RogueGoodbye,
+}
+
+impl AlertKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::RogueAdvertiser => "rogue_advertiser",
+            AlertKind::OwnNameSpoofed => "own_name_spoofed",
+            AlertKind::RogueGoodbye => "rogue_goodbye",
+        }
+    }
+}
+
+/// A security alert (flow 7). Every alert is also an audit entry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Alert {
+    /// Increasing from 1 within one run of the daemon.
+    pub id: u64,
+    pub at: i64,
+    pub kind: AlertKind,
+    /// The DNS-SD instance (full name) seen.
+    pub instance: String,
+    /// Addresses the advertisement named.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// TXT `id` and `ca` of the advertisement, if it had them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daemon_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_fingerprint: Option<String>,
+    pub detail: String,
+    /// Provisioning was paused because of this alert.
+    pub paused: bool,
+    /// Sequence number of the audit entry that records it.
+    pub audit_seq: u64,
+}
+
+/// `GET /admin/alerts`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct AlertList {
+    pub items: Vec<Alert>,
 }
 
 /// Server-sent events of `GET /admin/events` (`event:` is the variant name,

@@ -163,7 +163,17 @@ pub struct ProofClaims {
     /// Optional issuer; when present it must equal `sub`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
+    /// Channel binding (RFC 9266): base64url (no padding) of the 32-byte TLS
+    /// exporter `EXPORTER-Channel-Binding` of the connection the proof is
+    /// sent on. When present the daemon requires it to match, so a proof
+    /// relayed over another TLS connection is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cbt: Option<String>,
 }
+
+/// RFC 9266 exporter label and length of [`ProofClaims::cbt`].
+pub const CHANNEL_BINDING_LABEL: &[u8] = b"EXPORTER-Channel-Binding";
+pub const CHANNEL_BINDING_LEN: usize = 32;
 
 /// Claims of a daemon token.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

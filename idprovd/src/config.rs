@@ -36,6 +36,12 @@ pub struct Config {
     pub certificates: crate::x509::CertConfig,
     /// The Prometheus metrics listener.
     pub metrics: crate::metrics::MetricsConfig,
+    /// Watching for rogue provisioning servers.
+    pub monitor: crate::monitor::MonitorConfig,
+    /// Device-API request limits.
+    pub rate_limit: crate::ratelimit::RateLimitConfig,
+    /// Flags on suspicious requests.
+    pub flags: crate::flags::FlagConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -60,6 +66,10 @@ pub struct ProofConfig {
     /// Most proof ids remembered at once; past it new proofs get `busy`
     /// (never forgetting one early, which would allow a replay).
     pub replay_cache_max: u64,
+    /// Refuse proofs without a channel binding (`cbt`). Proofs that carry
+    /// one are always checked against their TLS connection; this also
+    /// refuses devices that send none (idprov-client always sends one).
+    pub require_channel_binding: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -128,6 +138,9 @@ impl Default for Config {
             mdns: crate::mdns::MdnsConfig::default(),
             certificates: crate::x509::CertConfig::default(),
             metrics: crate::metrics::MetricsConfig::default(),
+            monitor: crate::monitor::MonitorConfig::default(),
+            rate_limit: crate::ratelimit::RateLimitConfig::default(),
+            flags: crate::flags::FlagConfig::default(),
         }
     }
 }
@@ -147,6 +160,7 @@ impl Default for ProofConfig {
             skew: Duration::from_secs(600),
             max_lifetime: Duration::from_secs(600),
             replay_cache_max: 1_000_000,
+            require_channel_binding: false,
         }
     }
 }
@@ -311,6 +325,7 @@ impl Config {
         if self.limits.max_connections == 0 || self.limits.max_connections_per_source == 0 {
             return bad("limits.max_connections and max_connections_per_source must be positive");
         }
+        self.rate_limit.validate().map_err(ConfigError::Invalid)?;
         if self.data_dir.as_os_str().is_empty() {
             return bad("data_dir must not be empty");
         }

@@ -45,6 +45,12 @@ pub struct Daemon {
     /// Cancelled when the daemon shuts down (ends event streams at once).
     pub shutdown: tokio_util::sync::CancellationToken,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Per-source and per-device request limits (ratelimit.rs).
+    pub rate_limits: crate::ratelimit::RateLimits,
+    /// Recent refused proofs, for the `proof_failures` flag (flags.rs).
+    pub proof_failures: crate::flags::FailureTracker,
+    /// Rogue-advertiser alerts (monitor.rs).
+    pub alerts: crate::monitor::Alerts,
 }
 
 impl Daemon {
@@ -101,12 +107,17 @@ impl Daemon {
         self: &Arc<Self>,
         req: ProvisionRequest,
         source: SocketAddr,
+        binding: Option<&[u8]>,
     ) -> Result<ProvisionResponse, ApiError> {
         let key = PublicKey::from_pem(&req.public_key, req.key_format)
             .map_err(|e| ApiError::bad_request(format!("public_key: {e}")))?;
         let now = self.now();
         let aud = proof_audience(self.daemon_id(), ProofEndpoint::Provision);
         let proof = proof::verify(&req.proof, &key, &req.device_id, &aud, now, &self.cfg.proof)
+            .and_then(|p| {
+                proof::check_binding(&p, binding, self.cfg.proof.require_channel_binding)?;
+                Ok(p)
+            })
             .map_err(|reason| {
                 tracing::info!(device_id = %req.device_id, %source, %reason, "proof refused");
                 self.metrics
@@ -116,9 +127,18 @@ impl Daemon {
 
         let csr = self.prepare_csr(req.csr.as_deref(), &req.device_id)?;
         self.check_presented_key(&req.device_id, &key).await?;
+        let recent_failures = self
+            .proof_failures
+            .recent(req.device_id.as_str(), source.ip());
         let (outcome, events) = self
             .write(move |d, tx| {
-                let (mut outcome, events) = d.provision_tx(tx, &req, &key, &proof, now, source)?;
+                let seen = crate::flags::Observed {
+                    // Only read when there is a claim to compare.
+                    neighbour_mac: req.mac.and_then(|_| crate::neighbour::lookup(source.ip())),
+                    recent_failures,
+                };
+                let (mut outcome, events) =
+                    d.provision_tx(tx, &req, &key, &proof, now, source, &seen)?;
                 if let Outcome::Issued(c, ..) = &mut outcome {
                     d.attach_certificate(tx, c, csr.as_ref(), now)?;
                 }
@@ -153,6 +173,7 @@ impl Daemon {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn provision_tx(
         &self,
         tx: &mut Tx<'_>,
@@ -161,6 +182,7 @@ impl Daemon {
         proof: &VerifiedProof,
         now: i64,
         source: SocketAddr,
+        seen: &crate::flags::Observed,
     ) -> Result<(Outcome, Vec<AdminEvent>), ApiError> {
         let id = req.device_id.as_str();
         let src = source.ip().to_string();
@@ -200,6 +222,18 @@ impl Daemon {
                 self.metrics.proof_failure("kid_missing");
                 return Err(ApiError::invalid_proof());
             }
+            let mut raised =
+                crate::flags::check(tx, &self.cfg.flags, id, key.thumbprint(), req.mac, seen)?;
+            let lifetime = self.cfg.tokens.lifetime.as_secs() as i64;
+            if let Some(last) = dev.last_issued_at.filter(|t| t + lifetime > now) {
+                raised.push(crate::flags::Flag {
+                    name: crate::flags::REPEAT_PROVISION,
+                    detail: format!("asked again while the token issued at {last} is valid"),
+                });
+            }
+            if let Some(e) = self.flag_device(tx, &mut dev, &raised, now, &src)? {
+                events.push(AdminEvent::Audit { entry: e });
+            }
             // A device an administrator approved gets its first token here.
             let rule = if dev.tokens_issued == 0 && dev.admitted_by.starts_with("admin") {
                 "admin"
@@ -211,8 +245,9 @@ impl Daemon {
             return Ok((Outcome::Issued(creds, rule), events));
         }
 
-        // 2. The OOB list.
-        if let Some(mut entry) = tx.oob(id)?.filter(|e| !e.is_expired(now)) {
+        // 2. The OOB list. A flagged match is held in pending (flags.rs).
+        let mut held: Option<Vec<crate::flags::Flag>> = None;
+        if let Some(entry) = tx.oob(id)?.filter(|e| !e.is_expired(now)) {
             let mut mismatch = Vec::new();
             if entry.kid.as_deref().is_some_and(|k| k != key.thumbprint()) {
                 mismatch.push("public key");
@@ -250,12 +285,46 @@ impl Daemon {
                 events.push(AdminEvent::Audit { entry: e });
                 return Ok((Outcome::Refused("oob_mismatch"), events));
             }
+            let raised =
+                crate::flags::check(tx, &self.cfg.flags, id, key.thumbprint(), req.mac, seen)?;
+            if crate::flags::holds(&self.cfg.flags, &raised, entry.mac.is_some()) {
+                held = Some(raised);
+            } else {
+                return self.admit_oob(tx, req, key, entry, admitted_by, raised, now, &src);
+            }
+        }
+
+        // 3. Unknown (or held): wait for an administrator.
+        self.pending_tx(tx, req, key, now, &src, seen, held)
+    }
+
+    /// Admit a device the OOB list names (flow 3), issuing its first token.
+    #[allow(clippy::too_many_arguments)]
+    fn admit_oob(
+        &self,
+        tx: &mut Tx<'_>,
+        req: &ProvisionRequest,
+        key: &PublicKey,
+        mut entry: crate::store::OobRecord,
+        admitted_by: &'static str,
+        raised: Vec<crate::flags::Flag>,
+        now: i64,
+        src: &str,
+    ) -> Result<(Outcome, Vec<AdminEvent>), ApiError> {
+        let id = req.device_id.as_str();
+        let src = src.to_string();
+        let mut events = Vec::new();
+        {
             if entry.secret_hash.is_some() {
                 entry.secret_consumed_at = Some(now);
                 entry.updated_at = now;
                 tx.put_oob(&entry)?;
             }
             let mut dev = new_device(req, key, now, admitted_by);
+            tx.note_identity(id, key.thumbprint(), req.mac)?;
+            if let Some(e) = self.flag_device(tx, &mut dev, &raised, now, &src)? {
+                events.push(AdminEvent::Audit { entry: e });
+            }
             if tx.delete_pending(id)? {
                 events.push(AdminEvent::PendingRemoved {
                     device_id: req.device_id.clone(),
@@ -272,10 +341,31 @@ impl Daemon {
             let creds = self.issue(tx, &mut dev, key.thumbprint(), now)?;
             events.push(AdminEvent::DeviceUpserted { device: dev.view() });
             events.push(AdminEvent::Audit { entry: e });
-            return Ok((Outcome::Issued(creds, admitted_by), events));
+            Ok((Outcome::Issued(creds, admitted_by), events))
         }
+    }
 
-        // 3. Unknown: wait for an administrator.
+    /// Record a request for an unknown device, or one whose OOB match was
+    /// `held` for its flags, in the pending queue.
+    #[allow(clippy::too_many_arguments)]
+    fn pending_tx(
+        &self,
+        tx: &mut Tx<'_>,
+        req: &ProvisionRequest,
+        key: &PublicKey,
+        now: i64,
+        src: &str,
+        seen: &crate::flags::Observed,
+        held: Option<Vec<crate::flags::Flag>>,
+    ) -> Result<(Outcome, Vec<AdminEvent>), ApiError> {
+        let id = req.device_id.as_str();
+        let src = src.to_string();
+        let mut events = Vec::new();
+        let was_held = held.is_some();
+        let raised = match held {
+            Some(f) => f,
+            None => crate::flags::check(tx, &self.cfg.flags, id, key.thumbprint(), req.mac, seen)?,
+        };
         let retry = self.cfg.pending.retry_after.as_secs().max(1);
         let answer = PendingAnswer {
             device_id: req.device_id.clone(),
@@ -321,12 +411,31 @@ impl Daemon {
                 } else {
                     "repeat"
                 };
+                let fresh: Vec<_> = raised
+                    .iter()
+                    .filter(|f| !p.flags.iter().any(|g| g == f.name))
+                    .cloned()
+                    .collect();
+                for f in &fresh {
+                    p.add_flag(f.name);
+                }
                 p.last_seen = now;
                 p.attempts += 1;
-                p.source = src;
+                p.source = src.clone();
                 p.revision += 1;
                 tx.put_pending(id, &p)?;
                 events.push(AdminEvent::PendingUpserted { pending: p.view() });
+                if !fresh.is_empty() {
+                    let e = tx.append_audit(draft(
+                        now,
+                        "daemon",
+                        "request_flagged",
+                        Some(id),
+                        Some(&src),
+                        crate::flags::describe(&fresh),
+                    ))?;
+                    events.push(AdminEvent::Audit { entry: e });
+                }
                 rule
             }
             None => {
@@ -347,24 +456,73 @@ impl Daemon {
                     first_seen: now,
                     last_seen: now,
                     attempts: 1,
-                    flags: Vec::new(),
+                    flags: raised.iter().map(|f| f.name.to_string()).collect(),
                     revision: 1,
                 };
                 tx.put_pending(id, &p)?;
+                tx.note_identity(id, key.thumbprint(), req.mac)?;
+                let why = if was_held {
+                    "listed out of band but flagged, held for an administrator"
+                } else {
+                    "unknown device"
+                };
+                let mut detail = format!("{why}, key {}", key.thumbprint());
+                if !raised.is_empty() {
+                    detail.push_str("; flags: ");
+                    detail.push_str(&crate::flags::describe(&raised));
+                }
                 let e = tx.append_audit(draft(
                     now,
                     &format!("device:{id}"),
-                    "pending_added",
+                    if raised.is_empty() {
+                        "pending_added"
+                    } else {
+                        "pending_added_flagged"
+                    },
                     Some(id),
                     Some(&src),
-                    format!("unknown device, key {}", key.thumbprint()),
+                    detail,
                 ))?;
                 events.push(AdminEvent::PendingUpserted { pending: p.view() });
                 events.push(AdminEvent::Audit { entry: e });
-                "new"
+                if raised.is_empty() { "new" } else { "flagged" }
             }
         };
         Ok((Outcome::Pending(answer, rule), events))
+    }
+
+    /// Add newly raised flags to a device record (the caller stores it) and
+    /// audit them; flags already on the record are not audited again.
+    fn flag_device(
+        &self,
+        tx: &mut Tx<'_>,
+        dev: &mut DeviceRecord,
+        raised: &[crate::flags::Flag],
+        now: i64,
+        src: &str,
+    ) -> Result<Option<idprov_proto::admin::AuditEntry>, ApiError> {
+        let fresh: Vec<_> = raised
+            .iter()
+            .filter(|f| !dev.flags.iter().any(|g| g == f.name))
+            .cloned()
+            .collect();
+        if fresh.is_empty() {
+            return Ok(None);
+        }
+        for f in &fresh {
+            dev.add_flag(f.name);
+        }
+        dev.revision += 1;
+        let id = dev.device_id.as_str();
+        tracing::warn!(device_id = id, flags = %crate::flags::describe(&fresh), "device flagged");
+        Ok(Some(tx.append_audit(draft(
+            now,
+            "daemon",
+            "device_flagged",
+            Some(id),
+            Some(src),
+            crate::flags::describe(&fresh),
+        ))?))
     }
 
     /// Flow 5: a fresh token for a valid token plus a fresh proof.
@@ -372,6 +530,7 @@ impl Daemon {
         self: &Arc<Self>,
         req: RenewRequest,
         source: SocketAddr,
+        binding: Option<&[u8]>,
     ) -> Result<Credentials, ApiError> {
         let now = self.now();
         let claims = tokens::verify(
@@ -410,6 +569,10 @@ impl Daemon {
             .map_err(|e| ApiError::from(StoreError::Record(e.to_string())))?;
         let aud = proof_audience(self.daemon_id(), ProofEndpoint::Renew);
         let proof = proof::verify(&req.proof, &key, &device_id, &aud, now, &self.cfg.proof)
+            .and_then(|p| {
+                proof::check_binding(&p, binding, self.cfg.proof.require_channel_binding)?;
+                Ok(p)
+            })
             .map_err(|reason| {
                 tracing::info!(device_id = %device_id, %source, %reason, "renewal proof refused");
                 self.metrics

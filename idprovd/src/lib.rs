@@ -16,12 +16,16 @@ pub mod clock;
 pub mod config;
 pub mod crl;
 pub mod daemon;
+pub mod flags;
 pub mod http;
 pub mod keys_admin;
 pub mod mdns;
 pub mod metrics;
+pub mod monitor;
+pub mod neighbour;
 pub mod pki;
 pub mod proof;
+pub mod ratelimit;
 pub mod registry;
 pub mod server;
 pub mod service;
@@ -122,6 +126,8 @@ pub async fn start(
     };
     let metrics = Arc::new(metrics::Metrics::new(store.commit_histogram()));
     let (events, _) = broadcast::channel::<AdminEvent>(4096);
+    let cfg_limits = cfg.rate_limit.clone();
+    let cfg_window = cfg.flags.proof_failure_window;
     let daemon = Arc::new(Daemon {
         admins: admins::AdminRegistry::new(&cfg.data_dir),
         event_streams: Arc::new(Semaphore::new(cfg.limits.max_event_streams)),
@@ -133,6 +139,9 @@ pub async fn start(
         x509,
         events,
         metrics,
+        rate_limits: ratelimit::RateLimits::new(&cfg_limits),
+        proof_failures: flags::FailureTracker::new(cfg_window),
+        alerts: monitor::Alerts::default(),
     });
     let router = http::router(daemon.clone());
     let limits = daemon.cfg.limits.clone();
@@ -143,7 +152,14 @@ pub async fn start(
         daemon_id: daemon.daemon_id().to_string(),
         ca_fingerprint: daemon.pki.ca_fingerprint.clone(),
     };
-    let mdns = mdns::spawn(&daemon.cfg.mdns, advert, shutdown.clone())?;
+    let own = Arc::new(monitor::OwnAdvert::default());
+    let mdns = mdns::spawn(&daemon.cfg.mdns, advert, own.clone(), shutdown.clone())?.map(
+        |(task, responder)| {
+            // The monitor browses with the advertiser's responder.
+            monitor::spawn(daemon.clone(), responder, own, shutdown.clone());
+            task
+        },
+    );
     if let Some(l) = metrics_listener {
         tokio::spawn(metrics::serve(l, daemon.clone(), shutdown.clone()));
     }
@@ -207,5 +223,6 @@ async fn housekeeping(d: Arc<Daemon>, shutdown: CancellationToken) {
         if let Err(e) = d.expire_pending().await {
             tracing::warn!(error = ?e, "housekeeping failed");
         }
+        d.rate_limits.clean();
     }
 }

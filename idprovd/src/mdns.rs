@@ -61,12 +61,16 @@ pub struct Advert {
 }
 
 /// Start advertising; the task withdraws the record and ends when `shutdown`
-/// is cancelled. Returns `None` when mDNS is disabled.
+/// is cancelled. Returns `None` when mDNS is disabled, else the task and the
+/// responder (the rogue-advertiser monitor browses with it). What is
+/// advertised is kept in `own`, and a notification on `own.reannounce`
+/// announces the records again (monitor.rs).
 pub fn spawn(
     cfg: &MdnsConfig,
     advert: Advert,
+    own: std::sync::Arc<crate::monitor::OwnAdvert>,
     shutdown: CancellationToken,
-) -> Result<Option<JoinHandle<()>>> {
+) -> Result<Option<(JoinHandle<()>, ServiceDaemon)>> {
     if !cfg.enabled {
         return Ok(None);
     }
@@ -96,14 +100,26 @@ pub fn spawn(
         })
     );
     let interfaces = cfg.interfaces.clone();
-    Ok(Some(tokio::spawn(async move {
+    let responder = mdns.clone();
+    let task = tokio::spawn(async move {
         let mut current: Vec<IpAddr> = Vec::new();
         let mut registered: Option<String> = None;
+        let mut announced_once = false;
+        let mut announced: Option<ServiceInfo> = None;
         let mut tick = tokio::time::interval(ADDRESS_POLL);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tick.tick() => {}
+                _ = own.reannounce.notified() => {
+                    if let Some(info) = announced.clone() {
+                        tracing::info!(instance = info.get_fullname(), "mDNS: announcing again after an alert");
+                        if let Err(e) = mdns.register(info) {
+                            tracing::warn!(error = %e, "mDNS: re-announce failed");
+                        }
+                    }
+                    continue;
+                }
             }
             let addrs = addresses(&interfaces, advert.listen);
             if addrs == current && registered.is_some() {
@@ -113,19 +129,42 @@ pub fn spawn(
                 if registered.is_some() {
                     tracing::warn!("mDNS: no IPv4 address left to advertise; withdrawing");
                 }
+                own.withdrawing();
                 withdraw(&mdns, registered.take()).await;
+                announced = None;
                 current = addrs;
                 continue;
             }
             match service(&instance, &target, &addrs, &advert) {
-                Ok(info) => {
+                Ok(mut info) => {
+                    // The first registration probes for a name conflict (another
+                    // daemon with the same instance name). A re-announcement of
+                    // our own name must not: its probe would meet our own
+                    // goodbye and rename us to "NAME (2)".
+                    if announced_once {
+                        info.set_requires_probe(false);
+                    }
                     // Withdraw first so devices drop addresses that are gone.
+                    if registered.is_some() {
+                        own.withdrawing();
+                    }
                     withdraw(&mdns, registered.take()).await;
                     let name = info.get_fullname().to_string();
+                    let record = crate::monitor::OwnRecord {
+                        fullname: name.clone(),
+                        host: target.clone(),
+                        addresses: addrs.clone(),
+                        port: advert.listen.port(),
+                        daemon_id: advert.daemon_id.clone(),
+                        ca_fingerprint: advert.ca_fingerprint.clone(),
+                    };
+                    announced = Some(info.clone());
                     match mdns.register(info) {
                         Ok(()) => {
+                            own.registered(record);
                             tracing::info!(instance = %name, addresses = ?addrs, port = advert.listen.port(), "mDNS: advertising");
                             registered = Some(name);
+                            announced_once = true;
                             current = addrs;
                         }
                         Err(e) => tracing::warn!(error = %e, "mDNS: register failed; retrying"),
@@ -137,11 +176,13 @@ pub fn spawn(
                 }
             }
         }
+        own.withdrawing();
         withdraw(&mdns, registered.take()).await;
         if let Ok(rx) = mdns.shutdown() {
             let _ = tokio::time::timeout(WITHDRAW_TIMEOUT, rx.recv_async()).await;
         }
-    })))
+    });
+    Ok(Some((task, responder)))
 }
 
 fn service(instance: &str, target: &str, addrs: &[IpAddr], a: &Advert) -> Result<ServiceInfo> {

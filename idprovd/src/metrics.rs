@@ -296,6 +296,9 @@ pub fn proof_class(e: &crate::proof::ProofError) -> &'static str {
         P::Expired => "expired",
         P::TooLongLived => "lifetime",
         P::Jti => "jti",
+        P::ChannelBindingMalformed | P::ChannelBindingMismatch | P::ChannelBindingMissing => {
+            "channel_binding"
+        }
     }
 }
 

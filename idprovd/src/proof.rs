@@ -21,6 +21,8 @@ pub struct VerifiedProof {
     /// How long the daemon must remember `jti` (exp + skew).
     pub remember_until: i64,
     pub kid: Option<String>,
+    /// The channel binding the proof claims (RFC 9266), decoded.
+    pub cbt: Option<Vec<u8>>,
 }
 
 /// The exact reason, for logs and audit only; callers answer
@@ -55,6 +57,12 @@ pub enum ProofError {
     TooLongLived,
     #[error("jti missing or malformed")]
     Jti,
+    #[error("cbt is not base64url of 32 bytes")]
+    ChannelBindingMalformed,
+    #[error("cbt does not match this TLS connection (relayed proof?)")]
+    ChannelBindingMismatch,
+    #[error("cbt missing and proof.require_channel_binding is set")]
+    ChannelBindingMissing,
 }
 
 pub fn verify(
@@ -145,9 +153,48 @@ pub fn verify(
     if !jti_ok {
         return Err(ProofError::Jti);
     }
+    let cbt = match &c.cbt {
+        None => None,
+        Some(b) => {
+            use base64::Engine;
+            let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(b)
+                .map_err(|_| ProofError::ChannelBindingMalformed)?;
+            if raw.len() != idprov_proto::device::CHANNEL_BINDING_LEN {
+                return Err(ProofError::ChannelBindingMalformed);
+            }
+            Some(raw)
+        }
+    };
     Ok(VerifiedProof {
         jti: c.jti,
         remember_until: c.exp + skew,
         kid: header.kid,
+        cbt,
     })
+}
+
+/// Channel binding (RFC 9266): a proof that names a TLS connection must have
+/// come on that connection, so a rogue server cannot relay a device's proof
+/// to this daemon. A proof without `cbt` is accepted unless `required`
+/// (devices whose TLS stack cannot export keying material).
+pub fn check_binding(
+    proof: &VerifiedProof,
+    connection: Option<&[u8]>,
+    required: bool,
+) -> Result<(), ProofError> {
+    match (&proof.cbt, connection) {
+        (Some(claimed), Some(actual)) => {
+            if subtle::ConstantTimeEq::ct_eq(claimed.as_slice(), actual).into() {
+                Ok(())
+            } else {
+                Err(ProofError::ChannelBindingMismatch)
+            }
+        }
+        // The connection has no exporter (should not happen with rustls):
+        // nothing can be checked, so a claim cannot be honoured.
+        (Some(_), None) => Err(ProofError::ChannelBindingMismatch),
+        (None, _) if required => Err(ProofError::ChannelBindingMissing),
+        (None, _) => Ok(()),
+    }
 }

@@ -124,7 +124,20 @@ pub async fn serve(
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .map(|c| Arc::new(c.clone().into_owned()));
-            let info = ConnInfo { peer, client_cert };
+            let channel_binding = tls
+                .get_ref()
+                .1
+                .export_keying_material(
+                    [0u8; idprov_proto::device::CHANNEL_BINDING_LEN],
+                    idprov_proto::device::CHANNEL_BINDING_LABEL,
+                    None,
+                )
+                .ok();
+            let info = ConnInfo {
+                peer,
+                client_cert,
+                channel_binding,
+            };
             let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
                 req.extensions_mut().insert(info.clone());
                 router.clone().oneshot(req)

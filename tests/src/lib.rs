@@ -45,6 +45,9 @@ pub fn test_config(dir: &Path) -> Config {
     cfg.pending.retry_after = Duration::from_secs(2);
     // Never advertise on the machine's real interfaces.
     cfg.mdns.enabled = false;
+    // Tests send many requests, good and bad, from 127.0.0.1; the security
+    // tests turn the limits back on.
+    cfg.rate_limit.enabled = false;
     // Metrics on a port of its own: tests run many daemons at once.
     cfg.metrics.listen = "127.0.0.1:0".parse().expect("literal address");
     cfg
@@ -269,6 +272,7 @@ impl DeviceKey {
             jti: random_jti(),
             nbf: None,
             iss: None,
+            cbt: None,
         };
         let mut h = Header::new(self.alg);
         h.typ = Some(PROOF_TYP.to_string());

@@ -265,6 +265,11 @@ pub fn lan_config(dir: &Path, instance: &str) -> Config {
     cfg.mdns.enabled = true;
     cfg.mdns.interfaces = vec!["eth0".into()];
     cfg.mdns.instance_name = Some(instance.into());
+    // Several daemons share some of these LANs: alert on each other, but do
+    // not pause (the security tests set `pause`).
+    cfg.monitor.on_rogue = idprovd::monitor::OnRogue::Alert;
+    // Pending devices poll every second here.
+    cfg.rate_limit.device_per_minute = 120;
     // A restart must not race the old metrics listener for a fixed port.
     cfg.metrics.listen = (Ipv4Addr::LOCALHOST, 0).into();
     cfg

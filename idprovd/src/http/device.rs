@@ -31,9 +31,18 @@ pub fn routes() -> Router<Arc<Daemon>> {
 async fn provision(
     State(d): State<Arc<Daemon>>,
     Extension(conn): Extension<ConnInfo>,
-    JsonBody(req): JsonBody<ProvisionRequest>,
+    body: Result<JsonBody<ProvisionRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
-    let answer = d.provision(req, conn.peer).await?;
+    // Rate limits and failure accounting (ratelimit.rs), then the decision.
+    d.limit_source(&conn)?;
+    let body = body.inspect_err(|e| d.after_failure(&conn, None, e));
+    let JsonBody(req) = body?;
+    let id = req.device_id.to_string();
+    d.limit_device(&id)?;
+    let binding = conn.channel_binding.as_ref().map(|b| &b[..]);
+    let answer = d.provision(req, conn.peer, binding).await;
+    d.after_request(&conn, Some(&id), &answer);
+    let answer = answer?;
     Ok(match &answer {
         ProvisionResponse::Approved(_) => (StatusCode::OK, Json(answer)).into_response(),
         ProvisionResponse::Pending(p) => {
@@ -49,9 +58,17 @@ async fn provision(
 async fn renew(
     State(d): State<Arc<Daemon>>,
     Extension(conn): Extension<ConnInfo>,
-    JsonBody(req): JsonBody<RenewRequest>,
+    body: Result<JsonBody<RenewRequest>, ApiError>,
 ) -> Result<Json<ProvisionResponse>, ApiError> {
-    let creds = d.renew(req, conn.peer).await?;
+    d.limit_source(&conn)?;
+    let body = body.inspect_err(|e| d.after_failure(&conn, None, e));
+    let JsonBody(req) = body?;
+    let binding = conn.channel_binding.as_ref().map(|b| &b[..]);
+    // The device is known only once the token is verified; renewals are
+    // limited per source (and a failed one costs more).
+    let creds = d.renew(req, conn.peer, binding).await;
+    d.after_request(&conn, None, &creds);
+    let creds = creds?;
     Ok(Json(ProvisionResponse::Approved(creds)))
 }
 

@@ -2,6 +2,7 @@
 //! time limit) and the per-connection information handlers may need.
 
 pub mod admin;
+pub mod alerts;
 pub mod device;
 pub mod error;
 pub mod extract;
@@ -28,6 +29,9 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// The client certificate of a mutual-TLS connection, if one was sent.
     pub client_cert: Option<Arc<rustls_pki_types::CertificateDer<'static>>>,
+    /// RFC 9266 `tls-exporter` value of this connection (32 bytes), checked
+    /// against a proof's `cbt` claim (channel binding, monitor.rs).
+    pub channel_binding: Option<[u8; idprov_proto::device::CHANNEL_BINDING_LEN]>,
 }
 
 /// The whole API.
@@ -40,6 +44,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .merge(device::routes())
         .merge(admin::routes())
         .merge(admin::stream_routes())
+        .merge(alerts::routes())
         .merge(oob_import::routes())
         .merge(x509::routes())
         .merge(crate::backup::routes())

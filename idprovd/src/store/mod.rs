@@ -8,6 +8,7 @@
 
 mod audit;
 mod backup;
+mod identity;
 mod oob_import;
 mod records;
 mod x509;

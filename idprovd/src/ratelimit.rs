@@ -1,0 +1,334 @@
+//! Request rate limits on the device API, per source address and per device
+//! ID (GCRA buckets from `governor`), answered with `429 rate_limited` and
+//! `Retry-After`.
+//!
+//! Every request costs one cell of both buckets; a request that fails
+//! (bad proof, refused, malformed) is charged [`RateLimitConfig::failure_cost`]
+//! cells in all, so a device that keeps failing is slowed down sooner than a
+//! healthy one, and guessing is expensive.
+//!
+//! Memory is bounded: IPv6 sources are keyed by their /64 (one host can hold
+//! a whole prefix), buckets that are back to full are dropped by
+//! `retain_recent` on every housekeeping tick and whenever a map grows past
+//! `max_tracked`, and the per-device map only sees requests that passed the
+//! per-source limit.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+use idprov_proto::ErrorCode;
+use serde::{Deserialize, Serialize};
+
+use crate::http::error::ApiError;
+
+/// `[rate_limit]` configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    pub enabled: bool,
+    /// Sustained device-API requests per second from one source address
+    /// (IPv6: one /64).
+    pub source_per_second: u32,
+    /// Requests one source may send at once before the sustained rate applies.
+    pub source_burst: u32,
+    /// Sustained requests per minute naming one device ID.
+    pub device_per_minute: u32,
+    pub device_burst: u32,
+    /// Cells a failed request costs in all (a success costs 1).
+    pub failure_cost: u32,
+    /// Buckets kept per map before stale ones are dropped early.
+    pub max_tracked: usize,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            enabled: true,
+            source_per_second: 20,
+            source_burst: 60,
+            device_per_minute: 30,
+            device_burst: 10,
+            failure_cost: 5,
+            max_tracked: 100_000,
+        }
+    }
+}
+
+impl RateLimitConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.enabled
+            && [
+                self.source_per_second,
+                self.source_burst,
+                self.device_per_minute,
+                self.device_burst,
+                self.failure_cost,
+            ]
+            .contains(&0)
+        {
+            return Err("rate_limit: rates, bursts and failure_cost must be positive".into());
+        }
+        if self.max_tracked == 0 {
+            return Err("rate_limit.max_tracked must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// The limiters of one daemon.
+pub struct RateLimits {
+    cfg: RateLimitConfig,
+    by_source: DefaultKeyedRateLimiter<IpAddr>,
+    by_device: DefaultKeyedRateLimiter<String>,
+    clock: DefaultClock,
+    /// Milliseconds since `born` of the last early clean-up.
+    last_clean_ms: AtomicU64,
+    born: Instant,
+}
+
+fn nz(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
+}
+
+impl RateLimits {
+    pub fn new(cfg: &RateLimitConfig) -> RateLimits {
+        let source = Quota::per_second(nz(cfg.source_per_second)).allow_burst(nz(cfg.source_burst));
+        let device = Quota::per_minute(nz(cfg.device_per_minute)).allow_burst(nz(cfg.device_burst));
+        RateLimits {
+            cfg: cfg.clone(),
+            by_source: DefaultKeyedRateLimiter::keyed(source),
+            by_device: DefaultKeyedRateLimiter::keyed(device),
+            clock: DefaultClock::default(),
+            last_clean_ms: AtomicU64::new(0),
+            born: Instant::now(),
+        }
+    }
+
+    /// Charge one request from `source` and/or naming `device`.
+    pub fn check(&self, source: Option<IpAddr>, device: Option<&str>) -> Result<(), ApiError> {
+        if !self.cfg.enabled {
+            return Ok(());
+        }
+        self.clean_if_large();
+        if let Some(source) = source
+            && let Err(not_until) = self.by_source.check_key(&source_key(source))
+        {
+            return Err(limited(
+                not_until.wait_time_from(self.clock.now()),
+                "too many requests from this address",
+            ));
+        }
+        if let Some(id) = device
+            && let Err(not_until) = self.by_device.check_key(&id.to_string())
+        {
+            return Err(limited(
+                not_until.wait_time_from(self.clock.now()),
+                "too many requests for this device",
+            ));
+        }
+        Ok(())
+    }
+
+    /// A request failed: charge the extra cost. Whether the buckets run dry
+    /// now only matters for the next request.
+    pub fn charge_failure(&self, source: Option<IpAddr>, device: Option<&str>) {
+        if !self.cfg.enabled || self.cfg.failure_cost <= 1 {
+            return;
+        }
+        // GCRA charges n cells all or nothing; one at a time takes what is
+        // left when fewer remain.
+        if let Some(source) = source {
+            let source = source_key(source);
+            for _ in 1..self.cfg.failure_cost {
+                if self.by_source.check_key(&source).is_err() {
+                    break;
+                }
+            }
+        }
+        if let Some(id) = device {
+            let id = id.to_string();
+            for _ in 1..self.cfg.failure_cost {
+                if self.by_device.check_key(&id).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Drop buckets that are full again (housekeeping).
+    pub fn clean(&self) {
+        self.by_source.retain_recent();
+        self.by_device.retain_recent();
+        self.by_source.shrink_to_fit();
+        self.by_device.shrink_to_fit();
+    }
+
+    /// Buckets currently held (sources, devices).
+    pub fn tracked(&self) -> (usize, usize) {
+        (self.by_source.len(), self.by_device.len())
+    }
+
+    fn clean_if_large(&self) {
+        let max = self.cfg.max_tracked;
+        if self.by_source.len() <= max && self.by_device.len() <= max {
+            return;
+        }
+        // At most once a second: retain_recent walks the whole map.
+        let now = self.born.elapsed().as_millis() as u64;
+        let last = self.last_clean_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < 1000
+            || self
+                .last_clean_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        self.clean();
+    }
+}
+
+impl crate::Daemon {
+    /// The per-source check of a device-API request, before anything else.
+    pub fn limit_source(&self, conn: &crate::http::ConnInfo) -> Result<(), ApiError> {
+        self.rate_limits.check(Some(conn.peer.ip()), None)
+    }
+
+    /// The per-device check, once the request names its device.
+    pub fn limit_device(&self, device_id: &str) -> Result<(), ApiError> {
+        self.rate_limits.check(None, Some(device_id))
+    }
+
+    /// Account for a finished request: failures cost extra, and refused
+    /// proofs count towards the `proof_failures` flag.
+    pub fn after_request<T>(
+        &self,
+        conn: &crate::http::ConnInfo,
+        device_id: Option<&str>,
+        result: &Result<T, ApiError>,
+    ) {
+        if let Err(e) = result {
+            self.after_failure(conn, device_id, e);
+        }
+    }
+
+    pub fn after_failure(
+        &self,
+        conn: &crate::http::ConnInfo,
+        device_id: Option<&str>,
+        e: &ApiError,
+    ) {
+        if is_failure(e.code) {
+            self.rate_limits
+                .charge_failure(Some(conn.peer.ip()), device_id);
+        }
+        if e.code == ErrorCode::InvalidProof {
+            self.proof_failures.record(device_id, conn.peer.ip());
+        }
+    }
+}
+
+/// IPv6 sources are limited per /64; IPv4-mapped addresses as IPv4.
+fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+fn limited(wait: Duration, message: &str) -> ApiError {
+    // Round up: a client that waits exactly Retry-After must get through.
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    ApiError::new(ErrorCode::RateLimited, message).retry(secs.max(1))
+}
+
+/// Answers that cost [`RateLimitConfig::failure_cost`]: the caller did
+/// something wrong, not something early.
+pub fn is_failure(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::BadRequest
+            | ErrorCode::InvalidProof
+            | ErrorCode::InvalidToken
+            | ErrorCode::Refused
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> RateLimitConfig {
+        RateLimitConfig {
+            source_per_second: 1,
+            source_burst: 5,
+            device_per_minute: 1,
+            device_burst: 3,
+            ..RateLimitConfig::default()
+        }
+    }
+
+    #[test]
+    fn source_burst_then_429_with_retry_after() {
+        let r = RateLimits::new(&cfg());
+        let ip: IpAddr = "10.0.0.1".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        for _ in 0..5 {
+            assert!(r.check(Some(ip), None).is_ok());
+        }
+        let e = r.check(Some(ip), None).err();
+        assert_eq!(e.as_ref().map(|e| e.code), Some(ErrorCode::RateLimited));
+        assert!(e.and_then(|e| e.retry_after).is_some_and(|s| s >= 1));
+        // Another address is not affected.
+        assert!(
+            r.check(Some("10.0.0.2".parse().unwrap_or(ip)), None)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn failures_cost_more() {
+        let r = RateLimits::new(&cfg());
+        let ip: IpAddr = "10.0.0.3".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        assert!(r.check(Some(ip), Some("d1")).is_ok());
+        r.charge_failure(Some(ip), Some("d1"));
+        // The device's 3 cells are gone (1 + what was left of 4), and the
+        // address's 5 (1 + 4): one failure costs what five successes do.
+        let other: IpAddr = "10.0.0.5".parse().unwrap_or(ip);
+        assert!(r.check(Some(other), Some("d1")).is_err());
+        assert!(r.check(Some(ip), None).is_err());
+        assert!(r.check(Some(other), Some("d2")).is_ok());
+    }
+
+    #[test]
+    fn ipv6_hosts_of_one_prefix_share_a_bucket() {
+        let a: IpAddr = "2001:db8::1".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let b: IpAddr = "2001:db8::ffff:2"
+            .parse()
+            .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        assert_eq!(source_key(a), source_key(b));
+        let m: IpAddr = "::ffff:10.1.2.3".parse().unwrap_or(a);
+        assert_eq!(source_key(m), IpAddr::from([10, 1, 2, 3]));
+    }
+
+    #[test]
+    fn disabled_never_limits() {
+        let r = RateLimits::new(&RateLimitConfig {
+            enabled: false,
+            ..cfg()
+        });
+        let ip: IpAddr = "10.0.0.4".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        for _ in 0..50 {
+            assert!(r.check(Some(ip), Some("x")).is_ok());
+        }
+    }
+}
