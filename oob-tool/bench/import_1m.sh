@@ -14,8 +14,12 @@ WORK=${2:-/tmp/idprov-oob-bench}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 mkdir -p "$WORK"
 cd "$ROOT"
-cargo build --release -q -p idprovd -p idprov-oob --example bench_file
-BIN=$ROOT/target/release
+# IDPROV_BIN: a directory with release builds of idprovd, idprov-oob and
+# examples/bench_file (skips the build).
+if [ -z "${IDPROV_BIN:-}" ]; then
+  cargo build --release -q -p idprovd -p idprov-oob --bins --example bench_file
+fi
+BIN=${IDPROV_BIN:-$ROOT/target/release}
 FILE=$WORK/bench-$N.csv
 if [ ! -s "$FILE" ]; then
   /usr/bin/time -f "generate: %e s wall, %M KiB max RSS" \

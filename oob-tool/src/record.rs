@@ -80,16 +80,17 @@ pub struct Checked {
 pub fn check_record(raw: &RawRecord, base: &Path, check: Check) -> Result<Checked, Vec<String>> {
     let mut errors = Vec::new();
 
-    let device_id = match raw.device_id.trim().parse::<DeviceId>() {
-        Ok(id) => Some(id),
-        Err(e) if raw.device_id.trim().is_empty() => {
-            let _ = e;
-            errors.push("device_id is empty".to_string());
-            None
-        }
-        Err(e) => {
-            errors.push(format!("device_id {}: {e}", quoted(&raw.device_id)));
-            None
+    let id_text = raw.device_id.trim();
+    let device_id = if id_text.is_empty() {
+        errors.push("device_id is empty".to_string());
+        None
+    } else {
+        match id_text.parse::<DeviceId>() {
+            Ok(id) => Some(id),
+            Err(e) => {
+                errors.push(format!("device_id {}: {e}", quoted(&raw.device_id)));
+                None
+            }
         }
     };
 

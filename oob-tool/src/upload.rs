@@ -1,7 +1,7 @@
-//! Sending a checked import to the daemon. Small imports (up to
-//! `MAX_OOB_BATCH` entries, no `--prune`) go in one `POST /admin/oob`; larger
-//! ones through an import session: numbered chunks, staged by the daemon, then
-//! one commit. Either way the daemon applies all of it or none of it.
+//! Sending a checked import to the daemon: an import session (numbered
+//! chunks, staged and checked again by the daemon, then one commit). A daemon
+//! without import sessions gets small imports in one `POST /admin/oob`.
+//! Either way the daemon applies all of it or none of it.
 
 use std::sync::Arc;
 

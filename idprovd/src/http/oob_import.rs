@@ -89,41 +89,19 @@ impl Registry {
     fn remove(&self, sid: &str) {
         self.lock().remove(sid);
     }
-
-    /// Sessions idle for too long, taken out of the map.
-    fn take_idle(&self) -> Vec<String> {
-        let limit = Duration::from_secs(IMPORT_IDLE_SECS);
-        let mut map = self.lock();
-        let idle: Vec<String> = map
-            .iter()
-            .filter(|(_, s)| s.try_lock().is_ok_and(|s| s.last_used.elapsed() > limit))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in &idle {
-            map.remove(k);
-        }
-        idle
-    }
 }
 
-/// Drop idle sessions (and their staging), plus, on the first call since
-/// start, staging tables no live session owns.
-async fn housekeeping(d: &Arc<Daemon>, reg: &Shared) -> Result<(), ApiError> {
-    let idle = reg.take_idle();
-    let first = !reg.swept.swap(true, std::sync::atomic::Ordering::SeqCst);
-    if idle.is_empty() && !first {
+/// Once per daemon start: drop staging tables that no live session owns
+/// (imports cut short by a crash or restart).
+async fn sweep_once(d: &Arc<Daemon>, reg: &Shared) -> Result<(), ApiError> {
+    if reg.swept.swap(true, std::sync::atomic::Ordering::SeqCst) {
         return Ok(());
     }
     let live: HashSet<String> = reg.lock().keys().cloned().collect();
     d.write(move |_, tx| {
-        if first {
-            let n = tx.drop_stale_oob_staging(&live)?;
-            if n > 0 {
-                tracing::info!(tables = n, "dropped staging tables of unfinished imports");
-            }
-        }
-        for sid in &idle {
-            tx.drop_oob_staging(sid)?;
+        let n = tx.drop_stale_oob_staging(&live)?;
+        if n > 0 {
+            tracing::info!(tables = n, "dropped staging tables of unfinished imports");
         }
         Ok(())
     })
@@ -137,7 +115,7 @@ async fn start(
     req: Request,
 ) -> Result<Response, ApiError> {
     let opts: OobImportStart = json_body(req, 64 * 1024).await?;
-    housekeeping(&d, &reg).await?;
+    sweep_once(&d, &reg).await?;
     let id = crate::tokens::base64_id();
     {
         let mut map = reg.lock();
@@ -162,6 +140,7 @@ async fn start(
             })),
         );
     }
+    tokio::spawn(reap_when_idle(Arc::downgrade(&d), reg.clone(), id.clone()));
     tracing::info!(admin = %a.name, session = %id, replace = opts.replace, prune = opts.prune, "OOB import started");
     Ok((
         StatusCode::CREATED,
@@ -171,6 +150,38 @@ async fn start(
         }),
     )
         .into_response())
+}
+
+/// End a session nobody has used for [`IMPORT_IDLE_SECS`] and drop what it
+/// staged. Holds the daemon only weakly, so a stopped daemon can close its
+/// store without waiting for this task.
+async fn reap_when_idle(d: std::sync::Weak<Daemon>, reg: Shared, sid: String) {
+    let limit = Duration::from_secs(IMPORT_IDLE_SECS);
+    loop {
+        tokio::time::sleep(limit / 5).await;
+        let Ok(session) = reg.get(&sid) else {
+            return; // committed or aborted
+        };
+        let mut s = session.lock().await;
+        if s.closed {
+            return;
+        }
+        if s.last_used.elapsed() <= limit {
+            continue;
+        }
+        // Closed under the lock: a late chunk cannot race the drop.
+        s.closed = true;
+        reg.remove(&sid);
+        let Some(d) = d.upgrade() else { return };
+        let id = sid.clone();
+        match d.write(move |_, tx| Ok(tx.drop_oob_staging(&id)?)).await {
+            Ok(()) => tracing::info!(session = %sid, "idle OOB import session dropped"),
+            Err(e) => {
+                tracing::warn!(session = %sid, error = ?e, "could not drop idle import staging")
+            }
+        }
+        return;
+    }
 }
 
 /// The session, locked, checked to belong to this administrator and open.
