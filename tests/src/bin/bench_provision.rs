@@ -98,6 +98,7 @@ async fn run(args: Args) -> Result<()> {
         .arg("--data-dir")
         .arg(&dir)
         .env("IDPROVD_MDNS__ENABLED", "false")
+        .env("IDPROVD_METRICS__LISTEN", "127.0.0.1:0")
         .env("IDPROVD_TOKENS__LIFETIME", "1h")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -107,13 +108,16 @@ async fn run(args: Args) -> Result<()> {
     let proc = Proc { child };
     let pid = proc.child.id();
     let mut url = String::new();
-    for line in BufReader::new(stdout).lines() {
+    let mut lines = BufReader::new(stdout).lines();
+    for line in lines.by_ref() {
         let line = line?;
         if let Some(u) = line.split("listening on ").nth(1) {
             url = u.trim().to_string();
             break;
         }
     }
+    // Keep reading: a closed pipe would kill the daemon's next println.
+    std::thread::spawn(move || lines.for_each(drop));
     if url.is_empty() {
         bail!("daemon did not start");
     }
