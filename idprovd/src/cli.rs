@@ -101,6 +101,9 @@ pub enum Command {
         /// Administrator profile (default: the data dir's admin.profile).
         #[arg(long, value_hint = clap::ValueHint::FilePath)]
         profile: Option<PathBuf>,
+        /// Daemon URL, e.g. https://127.0.0.1:8445 (default: the profile's).
+        #[arg(long)]
+        server: Option<String>,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,

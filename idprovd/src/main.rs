@@ -95,7 +95,12 @@ fn real_main() -> Result<()> {
             Ok(())
         }
         Command::Admin { command } => admin(cfg, command),
-        Command::Backup { out, profile, json } => backup(&cfg, &out, profile.as_deref(), json),
+        Command::Backup {
+            out,
+            profile,
+            server,
+            json,
+        } => backup(&cfg, &out, profile.as_deref(), server, json),
         Command::Restore {
             file,
             force,
@@ -206,12 +211,22 @@ fn admin(cfg: Config, cmd: AdminCommand) -> Result<()> {
 
 /// Ask the running daemon for a backup, check it completely, then move it
 /// into place (0600): a failed or truncated download never replaces `out`.
-fn backup(cfg: &Config, out: &Path, profile: Option<&Path>, json: bool) -> Result<()> {
+fn backup(
+    cfg: &Config,
+    out: &Path,
+    profile: Option<&Path>,
+    server: Option<String>,
+    json: bool,
+) -> Result<()> {
     let profile_path = match profile {
         Some(p) => p.to_path_buf(),
         None => cfg.data_dir.join(admins::FIRST_PROFILE),
     };
-    let client = idprov_admin_client::AdminClient::from_profile_path(Some(&profile_path))?;
+    let (_, mut profile) = idprov_admin_client::load_profile(Some(&profile_path))?;
+    if let Some(s) = server {
+        profile.server = s;
+    }
+    let client = idprov_admin_client::AdminClient::new(&profile)?;
     let dir = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => std::path::PathBuf::from("."),

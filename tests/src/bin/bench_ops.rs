@@ -127,7 +127,7 @@ fn main() -> Result<()> {
     let out = Command::new(&bin)
         .args(["--no-mdns", "--data-dir"])
         .arg(&dir)
-        .args(["backup", "--out"])
+        .args(["backup", "--server", &d.url, "--out"])
         .arg(&file)
         .output()?;
     let backup_wall = t.elapsed();
@@ -288,6 +288,8 @@ struct Daemon {
     child: Child,
     ready_after: Duration,
     metrics_url: String,
+    /// The HTTPS URL (the admin profile names the first start's port).
+    url: String,
     sock: UnixDatagram,
 }
 
@@ -326,8 +328,12 @@ impl Daemon {
         let ready_after = t.elapsed();
         let stdout = child.stdout.take().context("stdout")?;
         let mut metrics_url = String::new();
+        let mut url = String::new();
         for line in BufReader::new(stdout).lines() {
             let line = line?;
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                url = rest.trim().to_string();
+            }
             if let Some(rest) = line.strip_prefix("metrics on ") {
                 metrics_url = rest.trim().to_string();
                 break;
@@ -340,6 +346,7 @@ impl Daemon {
             child,
             ready_after,
             metrics_url,
+            url,
             sock,
         })
     }
@@ -356,7 +363,14 @@ impl Daemon {
         Ok(())
     }
 
-    fn kill(mut self) {
+    fn kill(self) {
+        // Drop kills.
+    }
+}
+
+impl Drop for Daemon {
+    /// Never leave a daemon behind when the benchmark fails half way.
+    fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
