@@ -142,10 +142,10 @@ async fn run(client: Client, tx: watch::Sender<Credentials>) -> Error {
                 }
             }
         };
-        inner.events.emit(Event::Renewed {
-            expires_at: next.expires_at,
-        });
+        // Publish first, so whoever reacts to the event reads the new token.
+        let expires_at = next.expires_at;
         tx.send_replace(next);
+        inner.events.emit(Event::Renewed { expires_at });
     }
 }
 

@@ -396,6 +396,8 @@ async fn python_zeroconf_sees_the_service_its_updates_and_its_goodbye() -> Resul
                 .as_array()
                 .is_some_and(|a| a.iter().any(|x| x == "10.213.0.200"));
             if has_new {
+                // Re-announced under its own name, not renamed by a conflict.
+                assert_eq!(v["name"], "hub-z._idprov._tcp.local.", "{v}");
                 break;
             }
         }
