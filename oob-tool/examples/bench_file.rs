@@ -35,17 +35,17 @@ fn main() -> anyhow::Result<()> {
                         (from..to)
                             .map(|i| {
                                 let pair = idprov_oob::generate::es256()?;
-                                Ok(format!(
-                                    "bench-{i:07},\"{}\",ES256_PEM\n",
-                                    pair.public_pem
-                                ))
+                                Ok(format!("bench-{i:07},\"{}\",ES256_PEM\n", pair.public_pem))
                             })
                             .collect()
                     })
                 })
                 .collect();
             hs.into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("thread failed"))))
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("thread failed")))
+                })
                 .collect()
         });
         for p in parts {
