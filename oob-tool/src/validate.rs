@@ -3,15 +3,16 @@
 //! Pass one ([`validate`]) checks every row in full — keys are parsed with
 //! `idprov_proto` on all cores — plus the checks across rows (a device ID
 //! twice, one MAC or one key under two IDs), and collects every problem with
-//! its line. It keeps only compact hashes of what it has seen, never the
-//! entries, so memory stays small however large the files are.
+//! its line. It keeps only 8-byte hashes of what it has seen, never the
+//! entries (see [`Seen`]), so memory stays small however large the files
+//! are.
 //!
 //! Pass two ([`read_entries`]) reads the same files again and hands out the
 //! entries for upload. Both passes fold every entry into a SHA-256 digest;
 //! the upload is committed only if the digests agree, so a file that changed
 //! in between is never half-imported.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
 
 use anyhow::bail;
@@ -113,10 +114,7 @@ pub fn validate(inputs: &[Input], progress: &dyn Fn(u64)) -> anyhow::Result<Summ
                         .problems
                         .extend(messages.into_iter().map(|message| Problem { loc, message })),
                     Ok(checked) => {
-                        if let Some(message) = seen.check(inputs, loc, &checked) {
-                            out.problems.push(Problem { loc, message });
-                            continue;
-                        }
+                        seen.note(&checked);
                         // The daemon refuses entries that expired already.
                         if let Some(at) = checked.entry.expires_at
                             && at <= now
@@ -135,6 +133,10 @@ pub fn validate(inputs: &[Input], progress: &dyn Fn(u64)) -> anyhow::Result<Summ
             progress(rows_read);
             batch = next;
         }
+    }
+    if seen.has_suspects() {
+        out.problems.extend(confirm(inputs, &seen)?);
+        out.problems.sort_by_key(|p| (p.loc.file, p.loc.line));
     }
     out.digest = finish(ctx);
     Ok(out)
@@ -214,75 +216,146 @@ fn finish(ctx: digest::Context) -> [u8; 32] {
     out
 }
 
-/// What earlier rows used: device IDs and keys as 128-bit keyed hashes (a
-/// false match needs a 2^-128 accident), MACs exactly. Each maps to the row
-/// that used it first.
+/// The checks across rows, in two steps so that memory stays small. Pass
+/// one keeps only a keyed 64-bit hash of each device ID and key, and each
+/// MAC (8 bytes apiece, no strings, no line numbers). A value seen twice
+/// makes a suspect. Only if there are suspects does [`confirm`] read the
+/// files once more, compare the real values of the suspect rows, and report
+/// the true duplicates with the line of the first occurrence.
 struct Seen {
-    h1: RandomState,
-    h2: RandomState,
-    ids: HashMap<u128, Loc>,
-    macs: HashMap<[u8; 6], Loc>,
-    keys: HashMap<u128, Loc>,
+    hasher: RandomState,
+    ids: HashSet<u64>,
+    macs: HashSet<u64>,
+    keys: HashSet<u64>,
+    suspect_ids: HashSet<u64>,
+    suspect_macs: HashSet<u64>,
+    suspect_keys: HashSet<u64>,
 }
 
 impl Seen {
     fn new() -> Seen {
         Seen {
-            h1: RandomState::new(),
-            h2: RandomState::new(),
-            ids: HashMap::new(),
-            macs: HashMap::new(),
-            keys: HashMap::new(),
+            hasher: RandomState::new(),
+            ids: HashSet::new(),
+            macs: HashSet::new(),
+            keys: HashSet::new(),
+            suspect_ids: HashSet::new(),
+            suspect_macs: HashSet::new(),
+            suspect_keys: HashSet::new(),
         }
     }
 
-    fn hash(&self, s: &str) -> u128 {
-        (u128::from(self.h1.hash_one(s)) << 64) | u128::from(self.h2.hash_one(s))
+    fn id_hash(&self, c: &Checked) -> u64 {
+        self.hasher.hash_one(c.entry.device_id.as_str())
+    }
+    fn key_hash(&self, c: &Checked) -> Option<u64> {
+        c.thumbprint.as_deref().map(|t| self.hasher.hash_one(t))
+    }
+    fn mac_bits(c: &Checked) -> Option<u64> {
+        c.entry
+            .mac
+            .map(|m| m.0.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
     }
 
-    /// The first cross-row problem of this row, or record it as seen.
-    fn check(&mut self, inputs: &[Input], loc: Loc, c: &Checked) -> Option<String> {
-        let where_ = |first: Loc| {
-            if first.file == loc.file {
-                format!("line {}", first.line)
-            } else {
-                loc_label(inputs, first)
+    fn note(&mut self, c: &Checked) {
+        let id = self.id_hash(c);
+        if !self.ids.insert(id) {
+            self.suspect_ids.insert(id);
+        }
+        if let Some(mac) = Self::mac_bits(c)
+            && !self.macs.insert(mac)
+        {
+            self.suspect_macs.insert(mac);
+        }
+        if let Some(key) = self.key_hash(c)
+            && !self.keys.insert(key)
+        {
+            self.suspect_keys.insert(key);
+        }
+    }
+
+    fn has_suspects(&self) -> bool {
+        !(self.suspect_ids.is_empty()
+            && self.suspect_macs.is_empty()
+            && self.suspect_keys.is_empty())
+    }
+}
+
+/// The second look at suspect rows (see [`Seen`]): exact values, first
+/// occurrence first. A row whose device ID is a duplicate is reported for
+/// that alone and does not count as using its MAC or key.
+fn confirm(inputs: &[Input], seen: &Seen) -> anyhow::Result<Vec<Problem>> {
+    let check = if seen.suspect_keys.is_empty() {
+        Check::Light
+    } else {
+        Check::Full
+    };
+    let mut first_ids: HashMap<String, Loc> = HashMap::new();
+    let mut first_macs: HashMap<u64, Loc> = HashMap::new();
+    let mut first_keys: HashMap<String, Loc> = HashMap::new();
+    let mut problems = Vec::new();
+    for (file, input) in inputs.iter().enumerate() {
+        let base = input.base_dir();
+        for row in input.open()? {
+            let loc = Loc {
+                file,
+                line: row.line,
+            };
+            let Ok(raw) = row.record else { continue };
+            let Ok(c) = check_record(&raw, &base, check) else {
+                continue;
+            };
+            let where_ = |first: Loc| {
+                if first.file == loc.file {
+                    format!("line {}", first.line)
+                } else {
+                    loc_label(inputs, first)
+                }
+            };
+            if seen.suspect_ids.contains(&seen.id_hash(&c)) {
+                let id = c.entry.device_id.as_str();
+                if let Some(first) = first_ids.get(id) {
+                    problems.push(Problem {
+                        loc,
+                        message: format!("device id {id} is already listed on {}", where_(*first)),
+                    });
+                    continue;
+                }
+                first_ids.insert(id.to_string(), loc);
             }
-        };
-        let id = self.hash(c.entry.device_id.as_str());
-        if let Some(first) = self.ids.get(&id) {
-            return Some(format!(
-                "device id {} is already listed on {}",
-                c.entry.device_id,
-                where_(*first)
-            ));
+            if let Some(bits) = Seen::mac_bits(&c)
+                && seen.suspect_macs.contains(&bits)
+            {
+                if let (Some(first), Some(mac)) = (first_macs.get(&bits), c.entry.mac) {
+                    problems.push(Problem {
+                        loc,
+                        message: format!(
+                            "mac {mac} is already given to another device on {}",
+                            where_(*first)
+                        ),
+                    });
+                    continue;
+                }
+                first_macs.insert(bits, loc);
+            }
+            if let (Some(hash), Some(thumb)) = (seen.key_hash(&c), c.thumbprint.as_deref())
+                && seen.suspect_keys.contains(&hash)
+            {
+                if let Some(first) = first_keys.get(thumb) {
+                    problems.push(Problem {
+                        loc,
+                        message: format!(
+                            "the same public key is already given to another device on {}",
+                            where_(*first)
+                        ),
+                    });
+                    continue;
+                }
+                first_keys.insert(thumb.to_string(), loc);
+            }
         }
-        if let Some(mac) = c.entry.mac
-            && let Some(first) = self.macs.get(&mac.0)
-        {
-            return Some(format!(
-                "mac {mac} is already given to another device on {}",
-                where_(*first)
-            ));
-        }
-        let key = c.thumbprint.as_deref().map(|t| self.hash(t));
-        if let Some(key) = key
-            && let Some(first) = self.keys.get(&key)
-        {
-            return Some(format!(
-                "the same public key is already given to another device on {}",
-                where_(*first)
-            ));
-        }
-        self.ids.insert(id, loc);
-        if let Some(mac) = c.entry.mac {
-            self.macs.insert(mac.0, loc);
-        }
-        if let Some(key) = key {
-            self.keys.insert(key, loc);
-        }
-        None
     }
+    Ok(problems)
 }
 
 /// Print problems the way compilers do: `file:line: message`.

@@ -28,6 +28,7 @@ async fn bad_csv_lists_every_problem_with_its_line_and_imports_nothing() {
         "dev 8,,02:00:00:00:00:08,",
         "dev-9,,,nothing to match on",
         "dev-10,,02:00:00:00:00:10,fine",
+        "dev-11,keys/good1.pem,,same key as dev-1",
     ];
     let text = format!("\u{feff}{}\r\n", rows.join("\r\n"));
     env.write("bad.csv", &text);
@@ -43,7 +44,8 @@ bad.csv:7: error: public_key: RSA key has 1024 bits; 2048 to 4096 are accepted
 bad.csv:8: error: public_key: a private key was given where the public key belongs; send only the public half
 bad.csv:9: error: device_id \"dev 8\": device id may contain only ASCII letters, digits and . _ : - and must start with a letter or digit
 bad.csv:10: error: give at least one of public_key, mac, secret
-8 problem(s) in 8 row(s); nothing was imported
+bad.csv:12: error: the same public key is already given to another device on line 2
+9 problem(s) in 9 row(s); nothing was imported
 ";
     assert_eq!(stderr(&out), expected);
     assert!(env.entries().await.is_empty(), "nothing may be imported");
