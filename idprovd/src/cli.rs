@@ -27,6 +27,8 @@ pub mod exit {
     pub const DATA: u8 = 4;
     /// The daemon could not be reached (backup).
     pub const UNAVAILABLE: u8 = 5;
+    /// `audit verify`: the audit chain is broken (tampering or damage).
+    pub const AUDIT_BROKEN: u8 = 6;
 }
 
 #[derive(Parser, Debug)]
@@ -35,7 +37,8 @@ pub mod exit {
     version = VERSION,
     about = "idprov hub daemon: zero-touch provisioning for IoT devices on the LAN",
     after_help = "Exit codes: 0 ok, 1 failure, 2 usage, 3 invalid configuration, \
-                  4 unusable data dir/store/backup, 5 daemon unreachable."
+                  4 unusable data dir/store/backup, 5 daemon unreachable, \
+                  6 audit chain broken."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -108,6 +111,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The tamper-evident audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Restore a backup into the data dir (--data-dir). The daemon must be
     /// stopped; a non-empty data dir is refused without --force.
     Restore {
@@ -120,6 +128,26 @@ pub enum Command {
         /// Only check the backup (every checksum); write nothing.
         #[arg(long)]
         check: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Check the hash chain and name the first broken entry (exit 6 if
+    /// broken). Reads the store of a stopped daemon, or asks a running one
+    /// through its admin API.
+    Verify {
+        /// Administrator profile for a running daemon (default: the data
+        /// dir's admin.profile).
+        #[arg(long, value_hint = clap::ValueHint::FilePath)]
+        profile: Option<PathBuf>,
+        /// Always use the admin API (default: the store file when the daemon
+        /// is stopped, the API when it runs).
+        #[arg(long)]
+        online: bool,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,

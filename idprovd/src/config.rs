@@ -326,6 +326,7 @@ impl Config {
             return bad("limits.max_connections and max_connections_per_source must be positive");
         }
         self.rate_limit.validate().map_err(ConfigError::Invalid)?;
+        self.flags.validate().map_err(ConfigError::Invalid)?;
         if self.data_dir.as_os_str().is_empty() {
             return bad("data_dir must not be empty");
         }

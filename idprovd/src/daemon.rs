@@ -287,7 +287,7 @@ impl Daemon {
             }
             let raised =
                 crate::flags::check(tx, &self.cfg.flags, id, key.thumbprint(), req.mac, seen)?;
-            if crate::flags::holds(&self.cfg.flags, &raised, entry.mac.is_some()) {
+            if crate::flags::holds(&self.cfg.flags, &raised) {
                 held = Some(raised);
             } else {
                 return self.admit_oob(tx, req, key, entry, admitted_by, raised, now, &src);

@@ -11,13 +11,15 @@
 //! | `mac_suspicious` | the claimed MAC is locally administered, multicast or all zeros |
 //! | `proof_failures` | the device ID or the source address had repeated refused proofs recently |
 //!
-//! A flagged request is never admitted automatically: an OOB match becomes a
+//! Every flag is recorded. A request raising one of the flags listed in
+//! `flags.hold` is never admitted automatically: an OOB match becomes a
 //! pending request carrying its flags, which an administrator approves or
-//! rejects. One exception: `mac_suspicious` alone does not hold a device
-//! whose OOB entry admits it by key or secret, since the MAC plays no part
-//! in that match (randomised and container MACs are locally administered).
-//! A known device presenting one of its registered keys is authenticated by
-//! that key and still served; its flags are recorded for the administrator.
+//! rejects. By default every flag but `mac_suspicious` holds: locally
+//! administered MACs are common on honest devices (randomised MACs,
+//! containers, virtual NICs), so that one is shown, not acted on, unless an
+//! administrator lists it. A known device presenting one of its registered
+//! keys is authenticated by that key and still served; its flags are
+//! recorded for the administrator.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -40,9 +42,9 @@ pub const PROOF_FAILURES: &str = "proof_failures";
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct FlagConfig {
-    /// Hold flagged requests in pending instead of admitting them by the OOB
-    /// list (false: flag and audit only).
-    pub hold: bool,
+    /// Flags that hold a request in pending instead of admitting it by the
+    /// OOB list (the others are recorded only).
+    pub hold: Vec<String>,
     /// Refused proofs for one device ID or from one address that make the
     /// next request `proof_failures`.
     pub proof_failure_threshold: u32,
@@ -54,7 +56,9 @@ pub struct FlagConfig {
 impl Default for FlagConfig {
     fn default() -> Self {
         FlagConfig {
-            hold: true,
+            hold: [KEY_REUSED, MAC_REUSED, MAC_MISMATCH, PROOF_FAILURES]
+                .map(str::to_string)
+                .to_vec(),
             proof_failure_threshold: 3,
             proof_failure_window: Duration::from_secs(600),
         }
@@ -138,12 +142,31 @@ fn suspicious(mac: MacAddr) -> Option<&'static str> {
     }
 }
 
+/// Every flag name, for checking the configuration.
+pub const ALL: [&str; 6] = [
+    REPEAT_PROVISION,
+    KEY_REUSED,
+    MAC_REUSED,
+    MAC_MISMATCH,
+    MAC_SUSPICIOUS,
+    PROOF_FAILURES,
+];
+
+impl FlagConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        match self.hold.iter().find(|h| !ALL.contains(&h.as_str())) {
+            Some(bad) => Err(format!(
+                "flags.hold: unknown flag {bad:?} (known: {})",
+                ALL.join(", ")
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Do these flags keep an OOB match from being admitted?
-pub fn holds(cfg: &FlagConfig, flags: &[Flag], admits_by_mac: bool) -> bool {
-    cfg.hold
-        && flags
-            .iter()
-            .any(|f| f.name != MAC_SUSPICIOUS || admits_by_mac)
+pub fn holds(cfg: &FlagConfig, flags: &[Flag]) -> bool {
+    flags.iter().any(|f| cfg.hold.iter().any(|h| h == f.name))
 }
 
 /// "name: detail; name: detail" for an audit entry.
@@ -238,21 +261,27 @@ mod tests {
     }
 
     #[test]
-    fn suspicious_mac_alone_holds_only_mac_admissions() {
+    fn only_listed_flags_hold() {
         let cfg = FlagConfig::default();
-        let f = vec![Flag {
-            name: MAC_SUSPICIOUS,
-            detail: String::new(),
-        }];
-        assert!(!holds(&cfg, &f, false));
-        assert!(holds(&cfg, &f, true));
-        let g = vec![Flag {
-            name: MAC_MISMATCH,
-            detail: String::new(),
-        }];
-        assert!(holds(&cfg, &g, false));
-        let off = FlagConfig { hold: false, ..cfg };
-        assert!(!holds(&off, &g, true));
+        let flag = |name| {
+            vec![Flag {
+                name,
+                detail: String::new(),
+            }]
+        };
+        assert!(!holds(&cfg, &flag(MAC_SUSPICIOUS)));
+        assert!(holds(&cfg, &flag(MAC_MISMATCH)));
+        let strict = FlagConfig {
+            hold: ALL.map(str::to_string).to_vec(),
+            ..FlagConfig::default()
+        };
+        assert!(holds(&strict, &flag(MAC_SUSPICIOUS)));
+        assert!(strict.validate().is_ok());
+        let typo = FlagConfig {
+            hold: vec!["mac_mismach".into()],
+            ..FlagConfig::default()
+        };
+        assert!(typo.validate().is_err());
     }
 
     #[test]

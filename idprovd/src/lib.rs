@@ -9,6 +9,7 @@
 
 pub mod admin_ops;
 pub mod admins;
+pub mod audit_verify;
 pub mod backup;
 pub mod certs;
 pub mod cli;

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use idprovd::cli::{AdminCommand, CaCommand, Cli, Command, exit};
+use idprovd::cli::{AdminCommand, AuditCommand, CaCommand, Cli, Command, exit};
 use idprovd::config::{Config, FlagOverrides, LogFormat, LogOverrides};
 use idprovd::{Listeners, admins, pki};
 use tokio_util::sync::CancellationToken;
@@ -28,6 +28,9 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     use idprovd::config::ConfigError;
     use idprovd::store::StoreError;
     for cause in e.chain() {
+        if cause.downcast_ref::<AuditBroken>().is_some() {
+            return exit::AUDIT_BROKEN;
+        }
         if cause.downcast_ref::<ConfigError>().is_some() {
             return exit::CONFIG;
         }
@@ -101,6 +104,14 @@ fn real_main() -> Result<()> {
             server,
             json,
         } => backup(&cfg, &out, profile.as_deref(), server, json),
+        Command::Audit {
+            command:
+                AuditCommand::Verify {
+                    profile,
+                    online,
+                    json,
+                },
+        } => audit_verify(&cfg, profile.as_deref(), online, json),
         Command::Restore {
             file,
             force,
@@ -273,6 +284,60 @@ fn backup(
         );
     }
     Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the audit chain is broken at entry {0}")]
+struct AuditBroken(u64);
+
+/// Check the audit chain: from the store file when the daemon is stopped,
+/// else (or with --online) through the admin API.
+fn audit_verify(cfg: &Config, profile: Option<&Path>, online: bool, json: bool) -> Result<()> {
+    use idprovd::audit_verify::{VerifyError, verify_dir, verify_online};
+    let offline = if online {
+        None
+    } else {
+        match verify_dir(&cfg.data_dir) {
+            Ok(r) => Some(r),
+            Err(VerifyError::Running) => None,
+            Err(e) => return Err(e).context("reading the audit log from the store"),
+        }
+    };
+    let (report, via) = match offline {
+        Some(r) => (r, "store file"),
+        None => {
+            let path = profile
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| cfg.data_dir.join(admins::FIRST_PROFILE));
+            let client = idprov_admin_client::AdminClient::from_profile_path(Some(&path))?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            let r = rt
+                .block_on(verify_online(&client))
+                .context("reading the audit log through the admin API")?;
+            (r, "admin API")
+        }
+    };
+    if json {
+        let v = serde_json::json!({ "via": via, "intact": report.is_intact(), "report": report });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else if let Some(b) = &report.broken {
+        println!(
+            "audit chain BROKEN at entry {}: {} ({} entries checked via the {via}; entries up to {} are intact)",
+            b.seq, b.reason, report.entries, report.last_good_seq
+        );
+    } else {
+        println!(
+            "audit chain intact: {} entries checked via the {via}; head {} (entry {})",
+            report.entries, report.head_hash, report.last_good_seq
+        );
+    }
+    match report.broken {
+        Some(b) => Err(AuditBroken(b.seq).into()),
+        None => Ok(()),
+    }
 }
 
 fn restore(cfg: &Config, file: &Path, force: bool, check: bool, json: bool) -> Result<()> {
