@@ -3,6 +3,7 @@
 //! that sign real proofs, and HTTPS clients pinned to the daemon's CA.
 
 pub mod netns;
+pub mod security;
 pub mod x509;
 
 use std::net::SocketAddr;
