@@ -133,11 +133,8 @@ impl CsvRows {
 
     /// The header row names the columns; any order, any subset that
     /// includes device_id. Unknown or repeated names stop the file.
-    fn read_header(&mut self) -> Result<(), Row> {
-        let err = |line, message| Row {
-            line,
-            record: Err(message),
-        };
+    fn read_header(&mut self) -> Result<(), (u64, String)> {
+        let err = |line, message| (line, message);
         match self.reader.read_record(&mut self.record) {
             Ok(true) => {}
             Ok(false) => return Err(err(1, "the file is empty (no header row)".into())),
@@ -180,10 +177,9 @@ impl Iterator for CsvRows {
             return None;
         }
         if self.columns.is_none()
-            && let Err(row) = self.read_header()
+            && let Err((line, message)) = self.read_header()
         {
-            self.done = true;
-            return Some(row);
+            return self.fail(line, message);
         }
         let columns = self.columns.as_ref()?;
         match self.reader.read_record(&mut self.record) {

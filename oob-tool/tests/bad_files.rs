@@ -1,6 +1,8 @@
 //! Bad input files: every problem is reported at once, with its line, and
 //! nothing reaches the daemon's list.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 mod common;
 
 use common::*;

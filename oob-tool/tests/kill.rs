@@ -5,6 +5,8 @@
 //! and [`daemon_host`] then serves a daemon on the given data dir until it
 //! is killed. The tool is the real `idprov-oob` binary.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 mod common;
 
 use std::path::{Path, PathBuf};

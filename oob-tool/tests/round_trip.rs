@@ -1,5 +1,7 @@
 //! Export then import changes nothing; dry runs, --prune and --replace.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 mod common;
 
 use common::*;
