@@ -290,7 +290,8 @@ struct Daemon {
     metrics_url: String,
     /// The HTTPS URL (the admin profile names the first start's port).
     url: String,
-    sock: UnixDatagram,
+    /// Kept open: the daemon keeps sending status and watchdog pings.
+    _sock: UnixDatagram,
 }
 
 impl Daemon {
@@ -347,7 +348,7 @@ impl Daemon {
             ready_after,
             metrics_url,
             url,
-            sock,
+            _sock: sock,
         })
     }
 
@@ -356,7 +357,6 @@ impl Daemon {
             .args(["-TERM", &self.child.id().to_string()])
             .status()?;
         let status = self.child.wait()?;
-        drop(self.sock);
         if !status.success() {
             bail!("idprovd exited with {status}");
         }
