@@ -373,6 +373,11 @@ impl AdminClient {
         self.call(Method::PUT, paths::PROVISIONING, None, Some(state))
             .await
     }
+    /// Security alerts raised since the daemon started (issue 7).
+    pub async fn alerts(&self) -> Result<idprov_proto::admin::AlertList, AdminError> {
+        self.call::<(), _>(Method::GET, paths::ALERTS, None, None)
+            .await
+    }
     pub async fn audit(&self, q: &ListQuery) -> Result<Page<AuditEntry>, AdminError> {
         self.call::<(), _>(Method::GET, paths::AUDIT, Some(q), None)
             .await
@@ -400,10 +405,12 @@ impl AdminClient {
         let mut resp = check(resp).await?;
         let mut n = 0u64;
         while let Some(chunk) = resp.chunk().await.map_err(connect)? {
-            out.write_all(&chunk).await.map_err(|e| AdminError::Unexpected {
-                status: 200,
-                message: format!("writing the backup: {e}"),
-            })?;
+            out.write_all(&chunk)
+                .await
+                .map_err(|e| AdminError::Unexpected {
+                    status: 200,
+                    message: format!("writing the backup: {e}"),
+                })?;
             n += chunk.len() as u64;
         }
         out.flush().await.map_err(|e| AdminError::Unexpected {

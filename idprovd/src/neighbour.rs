@@ -4,8 +4,8 @@
 //! peer's packets carry the router's MAC, so no entry means "cannot tell",
 //! never "mismatch".
 //!
-//! IPv4 comes from `/proc/net/arp`, which the kernel keeps for the daemon's
-//! own network namespace. By the time a request is read the kernel has
+//! IPv4 comes from the ARP table in procfs, which the kernel keeps per
+//! network namespace. By the time a request is read the kernel has
 //! resolved the peer (it answered the peer's TCP handshake), so the entry is
 //! there and complete. IPv6 neighbours are not in procfs (they need netlink)
 //! and are not checked.
@@ -20,7 +20,15 @@ const ATF_COM: u32 = 0x2;
 
 /// The MAC the kernel resolved for `peer`, if it is an on-link IPv4 peer.
 pub fn lookup(peer: IpAddr) -> Option<MacAddr> {
-    lookup_in(Path::new("/proc/net/arp"), peer)
+    // `/proc/net` is the namespace of the process's main thread; the
+    // calling thread's own is under thread-self (they differ when a thread
+    // entered another network namespace, as the LAN tests do).
+    let own = Path::new("/proc/thread-self/net/arp");
+    if own.exists() {
+        lookup_in(own, peer)
+    } else {
+        lookup_in(Path::new("/proc/net/arp"), peer)
+    }
 }
 
 pub fn lookup_in(table: &Path, peer: IpAddr) -> Option<MacAddr> {

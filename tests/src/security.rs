@@ -159,3 +159,104 @@ pub fn edit_audit_detail(data_dir: &Path, seq: u64, detail: &str) -> Result<()> 
     tx.commit()?;
     Ok(())
 }
+
+/// The MAC of `host`'s `eth0`, as the kernel has it.
+pub fn interface_mac(lan: &crate::netns::Lan, host: &str) -> Result<idprov_proto::MacAddr> {
+    let out = std::process::Command::new("ip")
+        .args(["-n", &lan.ns(host), "link", "show", "eth0"])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mac = text
+        .split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .context("no link/ether in `ip link show eth0`")?;
+    Ok(mac.parse()?)
+}
+
+/// A second DNS-SD responder on a LAN host advertising `_idprov._tcp`
+/// under `instance`: a rogue provisioning server. Dropping it stops the
+/// responder (without waiting for its goodbye).
+pub struct RogueAdvertiser {
+    mdns: mdns_sd::ServiceDaemon,
+    pub fullname: String,
+}
+
+impl RogueAdvertiser {
+    /// Start it on `rt`'s host, advertising `addr:port` with a fake CA.
+    pub async fn start(
+        rt: &crate::netns::NsRuntime,
+        instance: &str,
+        host_label: &str,
+        addr: std::net::Ipv4Addr,
+        port: u16,
+    ) -> Result<RogueAdvertiser> {
+        let instance = instance.to_string();
+        let host = format!("{host_label}.local.");
+        rt.run(async move {
+            // Created on a thread of the namespace: its sockets live there.
+            let mdns = mdns_sd::ServiceDaemon::new()?;
+            let ca = "ee".repeat(32);
+            let txt = [
+                ("v", "1"),
+                ("path", "/idprov/v1"),
+                ("ca", ca.as_str()),
+                ("id", "rogue"),
+            ];
+            let info = mdns_sd::ServiceInfo::new(
+                idprov_proto::SERVICE_TYPE,
+                &instance,
+                &host,
+                &[std::net::IpAddr::V4(addr)][..],
+                port,
+                &txt[..],
+            )?;
+            let fullname = info.get_fullname().to_string();
+            mdns.register(info)?;
+            anyhow::Ok(RogueAdvertiser { mdns, fullname })
+        })
+        .await?
+    }
+
+    /// Withdraw (goodbye) and stop.
+    pub async fn stop(self) {
+        if let Ok(rx) = self.mdns.unregister(&self.fullname) {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), rx.recv_async()).await;
+        }
+        if let Ok(rx) = self.mdns.shutdown() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), rx.recv_async()).await;
+        }
+    }
+}
+
+/// Unix seconds now (LAN daemons run on the system clock).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// An HTTPS client pinned to `ca_pem` whose connections leave from `local`
+/// (a device with its own address on the LAN).
+pub fn pinned_client_from(
+    ca_pem: &str,
+    local: Option<std::net::IpAddr>,
+) -> Result<reqwest::Client> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c?)?;
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .local_address(local)
+        .timeout(std::time::Duration::from_secs(30))
+        .build()?)
+}
