@@ -28,12 +28,16 @@ fn user_agent() -> &'static str {
 #[derive(Clone)]
 pub(crate) struct DaemonApi {
     http: reqwest::Client,
+    /// For the channel-bound calls (bound.rs): HTTP/1.1 only.
+    bound_tls: Arc<rustls::ClientConfig>,
     base: String,
     clock: Arc<ServerClock>,
 }
 
 impl DaemonApi {
     pub fn new(base: &str, ca: &PinnedCa, clock: Arc<ServerClock>) -> Result<Self, Error> {
+        let mut bound_tls = ca.tls_config()?;
+        bound_tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(ca.tls_config()?)
             .connect_timeout(CONNECT_TIMEOUT)
@@ -43,6 +47,7 @@ impl DaemonApi {
             .map_err(|e| Error::Config(e.to_string()))?;
         Ok(DaemonApi {
             http,
+            bound_tls: Arc::new(bound_tls),
             base: base.trim_end_matches('/').to_string(),
             clock,
         })
@@ -64,28 +69,23 @@ impl DaemonApi {
         Ok(info)
     }
 
-    /// 200 approved or 202 pending.
-    pub async fn provision(&self, req: &ProvisionRequest) -> Result<ProvisionResponse, Error> {
-        let resp = self
-            .http
-            .post(format!("{}{}", self.base, paths::PROVISION))
-            .json(req)
-            .send()
-            .await
-            .map_err(|e| network(&self.base, &e))?;
-        let (_, answer) = self.answer(resp).await?;
+    /// 200 approved or 202 pending. `build` makes the request with the
+    /// channel binding of the connection it will be sent on (bound.rs).
+    pub async fn provision(
+        &self,
+        build: impl FnOnce(Option<&str>) -> Result<ProvisionRequest, Error>,
+    ) -> Result<ProvisionResponse, Error> {
+        let raw = self.post_bound(paths::PROVISION, build).await?;
+        let (_, answer) = self.decode(raw)?;
         Ok(answer)
     }
 
-    pub async fn renew(&self, req: &RenewRequest) -> Result<Credentials, Error> {
-        let resp = self
-            .http
-            .post(format!("{}{}", self.base, paths::RENEW))
-            .json(req)
-            .send()
-            .await
-            .map_err(|e| network(&self.base, &e))?;
-        let (status, answer) = self.answer(resp).await?;
+    pub async fn renew(
+        &self,
+        build: impl FnOnce(Option<&str>) -> Result<RenewRequest, Error>,
+    ) -> Result<Credentials, Error> {
+        let raw = self.post_bound(paths::RENEW, build).await?;
+        let (status, answer) = self.decode(raw)?;
         match answer {
             ProvisionResponse::Approved(c) => Ok(c),
             ProvisionResponse::Pending(_) => Err(Error::Protocol {
@@ -93,6 +93,50 @@ impl DaemonApi {
                 message: "renewal answered 'pending'".into(),
             }),
         }
+    }
+
+    async fn post_bound<B: serde::Serialize>(
+        &self,
+        path: &str,
+        build: impl FnOnce(Option<&str>) -> Result<B, Error>,
+    ) -> Result<crate::bound::RawAnswer, Error> {
+        crate::bound::post_bound(
+            &self.bound_tls,
+            &self.base,
+            &format!("{}{path}", base_path(&self.base)),
+            user_agent(),
+            MAX_BODY,
+            REQUEST_TIMEOUT,
+            build,
+        )
+        .await
+    }
+
+    /// The same checks as [`Self::answer`], on an exchange made by bound.rs.
+    fn decode<T: DeserializeOwned>(
+        &self,
+        raw: crate::bound::RawAnswer,
+    ) -> Result<(StatusCode, T), Error> {
+        if let Some(date) = raw.headers.get(reqwest::header::DATE)
+            && let Ok(s) = date.to_str()
+        {
+            self.clock.observe_http_date(s);
+        }
+        let status = raw.status;
+        if status.is_success() {
+            let value = serde_json::from_slice(&raw.body).map_err(|e| Error::Protocol {
+                status: status.as_u16(),
+                message: format!("unreadable answer: {e}"),
+            })?;
+            return Ok((status, value));
+        }
+        let retry_after = raw
+            .headers
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        Err(api_error(status, retry_after, &raw.body))
     }
 
     async fn answer<T: DeserializeOwned>(
@@ -121,6 +165,14 @@ impl DaemonApi {
         }
         Err(api_error(status, retry_after, &body))
     }
+}
+
+/// The path part of a base URL (`https://h:p/prefix` → `/prefix`), usually
+/// empty.
+fn base_path(base: &str) -> String {
+    reqwest::Url::parse(base)
+        .map(|u| u.path().trim_end_matches('/').to_string())
+        .unwrap_or_default()
 }
 
 fn api_error(status: StatusCode, retry_after: Option<Duration>, body: &[u8]) -> Error {

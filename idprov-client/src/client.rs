@@ -159,13 +159,14 @@ impl Client {
     /// `invalid_token` means the token is gone: provision again.
     pub async fn renew(&self, current: &Credentials) -> Result<Credentials, Error> {
         let conn = self.connection().await?;
-        let proof = self.proof(&conn, ProofEndpoint::Renew)?;
-        let req = RenewRequest {
-            token: current.token.clone(),
-            proof,
-            csr: None,
+        let build = |cbt: Option<&str>| {
+            Ok(RenewRequest {
+                token: current.token.clone(),
+                proof: self.proof(&conn, ProofEndpoint::Renew, cbt)?,
+                csr: None,
+            })
         };
-        match conn.api.renew(&req).await {
+        match conn.api.renew(build).await {
             Ok(c) => {
                 self.remember(&c).await;
                 Ok(c)
@@ -216,23 +217,32 @@ impl Client {
 
     async fn provision_once(&self, conn: &Conn) -> Result<ProvisionResponse, Error> {
         let key = self.inner.signer.public_key();
-        let req = ProvisionRequest {
-            device_id: self.inner.device_id.clone(),
-            public_key: key.pem().to_string(),
-            key_format: Some(key.format()),
-            mac: self.inner.mac,
-            secret: self.inner.secret.clone(),
-            proof: self.proof(conn, ProofEndpoint::Provision)?,
-            csr: None,
+        let build = |cbt: Option<&str>| {
+            Ok(ProvisionRequest {
+                device_id: self.inner.device_id.clone(),
+                public_key: key.pem().to_string(),
+                key_format: Some(key.format()),
+                mac: self.inner.mac,
+                secret: self.inner.secret.clone(),
+                proof: self.proof(conn, ProofEndpoint::Provision, cbt)?,
+                csr: None,
+            })
         };
-        let answer = conn.api.provision(&req).await;
+        let answer = conn.api.provision(build).await;
         if let Err(e) = &answer {
             self.after_error(e).await;
         }
         answer
     }
 
-    fn proof(&self, conn: &Conn, endpoint: ProofEndpoint) -> Result<String, Error> {
+    /// A proof for `endpoint`, bound to the TLS connection whose exporter
+    /// value is `cbt` (RFC 9266).
+    fn proof(
+        &self,
+        conn: &Conn,
+        endpoint: ProofEndpoint,
+        cbt: Option<&str>,
+    ) -> Result<String, Error> {
         make_proof(
             self.inner.signer.as_ref(),
             &self.inner.device_id,
@@ -240,6 +250,7 @@ impl Client {
             endpoint,
             self.inner.clock.now(),
             conn.proof_lifetime,
+            cbt,
         )
     }
 

@@ -28,7 +28,8 @@
 //!   ([`Trust`]); DNS-SD answers are never trusted on their own.
 //! - **Provisioning**: a proof of possession (a JWS signed by the device key,
 //!   stamped with the *server's* time so a device without a real-time clock
-//!   works). A pending device polls at the server's hint with backoff and
+//!   works, and bound to the TLS connection it is sent on, RFC 9266, so a
+//!   rogue server cannot relay it). A pending device polls at the server's hint with backoff and
 //!   jitter; a refusal is [`Error::Rejected`].
 //! - **Persistence**: credentials are saved atomically (0600) in the state
 //!   directory and reused after a restart.
@@ -37,6 +38,7 @@
 
 mod api;
 mod backoff;
+mod bound;
 mod builder;
 mod client;
 pub mod discovery;

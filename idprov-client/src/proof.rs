@@ -111,6 +111,7 @@ pub fn make_proof(
     endpoint: ProofEndpoint,
     server_now: i64,
     lifetime_secs: u64,
+    cbt: Option<&str>,
 ) -> Result<String, Error> {
     let alg = match signer.alg() {
         KeyAlg::ES256 => "ES256",
@@ -129,7 +130,7 @@ pub fn make_proof(
         jti: random_jti()?,
         nbf: None,
         iss: None,
-        cbt: None,
+        cbt: cbt.map(str::to_string),
     };
     compact_jws(signer, &header, &claims)
 }
@@ -151,7 +152,15 @@ mod tests {
     fn proof_has_the_contract_shape_and_verifies() -> Result<(), Error> {
         let (signer, _) = KeySigner::generate_p256()?;
         let id: DeviceId = "dev-1".parse().map_err(|_| Error::Config("id".into()))?;
-        let jws = make_proof(&signer, &id, "d1", ProofEndpoint::Renew, 1_000, 60)?;
+        let jws = make_proof(
+            &signer,
+            &id,
+            "d1",
+            ProofEndpoint::Renew,
+            1_000,
+            60,
+            Some("cb"),
+        )?;
         assert_eq!(jws.split('.').count(), 3);
 
         let header: serde_json::Value =

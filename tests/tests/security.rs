@@ -299,3 +299,31 @@ async fn an_edited_audit_entry_is_found_online_and_offline() -> R {
     assert!(total >= 3);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idprov_client_binds_its_proofs_to_their_connection() -> R {
+    use idprov_client::{Client, KeySigner, Signer, Trust};
+    // Proofs without a binding are refused here: the client must send one.
+    let d = TestDaemon::start_with(|c| {
+        c.proof.require_channel_binding = true;
+        c.tokens.lifetime = Duration::from_secs(4);
+    })
+    .await?;
+    let signer = std::sync::Arc::new(KeySigner::generate_p256()?.0);
+    d.oob(vec![idprov_proto::admin::OobEntryInput {
+        public_key: Some(signer.public_key().pem().to_string()),
+        ..oob_entry("client-cb", None, None, None)
+    }])
+    .await?;
+    let client = Client::builder()
+        .device_id("client-cb".parse()?)
+        .server(&d.url)
+        .trust(Trust::CaFingerprint(d.daemon.pki.ca_fingerprint.clone()))
+        .mac(None)
+        .signer(signer)
+        .build()?;
+    let creds = client.provision().await?;
+    let renewed = client.renew(&creds).await?;
+    assert_ne!(creds.token, renewed.token);
+    Ok(())
+}

@@ -1,0 +1,121 @@
+//! Requests whose proof is bound to their own TLS connection (RFC 9266).
+//!
+//! A proof sent to a rogue server could be relayed by it to the real daemon.
+//! To stop that, `/provision` and `/renew` go over a fresh TLS connection of
+//! their own: the client reads that connection's `EXPORTER-Channel-Binding`
+//! value, puts it in the proof (`cbt`), and sends the request on the same
+//! connection. The daemon compares `cbt` with its side of the connection, so
+//! a proof replayed on any other connection is refused. (reqwest hides its
+//! connections, so these two calls use hyper directly.)
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Bytes;
+use idprov_proto::device::{CHANNEL_BINDING_LABEL, CHANNEL_BINDING_LEN};
+use rustls_pki_types::ServerName;
+
+use crate::error::Error;
+
+/// A finished exchange, before its body is decoded.
+pub(crate) struct RawAnswer {
+    pub status: reqwest::StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+/// Connect to `base`, build the JSON body with the connection's channel
+/// binding (base64url), POST it to `path` on that connection.
+pub(crate) async fn post_bound<B: serde::Serialize>(
+    tls: &Arc<rustls::ClientConfig>,
+    base: &str,
+    path: &str,
+    user_agent: &str,
+    max_body: usize,
+    timeout: Duration,
+    build: impl FnOnce(Option<&str>) -> Result<B, Error>,
+) -> Result<RawAnswer, Error> {
+    let net = |m: String| Error::Network {
+        server: base.to_string(),
+        message: m,
+    };
+    let url = reqwest::Url::parse(base).map_err(|e| Error::Config(format!("{base}: {e}")))?;
+    let port = url.port_or_known_default().unwrap_or(443);
+    let host = url
+        .host_str()
+        .ok_or_else(|| Error::Config(format!("{base}: no host")))?;
+    let (addr, name): (String, ServerName<'static>) =
+        match host.trim_matches(['[', ']']).parse::<std::net::IpAddr>() {
+            Ok(ip) => (
+                std::net::SocketAddr::new(ip, port).to_string(),
+                ServerName::IpAddress(ip.into()),
+            ),
+            Err(_) => (
+                format!("{host}:{port}"),
+                ServerName::try_from(host.to_string())
+                    .map_err(|e| Error::Config(format!("{base}: {e}")))?,
+            ),
+        };
+    let exchange = async {
+        let tcp = tokio::net::TcpStream::connect(&addr)
+            .await
+            .map_err(|e| net(format!("connect: {e}")))?;
+        let _ = tcp.set_nodelay(true);
+        let tls = tokio_rustls::TlsConnector::from(tls.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|e| {
+                let m = e.to_string();
+                if m.contains("invalid peer certificate") || m.contains("UnknownIssuer") {
+                    Error::Untrusted(format!("{base}: {m}"))
+                } else {
+                    net(format!("TLS: {m}"))
+                }
+            })?;
+        let cbt = tls
+            .get_ref()
+            .1
+            .export_keying_material([0u8; CHANNEL_BINDING_LEN], CHANNEL_BINDING_LABEL, None)
+            .ok()
+            .map(|b| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b));
+        let body = serde_json::to_vec(&build(cbt.as_deref())?)
+            .map_err(|e| Error::Config(format!("encoding the request: {e}")))?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                .await
+                .map_err(|e| net(format!("HTTP: {e}")))?;
+        let driver = tokio::spawn(conn);
+        let host = url.host_str().unwrap_or("idprovd").to_string();
+        let req = http::Request::post(path)
+            .header(http::header::HOST, host)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::USER_AGENT, user_agent)
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| net(format!("HTTP: {e}")))?;
+        let (parts, body) = resp.into_parts();
+        let body = Limited::new(body, max_body)
+            .collect()
+            .await
+            .map_err(|e| Error::Protocol {
+                status: parts.status.as_u16(),
+                message: format!("answer unreadable or longer than {max_body} bytes: {e}"),
+            })?
+            .to_bytes();
+        driver.abort();
+        Ok(RawAnswer {
+            status: reqwest::StatusCode::from_u16(parts.status.as_u16())
+                .map_err(|e| net(e.to_string()))?,
+            headers: parts.headers,
+            body,
+        })
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| net(format!("no answer within {timeout:?}")))?
+}
