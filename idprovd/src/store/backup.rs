@@ -13,6 +13,7 @@ use redb::{
     ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle, Value, WriteTransaction,
 };
 
+use super::identity::{KEY_IDS, MAC_IDS};
 use super::x509::{CERTS, CERTS_BY_DEVICE, CRL_ENTRIES, REGISTRY_CAS, RETIRED_KEYS, X509_META};
 use super::{
     AUDIT, DEVICES, META, OOB, OOB_MAC, PENDING, REPLAY, REPLAY_EXP, Store, StoreError,
@@ -62,6 +63,8 @@ impl Store {
         copy(&rx, &wtx, RETIRED_KEYS)?;
         copy(&rx, &wtx, REGISTRY_CAS)?;
         copy(&rx, &wtx, X509_META)?;
+        copy(&rx, &wtx, KEY_IDS)?;
+        copy(&rx, &wtx, MAC_IDS)?;
         copy(&rx, &wtx, META)?;
         copy(&rx, &wtx, OOB_MAC)?;
         copy(&rx, &wtx, REPLAY)?;
@@ -95,6 +98,8 @@ fn check_known_tables(rx: &ReadTransaction) -> StoreResult<()> {
         RETIRED_KEYS.name(),
         REGISTRY_CAS.name(),
         X509_META.name(),
+        KEY_IDS.name(),
+        MAC_IDS.name(),
     ];
     for t in rx.list_tables()? {
         let name = t.name();

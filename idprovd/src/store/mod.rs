@@ -29,6 +29,8 @@ pub use oob_import::CommitOptions;
 pub use records::*;
 pub use x509::{CertRecord, CrlState, RegistryCaRecord, RetiredKey};
 
+// Every table must also be listed in `backup.rs`: a backup refuses a store
+// with a table it does not know rather than silently leave it out.
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 pub(crate) const OOB: TableDefinition<&str, &[u8]> = TableDefinition::new("oob");
 /// MAC (normalised) → device id, for OOB entries that name a MAC.
