@@ -234,15 +234,18 @@ async fn chunk(
     }
     let records = validate_parallel(c.entries, d.now()).await?;
     let session = s.id.clone();
-    let staged = d
-        .write(move |_, tx| {
+    let store = d.store.clone();
+    let staged = tokio::task::spawn_blocking(move || {
+        store.write_staging(|tx| {
             let (staged, errors) = tx.stage_oob(&session, &records)?;
             if !errors.is_empty() {
                 return Err(refused(errors));
             }
             Ok(staged)
         })
-        .await?;
+    })
+    .await
+    .map_err(|_| ApiError::new(ErrorCode::Internal, "staging task failed"))??;
     s.staged = staged;
     s.next_seq += 1;
     s.last_used = Instant::now();
