@@ -303,6 +303,10 @@ pub enum AdminEvent {
     Provisioning {
         state: ProvisioningState,
     },
+    /// A security alert (a rogue DNS-SD advertiser; see [`Alert`]).
+    Alert {
+        alert: Alert,
+    },
     /// The subscriber fell behind and missed events: reload the lists.
     Lagged {
         missed: u64,
@@ -319,6 +323,7 @@ impl AdminEvent {
             AdminEvent::OobChanged { .. } => "oob_changed",
             AdminEvent::Audit { .. } => "audit",
             AdminEvent::Provisioning { .. } => "provisioning",
+            AdminEvent::Alert { .. } => "alert",
             AdminEvent::Lagged { .. } => "lagged",
         }
     }

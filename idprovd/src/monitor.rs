@@ -181,7 +181,7 @@ impl Daemon {
         let pause = self.cfg.monitor.on_rogue == OnRogue::Pause;
         let id = self.alerts.next.fetch_add(1, Ordering::Relaxed) + 1;
         let draft_alert = a.clone();
-        let (alert, events) = self
+        let (alert, mut events) = self
             .write(move |_, tx| {
                 let a = draft_alert;
                 let detail = format!(
@@ -250,6 +250,9 @@ impl Daemon {
         );
         self.metrics.alert(alert.kind.as_str());
         self.alerts.push(alert.clone());
+        events.push(idprov_proto::admin::AdminEvent::Alert {
+            alert: alert.clone(),
+        });
         self.publish(events);
         Ok(Some(alert))
     }

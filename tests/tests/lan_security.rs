@@ -74,6 +74,8 @@ async fn a_rogue_advertiser_pauses_provisioning_until_an_administrator_resumes()
     // Our own advertisement alone raises nothing.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(!paused(&hub, &d).await?, "paused by its own records");
+    let admin = d.admin()?;
+    let mut events = hub.run(async move { admin.events().await }).await??;
 
     let started = Instant::now();
     let rogue =
@@ -100,6 +102,20 @@ async fn a_rogue_advertiser_pauses_provisioning_until_an_administrator_resumes()
     assert!(a.paused);
     assert_eq!(a.addresses, vec![lan.addr("rogue").to_string()]);
     assert_eq!(a.daemon_id.as_deref(), Some("rogue"));
+    // Subscribers got it live too.
+    let live = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(e) = events.recv().await {
+            if let idprov_proto::admin::AdminEvent::Alert { alert } = e {
+                return Some(alert);
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+    .context("no alert event on the admin event stream")?;
+    assert_eq!(live.id, a.id);
 
     // While paused, even a listed device is not served.
     let key = DeviceKey::es256();

@@ -325,8 +325,19 @@ impl App {
         self.oob.replace_all(s.oob);
         self.audit.replace_all(s.audit);
         self.audit.truncate_front(AUDIT_KEEP);
-        self.alerts
-            .replace_all(pending_alerts.into_iter().chain(device_alerts));
+        // Security alerts come only as events: keep them across reloads.
+        let security: Vec<Alert> = self
+            .alerts
+            .iter_all()
+            .filter(|a| matches!(a.key, AlertKey::Security { .. }))
+            .cloned()
+            .collect();
+        self.alerts.replace_all(
+            pending_alerts
+                .into_iter()
+                .chain(device_alerts)
+                .chain(security),
+        );
         self.provisioning = s.provisioning;
         if !self.loaded {
             // A log reads from the bottom: start on the newest entry.
@@ -380,6 +391,7 @@ impl App {
                 }
             }
             AdminEvent::Provisioning { state } => self.provisioning = Some(state),
+            AdminEvent::Alert { alert } => self.alerts.upsert(alerts::from_security(&alert)),
             AdminEvent::Lagged { missed } => {
                 self.set_status(
                     Level::Warn,

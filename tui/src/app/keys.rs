@@ -345,6 +345,17 @@ impl App {
                     self.devices.select_key(id)
                 }
             }
+            // Nothing to open: the details are in the audit log.
+            AlertKey::Security { subject, .. } => {
+                self.set_status(
+                    Level::Warn,
+                    format!(
+                        "security alert about {subject}: see the Audit view (security_alert) \
+                         and resume provisioning once it is dealt with"
+                    ),
+                );
+                return;
+            }
         };
         if !found {
             self.set_status(

@@ -624,3 +624,45 @@ fn the_audit_log_follows_new_entries_when_at_the_bottom() {
         "scrolled up: stays put"
     );
 }
+
+#[test]
+fn a_security_alert_event_is_listed_escaped_and_survives_a_reload() {
+    use idprov_proto::admin::{Alert as WireAlert, AlertKind};
+    let mut app = loaded(0);
+    let before = app.alerts.total();
+    app.apply_event(AdminEvent::Alert {
+        alert: WireAlert {
+            id: 1,
+            at: NOW,
+            kind: AlertKind::RogueAdvertiser,
+            instance: "evil\u{1b}[2J._idprov._tcp.local.".into(),
+            addresses: vec!["10.0.0.9".into()],
+            port: Some(8445),
+            daemon_id: None,
+            ca_fingerprint: None,
+            detail: "another advertiser".into(),
+            paused: true,
+            audit_seq: 7,
+        },
+    });
+    assert_eq!(app.alerts.total(), before + 1);
+    let row = app
+        .alerts
+        .iter_all()
+        .find(|a| a.key.kind() == "security")
+        .cloned()
+        .unwrap_or_else(|| panic!("no security row"));
+    assert_eq!(row.flags, ["rogue_advertiser"]);
+    assert!(!row.key.subject().contains('\u{1b}'));
+    // A reload rebuilds the flag alerts but keeps the security one.
+    let cmds = app.on_key(KeyEvent::new(KeyCode::Char('r'), KeyModifiers::CONTROL));
+    let generation = match cmds.first() {
+        Some(Command::Reload { generation }) => *generation,
+        other => panic!("expected a reload, got {other:?}"),
+    };
+    app.on_msg(Msg::Snapshot {
+        generation,
+        snapshot: Box::default(),
+    });
+    assert!(app.alerts.iter_all().any(|a| a.key == row.key));
+}
