@@ -234,18 +234,15 @@ async fn chunk(
     }
     let records = validate_parallel(c.entries, d.now()).await?;
     let session = s.id.clone();
-    let store = d.store.clone();
-    let staged = tokio::task::spawn_blocking(move || {
-        store.write_staging(|tx| {
+    let staged = d
+        .write(move |_, tx| {
             let (staged, errors) = tx.stage_oob(&session, &records)?;
             if !errors.is_empty() {
                 return Err(refused(errors));
             }
             Ok(staged)
         })
-    })
-    .await
-    .map_err(|_| ApiError::new(ErrorCode::Internal, "staging task failed"))??;
+        .await?;
     s.staged = staged;
     s.next_seq += 1;
     s.last_used = Instant::now();

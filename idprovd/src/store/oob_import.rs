@@ -48,24 +48,6 @@ pub struct CommitOptions {
 /// Most per-entry problems one answer lists.
 const MAX_DETAILS: usize = 1000;
 
-impl super::Store {
-    /// Like [`super::Store::write`], but the commit is not made durable on
-    /// its own (no fsync). For staging only: staged chunks die with their
-    /// session anyway, and the commit that applies an import is durable.
-    pub fn write_staging<T, E>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<T, E>) -> Result<T, E>
-    where
-        E: From<super::StoreError>,
-    {
-        let mut wtx = self.db.begin_write().map_err(super::StoreError::from)?;
-        wtx.set_durability(redb::Durability::None)
-            .map_err(super::StoreError::from)?;
-        let mut tx = Tx { tx: &wtx };
-        let out = f(&mut tx)?;
-        wtx.commit().map_err(super::StoreError::from)?;
-        Ok(out)
-    }
-}
-
 impl Tx<'_> {
     /// Drop the staging tables of every session not in `live`.
     pub fn drop_stale_oob_staging(&mut self, live: &HashSet<String>) -> StoreResult<usize> {
