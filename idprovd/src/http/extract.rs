@@ -40,6 +40,18 @@ impl<T: DeserializeOwned> FromRequest<Arc<Daemon>> for JsonBody<T> {
         } else {
             state.cfg.limits.max_body_bytes
         };
+        // A declared length over the limit is refused before reading a byte.
+        let declared = req
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("request body larger than {limit} bytes"),
+            ));
+        }
         let read = axum::body::to_bytes(req.into_body(), limit);
         let bytes = tokio::time::timeout(state.cfg.limits.request_timeout, read)
             .await
