@@ -14,10 +14,10 @@
 //! Every flag is recorded. A request raising one of the flags listed in
 //! `flags.hold` is never admitted automatically: an OOB match becomes a
 //! pending request carrying its flags, which an administrator approves or
-//! rejects. By default every flag but `mac_suspicious` holds: locally
-//! administered MACs are common on honest devices (randomised MACs,
-//! containers, virtual NICs), so that one is shown, not acted on, unless an
-//! administrator lists it. A known device presenting one of its registered
+//! rejects. By default every flag holds but `repeat_provision` (only a
+//! known device raises it) and `mac_suspicious`: locally administered MACs
+//! are common on honest devices (randomised MACs, containers, virtual NICs),
+//! so that one is shown, not acted on, unless an administrator lists it. A known device presenting one of its registered
 //! keys is authenticated by that key and still served; its flags are
 //! recorded for the administrator.
 
