@@ -3,8 +3,12 @@
 //!
 //! ```text
 //! cargo run -p idprov-client --example device -- --id sensor-1 --key key.pem \
-//!     --state-dir state [--server https://hub:8445] [--ca-fingerprint FP | --tofu]
+//!     --state-dir state [--server https://hub:8445] [--ca-fingerprint FP | --tofu] [--cert]
 //! ```
+//!
+//! With `--cert` the device also asks for an X.509 client certificate (saved
+//! as `certificate.pem` in the state directory) and prints
+//! `event: certificate serial=HEX` whenever it changes.
 //!
 //! Every state change is printed as one line on stdout, `event: NAME k=v...`,
 //! so scripts and tests can follow it.
@@ -55,6 +59,9 @@ struct Args {
     /// Exit as soon as a token is held (for scripts and benchmarks).
     #[arg(long)]
     once: bool,
+    /// Ask for a client certificate with every provisioning and renewal.
+    #[arg(long)]
+    cert: bool,
 }
 
 fn print_event(start: Instant, e: &Event) {
@@ -155,6 +162,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(s) = args.secret {
         builder = builder.secret(Secret::new(s));
     }
+    builder = builder.client_certificate(args.cert);
     let client = builder.build()?;
 
     let keeper = client.start().await?;
@@ -164,15 +172,53 @@ async fn main() -> anyhow::Result<()> {
         creds.expires_at,
         start.elapsed().as_secs_f64()
     );
+    let mut last_serial = None;
+    if args.cert {
+        last_serial = print_certificate(start, &creds, None);
+    }
     if args.once {
         return Ok(());
     }
+    let mut rx = keeper.subscribe();
+    let watch_certs = async move {
+        while args.cert && rx.changed().await.is_ok() {
+            let creds = rx.borrow_and_update().clone();
+            last_serial = print_certificate(start, &creds, last_serial.as_deref());
+        }
+        std::future::pending::<()>().await
+    };
     tokio::select! {
         e = keeper.finished() => Err(e.into()),
+        () = watch_certs => Ok(()),
         r = shutdown_signal() => {
             r?;
             println!("event: stopped");
             Ok(())
+        }
+    }
+}
+
+/// Print the certificate's serial if it is not `last`; returns the current one.
+fn print_certificate(
+    start: Instant,
+    creds: &idprov_client::Credentials,
+    last: Option<&str>,
+) -> Option<String> {
+    let t = start.elapsed().as_secs_f64();
+    let Some(pem) = &creds.certificate else {
+        println!("event: certificate none t={t:.3}");
+        return None;
+    };
+    match idprov_client::certificate_serial(pem) {
+        Ok(serial) => {
+            if last != Some(serial.as_str()) {
+                println!("event: certificate serial={serial} t={t:.3}");
+            }
+            Some(serial)
+        }
+        Err(e) => {
+            println!("event: certificate unreadable error={e:?} t={t:.3}");
+            None
         }
     }
 }

@@ -45,6 +45,7 @@ pub struct ClientBuilder {
     state_dir: Option<PathBuf>,
     backoff: Option<Backoff>,
     on_event: Option<EventFn>,
+    client_certificate: bool,
 }
 
 impl ClientBuilder {
@@ -91,6 +92,16 @@ impl ClientBuilder {
     /// is persisted and a restarted device provisions again.
     pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.state_dir = Some(dir.into());
+        self
+    }
+    /// Ask for an X.509 client certificate: provisioning and every renewal
+    /// send a CSR signed by the device key (file key or [`Signer`]), and the
+    /// certificate and CA chain come back in [`Credentials`](crate::Credentials)
+    /// (`certificate`, `ca_chain`). With a state directory they are also
+    /// written to `certificate.pem` (leaf, then chain). Saved credentials
+    /// without a certificate are not reused: the device provisions again.
+    pub fn client_certificate(mut self, on: bool) -> Self {
+        self.client_certificate = on;
         self
     }
     pub fn backoff(mut self, backoff: Backoff) -> Self {
@@ -178,6 +189,7 @@ impl ClientBuilder {
                 clock,
                 saved: std::sync::Mutex::new(saved),
                 conn: Mutex::new(None),
+                client_certificate: self.client_certificate,
             }),
         })
     }

@@ -50,6 +50,8 @@ pub(crate) struct Inner {
     pub(crate) clock: Arc<ServerClock>,
     pub(crate) saved: std::sync::Mutex<Option<SavedState>>,
     pub(crate) conn: Mutex<Option<Conn>>,
+    /// Send a CSR with every provisioning and renewal.
+    pub(crate) client_certificate: bool,
 }
 
 #[derive(Clone)]
@@ -159,11 +161,12 @@ impl Client {
     /// `invalid_token` means the token is gone: provision again.
     pub async fn renew(&self, current: &Credentials) -> Result<Credentials, Error> {
         let conn = self.connection().await?;
+        let csr = self.csr()?;
         let build = |cbt: Option<&str>| {
             Ok(RenewRequest {
                 token: current.token.clone(),
                 proof: self.proof(&conn, ProofEndpoint::Renew, cbt)?,
-                csr: None,
+                csr: csr.clone(),
             })
         };
         match conn.api.renew(build).await {
@@ -211,12 +214,19 @@ impl Client {
         let saved = self.inner.saved.lock().ok()?.clone()?;
         let c = saved.credentials;
         let fresh = self.inner.clock.now() < c.expires_at;
-        (fresh && c.device_id == self.inner.device_id && c.key_id == self.key_thumbprint())
-            .then_some(c)
+        // Asked for a certificate but saved without one (the option was just
+        // turned on): provisioning again brings one.
+        let has_cert = !self.inner.client_certificate || c.certificate.is_some();
+        (fresh
+            && has_cert
+            && c.device_id == self.inner.device_id
+            && c.key_id == self.key_thumbprint())
+        .then_some(c)
     }
 
     async fn provision_once(&self, conn: &Conn) -> Result<ProvisionResponse, Error> {
         let key = self.inner.signer.public_key();
+        let csr = self.csr()?;
         let build = |cbt: Option<&str>| {
             Ok(ProvisionRequest {
                 device_id: self.inner.device_id.clone(),
@@ -225,7 +235,7 @@ impl Client {
                 mac: self.inner.mac,
                 secret: self.inner.secret.clone(),
                 proof: self.proof(conn, ProofEndpoint::Provision, cbt)?,
-                csr: None,
+                csr: csr.clone(),
             })
         };
         let answer = conn.api.provision(build).await;
@@ -233,6 +243,15 @@ impl Client {
             self.after_error(e).await;
         }
         answer
+    }
+
+    /// A CSR from the device key, when a client certificate is wanted. A new
+    /// one each time: it costs one signature, like the proof.
+    fn csr(&self) -> Result<Option<String>, Error> {
+        if !self.inner.client_certificate {
+            return Ok(None);
+        }
+        crate::csr::build_csr(self.inner.signer.as_ref(), &self.inner.device_id).map(Some)
     }
 
     /// A proof for `endpoint`, bound to the TLS connection whose exporter
@@ -270,6 +289,10 @@ impl Client {
     }
 
     async fn remember(&self, c: &Credentials) {
+        if self.inner.client_certificate && c.certificate.is_none() {
+            // The token is good; the daemon ignored the CSR (an older one).
+            tracing::warn!("asked for a client certificate, but the daemon returned none");
+        }
         let (server, daemon_id) = match self.inner.conn.lock().await.as_ref() {
             Some(conn) => (conn.api.base().to_string(), conn.daemon_id.clone()),
             None => (String::new(), String::new()),

@@ -35,12 +35,17 @@
 //!   directory and reused after a restart.
 //! - **Renewal**: [`Keeper`] renews at half-life (minus jitter), retries with
 //!   backoff, and re-authenticates with the key after an expiry.
+//! - **Client certificates** (opt-in, [`ClientBuilder::client_certificate`]):
+//!   provisioning and every renewal carry a CSR signed by the device key; the
+//!   issued certificate and CA chain arrive in [`Credentials`], are saved
+//!   with them, and are renewed with the token.
 
 mod api;
 mod backoff;
 mod bound;
 mod builder;
 mod client;
+mod csr;
 pub mod discovery;
 mod error;
 mod events;
@@ -53,6 +58,7 @@ mod trust;
 pub use backoff::Backoff;
 pub use builder::ClientBuilder;
 pub use client::Client;
+pub use csr::certificate_serial;
 pub use discovery::{DiscoveredDaemon, Discovery, DiscoveryOptions};
 pub use error::Error;
 pub use events::Event;

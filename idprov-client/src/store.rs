@@ -4,6 +4,11 @@
 //! directory, fsync, rename, fsync the directory) with mode 0600, so a power
 //! cut leaves either the old or the new credentials, never a torn file, and a
 //! device that restarts picks up where it was without provisioning again.
+//!
+//! A client certificate is part of the credentials (so it is reloaded with
+//! them) and is also written to `certificate.pem`, leaf then CA chain, for
+//! TLS stacks that want a file. That copy is written first, so the file the
+//! device restarts from never names a certificate that was not saved.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -16,6 +21,7 @@ use crate::trust::PinnedCa;
 
 const CREDENTIALS: &str = "credentials.json";
 const CA: &str = "ca.pem";
+const CERTIFICATE: &str = "certificate.pem";
 
 /// What is saved with the credentials: enough to renew without discovery.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -73,12 +79,33 @@ impl StateDir {
             path: self.dir.join(CREDENTIALS),
             source: std::io::Error::other(e),
         })?;
+        match &state.credentials.certificate {
+            Some(cert) => {
+                let mut pem = String::new();
+                for block in std::iter::once(cert).chain(&state.credentials.ca_chain) {
+                    pem.push_str(block.trim_end());
+                    pem.push('\n');
+                }
+                self.write_atomic(CERTIFICATE, pem.as_bytes())?;
+            }
+            None => self.remove(CERTIFICATE)?,
+        }
         self.write_atomic(CREDENTIALS, &bytes)
+    }
+
+    /// Where the client certificate (PEM, leaf then chain) is written.
+    pub fn certificate_path(&self) -> PathBuf {
+        self.dir.join(CERTIFICATE)
     }
 
     /// Forget the credentials (after the daemon refused the device).
     pub fn clear_state(&self) -> Result<(), Error> {
-        let path = self.dir.join(CREDENTIALS);
+        self.remove(CREDENTIALS)?;
+        self.remove(CERTIFICATE)
+    }
+
+    fn remove(&self, name: &str) -> Result<(), Error> {
+        let path = self.dir.join(name);
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -188,6 +215,35 @@ mod tests {
         }
         dir.clear_state()?;
         assert_eq!(dir.load_state()?, None);
+        Ok(())
+    }
+
+    #[test]
+    fn certificate_is_written_next_to_the_credentials() -> Result<(), Error> {
+        let tmp = tempfile::tempdir().map_err(|e| Error::Config(e.to_string()))?;
+        let dir = StateDir::open(tmp.path())?;
+        let mut s = state()?;
+        s.credentials.certificate = Some("LEAF\n".into());
+        s.credentials.ca_chain = vec!["CA".into()];
+        dir.save_state(&s)?;
+        let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| Error::Config(e.to_string()));
+        assert_eq!(read(&dir.certificate_path())?, "LEAF\nCA\n");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let meta = std::fs::metadata(dir.certificate_path())
+                .map_err(|e| Error::Config(e.to_string()))?;
+            assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        }
+        assert_eq!(dir.load_state()?, Some(s.clone()));
+        // Credentials without a certificate leave no stale certificate file.
+        s.credentials.certificate = None;
+        dir.save_state(&s)?;
+        assert!(!dir.certificate_path().exists());
+        s.credentials.certificate = Some("LEAF".into());
+        dir.save_state(&s)?;
+        dir.clear_state()?;
+        assert!(!dir.certificate_path().exists());
         Ok(())
     }
 
