@@ -192,19 +192,48 @@ impl RateLimits {
     }
 }
 
-impl crate::Daemon {
-    /// The per-source check of a device-API request, before anything else.
-    pub fn limit_source(&self, conn: &crate::http::ConnInfo) -> Result<(), ApiError> {
-        self.rate_limits.check(Some(conn.peer.ip()), None)
+/// Middleware: the per-source limit of `/provision` and `/renew`, checked
+/// before the body is read (a limited flood costs as little as possible),
+/// and the failure cost charged from the answer's error code.
+pub async fn limit_sources(
+    axum::extract::State(d): axum::extract::State<std::sync::Arc<crate::Daemon>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use idprov_proto::device::paths;
+    let path = req.uri().path();
+    let limited = path == paths::PROVISION || path == paths::RENEW;
+    let peer = req
+        .extensions()
+        .get::<crate::http::ConnInfo>()
+        .map(|c| c.peer.ip());
+    let Some(peer) = peer.filter(|_| limited) else {
+        return next.run(req).await;
+    };
+    if let Err(e) = d.rate_limits.check(Some(peer), None) {
+        return e.into_response();
     }
+    let resp = next.run(req).await;
+    if resp
+        .extensions()
+        .get::<ErrorCode>()
+        .is_some_and(|c| is_failure(*c))
+    {
+        d.rate_limits.charge_failure(Some(peer), None);
+    }
+    resp
+}
 
+impl crate::Daemon {
     /// The per-device check, once the request names its device.
     pub fn limit_device(&self, device_id: &str) -> Result<(), ApiError> {
         self.rate_limits.check(None, Some(device_id))
     }
 
-    /// Account for a finished request: failures cost extra, and refused
-    /// proofs count towards the `proof_failures` flag.
+    /// Account for a finished request: failures cost the device extra (the
+    /// source was charged by [`limit_sources`]), and refused proofs count
+    /// towards the `proof_failures` flag.
     pub fn after_request<T>(
         &self,
         conn: &crate::http::ConnInfo,
@@ -222,9 +251,8 @@ impl crate::Daemon {
         device_id: Option<&str>,
         e: &ApiError,
     ) {
-        if is_failure(e.code) {
-            self.rate_limits
-                .charge_failure(Some(conn.peer.ip()), device_id);
+        if is_failure(e.code) && device_id.is_some() {
+            self.rate_limits.charge_failure(None, device_id);
         }
         if e.code == ErrorCode::InvalidProof {
             self.proof_failures.record(device_id, conn.peer.ip());

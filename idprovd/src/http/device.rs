@@ -31,12 +31,10 @@ pub fn routes() -> Router<Arc<Daemon>> {
 async fn provision(
     State(d): State<Arc<Daemon>>,
     Extension(conn): Extension<ConnInfo>,
-    body: Result<JsonBody<ProvisionRequest>, ApiError>,
+    JsonBody(req): JsonBody<ProvisionRequest>,
 ) -> Result<Response, ApiError> {
-    // Rate limits and failure accounting (ratelimit.rs), then the decision.
-    d.limit_source(&conn)?;
-    let body = body.inspect_err(|e| d.after_failure(&conn, None, e));
-    let JsonBody(req) = body?;
+    // The per-source limit ran before the body was read
+    // (ratelimit::limit_sources); now the per-device one, then the decision.
     let id = req.device_id.to_string();
     d.limit_device(&id)?;
     let binding = conn.channel_binding.as_ref().map(|b| &b[..]);
@@ -58,11 +56,8 @@ async fn provision(
 async fn renew(
     State(d): State<Arc<Daemon>>,
     Extension(conn): Extension<ConnInfo>,
-    body: Result<JsonBody<RenewRequest>, ApiError>,
+    JsonBody(req): JsonBody<RenewRequest>,
 ) -> Result<Json<ProvisionResponse>, ApiError> {
-    d.limit_source(&conn)?;
-    let body = body.inspect_err(|e| d.after_failure(&conn, None, e));
-    let JsonBody(req) = body?;
     let binding = conn.channel_binding.as_ref().map(|b| &b[..]);
     // The device is known only once the token is verified; renewals are
     // limited per source (and a failed one costs more).

@@ -62,6 +62,10 @@ pub fn router(d: Arc<Daemon>) -> Router {
         })
         .layer(middleware::from_fn_with_state(
             d.clone(),
+            crate::ratelimit::limit_sources,
+        ))
+        .layer(middleware::from_fn_with_state(
+            d.clone(),
             crate::metrics::track,
         ))
         .layer(middleware::from_fn(request_id))

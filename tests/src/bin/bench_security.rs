@@ -269,23 +269,43 @@ async fn run_flood(
     stop: Arc<AtomicBool>,
 ) -> Result<(BTreeMap<u16, u64>, f64)> {
     let client = pinned_client_from(&ca, None)?;
-    let key = Arc::new(DeviceKey::es256());
+    // The cheapest flood: requests signed in advance (unknown devices, each
+    // valid once), sent over and over on keep-alive connections, ignoring
+    // Retry-After. The attacker spends no CPU on signing while it runs.
+    let key = DeviceKey::es256();
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
+        (0..2000)
+            .map(|i| {
+                let id = format!("flood-{i}");
+                let proof = key.proof(&id, &daemon_id, ProofEndpoint::Provision, unix_now());
+                serde_json::to_vec(&key.request(&id, proof)).unwrap_or_default()
+            })
+            .collect(),
+    );
     let started = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..workers {
-        let (client, key, daemon_id, stop) =
-            (client.clone(), key.clone(), daemon_id.clone(), stop.clone());
+        let (client, bodies, stop) = (client.clone(), bodies.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
             let mut counts = BTreeMap::<u16, u64>::new();
-            let mut i = 0u64;
+            let mut i = w;
+            let url = format!("https://{hub}:{LAN_PORT}{}", paths::PROVISION);
             // Bounded in time by the caller (stop) and in count.
-            while !stop.load(Ordering::Relaxed) && i < 5_000_000 {
-                i += 1;
-                let id = format!("flood-{w}-{i}");
-                let proof = key.proof(&id, &daemon_id, ProofEndpoint::Provision, unix_now());
-                let url = format!("https://{hub}:{LAN_PORT}{}", paths::PROVISION);
-                match post_json(&client, &url, &key.request(&id, proof)).await {
-                    Ok(a) => *counts.entry(a.status).or_default() += 1,
+            while !stop.load(Ordering::Relaxed) && i < 50_000_000 {
+                i += workers;
+                let body = bodies[i % bodies.len()].clone();
+                let sent = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) => {
+                        let status = r.status().as_u16();
+                        let _ = r.bytes().await;
+                        *counts.entry(status).or_default() += 1;
+                    }
                     Err(_) => *counts.entry(0).or_default() += 1,
                 }
             }
