@@ -159,9 +159,10 @@ pub fn spawn(
                         ca_fingerprint: advert.ca_fingerprint.clone(),
                     };
                     announced = Some(info.clone());
+                    // Known to the monitor before any answer can come back.
+                    own.registered(record);
                     match mdns.register(info) {
                         Ok(()) => {
-                            own.registered(record);
                             tracing::info!(instance = %name, addresses = ?addrs, port = advert.listen.port(), "mDNS: advertising");
                             registered = Some(name);
                             announced_once = true;

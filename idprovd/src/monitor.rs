@@ -307,6 +307,14 @@ fn judge(
     ev: ServiceEvent,
 ) -> Option<AlertDraft> {
     match ev {
+        // Right after our own withdrawal (an address change) caches may
+        // still mix old and new records of our name: not an alert.
+        ServiceEvent::ServiceResolved(r)
+            if state.recently_withdrawn()
+                && own.is_some_and(|o| r.get_fullname().eq_ignore_ascii_case(&o.fullname)) =>
+        {
+            None
+        }
         ServiceEvent::ServiceResolved(r) => judge_resolved(cfg, own, &r),
         ServiceEvent::ServiceRemoved(_, fullname) => {
             let own = own?;
