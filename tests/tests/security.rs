@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use idprov_proto::device::{ProofEndpoint, paths};
 use idprov_tests::security::{BoundConn, edit_audit_detail};
 use idprov_tests::{DeviceKey, TestDaemon, oob_entry, post_json};
@@ -134,10 +134,9 @@ async fn shared_keys_and_macs_are_flagged_and_held() -> R {
     // A locally administered MAC is recorded, not held (flags.hold).
     let lk = DeviceKey::es256();
     d.oob_key("l-1", &lk).await?;
+    let docker_mac: idprov_proto::MacAddr = "02:42:ac:11:00:02".parse()?;
     let local = d
-        .provision_with("l-1", &lk, |r| {
-            r.mac = Some("02:42:ac:11:00:02".parse().expect("mac"))
-        })
+        .provision_with("l-1", &lk, |r| r.mac = Some(docker_mac))
         .await?;
     assert_eq!(local.status, 200, "{:?}", local.body);
     let dev = d.admin()?.device_get(&"l-1".parse()?).await?;
@@ -287,7 +286,7 @@ async fn an_edited_audit_entry_is_found_online_and_offline() -> R {
 
     edit_audit_detail(&dir, 2, "nothing to see here")?;
     let r = idprovd::audit_verify::verify_dir(&dir)?;
-    let broken = r.broken.clone().expect("the edit is found");
+    let broken = r.broken.clone().context("the edit is not found")?;
     assert_eq!(broken.seq, 2);
     assert!(broken.reason.contains("edited"), "{}", broken.reason);
     assert_eq!(r.last_good_seq, 1);
