@@ -27,6 +27,10 @@ fn device(
         .signer(signer)
         .trust(trust)
         .state_dir(state)
+        // The builder runs on the test's thread, outside the device's
+        // namespace: auto-detection would claim the test machine's MAC, and
+        // the daemon would rightly hold the device for a MAC mismatch.
+        .mac(None)
         .discovery(DiscoveryOptions {
             timeout: Duration::from_secs(10),
             linger: Duration::from_millis(500),
