@@ -129,3 +129,35 @@ async fn stale_pending_requests_expire() -> R {
     assert_eq!(audit.items.len(), 1);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_proof_ids_and_token_records_are_purged() -> R {
+    let d = TestDaemon::start().await?;
+    let k = DeviceKey::es256();
+    d.oob_key("purge-1", &k).await?;
+    assert_eq!(d.provision("purge-1", &k).await?.status, 200);
+    let counts = |d: &TestDaemon| -> anyhow::Result<(u64, u64)> {
+        d.daemon
+            .store
+            .write(|tx| -> Result<_, idprovd::store::StoreError> {
+                Ok((tx.replay_count()?, tx.token_count()?))
+            })
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    };
+    assert_eq!(counts(&d)?, (1, 1));
+    // Past the proof's memory (exp + skew) but inside the token's life.
+    d.clock.advance(3600);
+    d.daemon
+        .expire_pending()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    assert_eq!(counts(&d)?, (0, 1));
+    // Past the token's expiry.
+    d.clock.advance(31 * 24 * 3600);
+    d.daemon
+        .expire_pending()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    assert_eq!(counts(&d)?, (0, 0));
+    Ok(())
+}

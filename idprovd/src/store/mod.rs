@@ -354,10 +354,26 @@ impl Tx<'_> {
         Ok(self.tx.open_table(REPLAY)?.len()?)
     }
 
+    pub fn token_count(&self) -> StoreResult<u64> {
+        Ok(self.tx.open_table(TOKENS)?.len()?)
+    }
+
     /// Forget proof ids whose memory ended before `now`; at most `max`.
     pub fn purge_replay(&mut self, now: i64, max: usize) -> StoreResult<usize> {
-        let mut idx = self.tx.open_table(REPLAY_EXP)?;
-        let mut t = self.tx.open_table(REPLAY)?;
+        self.purge_expired(REPLAY_EXP, REPLAY, now, max)
+    }
+
+    /// Remove entries of `table` whose `(expiry, key)` index entry in `idx`
+    /// is older than `now`, oldest first; at most `max`.
+    fn purge_expired<V: redb::Value + 'static>(
+        &mut self,
+        idx: TableDefinition<(i64, &str), ()>,
+        table: TableDefinition<&str, V>,
+        now: i64,
+        max: usize,
+    ) -> StoreResult<usize> {
+        let mut idx = self.tx.open_table(idx)?;
+        let mut t = self.tx.open_table(table)?;
         let mut n = 0;
         while n < max {
             let Some((k, _)) = idx.first()? else { break };
@@ -386,22 +402,7 @@ impl Tx<'_> {
 
     /// Drop records of tokens that expired before `now`; at most `max`.
     pub fn purge_tokens(&mut self, now: i64, max: usize) -> StoreResult<usize> {
-        let mut idx = self.tx.open_table(TOKENS_EXP)?;
-        let mut t = self.tx.open_table(TOKENS)?;
-        let mut n = 0;
-        while n < max {
-            let Some((k, _)) = idx.first()? else { break };
-            let (exp, jti) = k.value();
-            if exp >= now {
-                break;
-            }
-            let jti = jti.to_string();
-            drop(k);
-            idx.remove((exp, jti.as_str()))?;
-            t.remove(jti.as_str())?;
-            n += 1;
-        }
-        Ok(n)
+        self.purge_expired(TOKENS_EXP, TOKENS, now, max)
     }
 
     // ---- pending expiry ----
