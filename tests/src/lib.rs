@@ -2,6 +2,7 @@
 //! in-process on 127.0.0.1:0 with its own data dir (mDNS off), device keys
 //! that sign real proofs, and HTTPS clients pinned to the daemon's CA.
 
+pub mod bench;
 pub mod netns;
 pub mod security;
 pub mod x509;

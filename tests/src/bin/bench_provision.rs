@@ -8,16 +8,15 @@
 //! an ES256 proof; renewals over keep-alive connections. For each: requests
 //! per second (wall), per second of daemon CPU, p50/p99 latency, errors.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Parser;
 use idprov_proto::admin::{MAX_OOB_BATCH, OobUpsertRequest};
 use idprov_proto::device::{ProofEndpoint, paths};
+use idprov_tests::bench::{BenchDaemon, cpu_secs, pct, proc_status};
 use idprov_tests::{DeviceKey, oob_entry, post_json};
 
 #[derive(Parser)]
@@ -43,89 +42,16 @@ fn main() -> Result<()> {
     rt.block_on(run(args))
 }
 
-struct Proc {
-    child: std::process::Child,
-}
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn proc_status(pid: u32, field: &str) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = s.lines().find(|l| l.starts_with(field))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// utime + stime of a process, in seconds.
-fn cpu_secs(pid: u32) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = s.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-fn pct(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
-}
-
 async fn run(args: Args) -> Result<()> {
-    let bin = match args.idprovd.clone() {
-        Some(p) => p,
-        None => std::env::current_exe()?
-            .parent()
-            .context("exe dir")?
-            .join("idprovd"),
-    };
-    let tmp = tempfile::tempdir()?;
-    let dir = tmp.path().join("data");
-    let mut child = Command::new(&bin)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--log-level",
-            "warn",
-            "--log-format",
-            "json",
-        ])
-        .arg("--data-dir")
-        .arg(&dir)
-        .env("IDPROVD_MDNS__ENABLED", "false")
-        .env("IDPROVD_METRICS__LISTEN", "127.0.0.1:0")
-        .env("IDPROVD_TOKENS__LIFETIME", "1h")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-    let stdout = child.stdout.take().context("stdout")?;
-    let proc = Proc { child };
-    let pid = proc.child.id();
-    let mut url = String::new();
-    let mut lines = BufReader::new(stdout).lines();
-    for line in lines.by_ref() {
-        let line = line?;
-        if let Some(u) = line.split("listening on ").nth(1) {
-            url = u.trim().to_string();
-            break;
-        }
-    }
-    // Keep reading: a closed pipe would kill the daemon's next println.
-    std::thread::spawn(move || lines.for_each(drop));
-    if url.is_empty() {
-        bail!("daemon did not start");
-    }
+    let proc = BenchDaemon::start(
+        args.idprovd.as_deref(),
+        &[("IDPROVD_TOKENS__LIFETIME", "1h")],
+    )?;
+    let (pid, url) = (proc.pid, proc.url.clone());
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle_rss = proc_status(pid, "VmRSS:").unwrap_or(0);
 
-    let (_, mut profile) = idprov_admin_client::load_profile(Some(&dir.join("admin.profile")))?;
-    profile.server = url.clone();
+    let profile = proc.admin_profile()?;
     let admin = idprov_admin_client::AdminClient::new(&profile)?;
     let ca = profile.ca_cert.clone();
     let info: idprov_proto::device::InfoResponse = idprov_tests::pinned_client(&ca)
