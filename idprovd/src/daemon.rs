@@ -68,15 +68,7 @@ impl Daemon {
         f: impl FnOnce(&Daemon, &mut Tx<'_>) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
         let d = Arc::clone(self);
-        tokio::task::spawn_blocking(move || d.store.write(|tx| f(&d, tx)))
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "store task failed");
-                ApiError::new(
-                    ErrorCode::Internal,
-                    "the daemon could not complete the request",
-                )
-            })?
+        blocking(move || d.store.write(|tx| f(&d, tx))).await
     }
 
     pub async fn read<T: Send + 'static>(
@@ -84,15 +76,7 @@ impl Daemon {
         f: impl FnOnce(&Daemon, &crate::store::Rx) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
         let d = Arc::clone(self);
-        tokio::task::spawn_blocking(move || d.store.read(|rx| f(&d, rx)))
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "store task failed");
-                ApiError::new(
-                    ErrorCode::Internal,
-                    "the daemon could not complete the request",
-                )
-            })?
+        blocking(move || d.store.read(|rx| f(&d, rx))).await
     }
 
     pub fn publish(&self, events: Vec<AdminEvent>) {
@@ -845,4 +829,18 @@ impl Daemon {
         self.publish(events);
         Ok(n)
     }
+}
+
+/// Run store work on the blocking pool; a task that died is an internal
+/// error, never a panic of the handler.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        tracing::error!(error = %e, "store task failed");
+        ApiError::new(
+            ErrorCode::Internal,
+            "the daemon could not complete the request",
+        )
+    })?
 }

@@ -53,6 +53,9 @@ pub enum Command {
         /// How many device IDs of each kind (added, changed, removed) to list.
         #[arg(long, default_value_t = 20)]
         show: usize,
+        /// Print how long checking, uploading and committing took (stderr).
+        #[arg(long)]
+        timings: bool,
     },
     /// Check files without contacting the daemon.
     Check {

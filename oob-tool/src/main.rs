@@ -146,11 +146,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             prune,
             chunk,
             show,
+            timings,
         } => {
             let inputs = inputs(files, format)?;
             // Load the profile first: no point checking a million rows for a
             // daemon we cannot reach.
             let client = client(profile)?;
+            let started = std::time::Instant::now();
             let Some(summary) = check(&inputs)? else {
                 return Ok(ExitCode::FAILURE);
             };
@@ -170,14 +172,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 chunk: chunk.clamp(1, MAX_OOB_BATCH),
             };
             let inputs = Arc::new(inputs);
+            let checked = started.elapsed();
+            let mut phases = upload::Phases::default();
             let result = runtime()?.block_on(upload::import(
                 &client,
                 inputs.clone(),
                 &summary,
                 opts,
                 &progress,
+                &mut phases,
             ));
             progress.finish_and_clear();
+            if timings {
+                eprintln!(
+                    "timings: check {:.2} s, upload {:.2} s, commit {:.2} s, total {:.2} s",
+                    checked.as_secs_f64(),
+                    phases.upload.as_secs_f64(),
+                    phases.commit.as_secs_f64(),
+                    started.elapsed().as_secs_f64()
+                );
+            }
             match result {
                 Ok(r) => {
                     upload::print_result(&r, show);

@@ -275,14 +275,22 @@ impl<R: Read> CrlfToLf<R> {
                 }
                 break;
             }
-            for &b in &self.raw[..n] {
-                if std::mem::take(&mut self.held_cr) && b != b'\n' {
+            // Copy the runs between CRs whole; look closer only at a CR.
+            let mut rest = &self.raw[..n];
+            while !rest.is_empty() {
+                if std::mem::take(&mut self.held_cr) && rest[0] != b'\n' {
                     self.ready.push(b'\r');
                 }
-                if b == b'\r' {
-                    self.held_cr = true;
-                } else {
-                    self.ready.push(b);
+                match rest.iter().position(|&b| b == b'\r') {
+                    Some(at) => {
+                        self.ready.extend_from_slice(&rest[..at]);
+                        self.held_cr = true;
+                        rest = &rest[at + 1..];
+                    }
+                    None => {
+                        self.ready.extend_from_slice(rest);
+                        rest = &[];
+                    }
                 }
             }
         }

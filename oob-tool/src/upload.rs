@@ -32,13 +32,22 @@ pub struct Refused {
     pub problems: Vec<Problem>,
 }
 
+/// Wall time of the two phases of an upload, for `--timings`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Phases {
+    pub upload: std::time::Duration,
+    pub commit: std::time::Duration,
+}
+
 pub async fn import(
     client: &AdminClient,
     inputs: Arc<Vec<Input>>,
     summary: &Summary,
     opts: ImportOptions,
     bar: &ProgressBar,
+    phases: &mut Phases,
 ) -> anyhow::Result<OobImportResult> {
+    let t0 = std::time::Instant::now();
     let started = client
         .oob_import_start(&OobImportStart {
             replace: opts.replace,
@@ -54,7 +63,9 @@ pub async fn import(
                 && summary.entries <= MAX_OOB_BATCH as u64
                 && !opts.prune =>
         {
-            return single_request(client, inputs, summary, opts, bar).await;
+            let r = single_request(client, inputs, summary, opts, bar).await;
+            phases.upload = t0.elapsed();
+            return r;
         }
         Err(e) if e.code() == Some(idprov_proto::ErrorCode::NotFound) => bail!(
             "this daemon does not support import sessions (needed for more than {MAX_OOB_BATCH} entries or --prune)"
@@ -63,25 +74,15 @@ pub async fn import(
     };
     let (mut rx, reader) = spawn_reader(inputs, opts.chunk.clamp(1, MAX_OOB_BATCH), CHUNK_BYTES);
     let outcome = async {
-        let mut seq = 0u64;
-        let mut sent = 0u64;
-        while let Some((locs, entries)) = rx.recv().await {
-            let n = entries.len() as u64;
-            let chunk = OobImportChunk { seq, entries };
-            client
-                .oob_import_chunk(&session.id, &chunk)
-                .await
-                .map_err(|e| refused(e, &locs))?;
-            seq += 1;
-            sent += n;
-            bar.set_position(sent);
-        }
+        let sent = send_chunks(client, &session.id, &mut rx, bar).await?;
         let digest = reader.await.context("reading the files")??;
         if digest != summary.digest || sent != summary.entries {
             bail!("the input files changed while they were being imported; nothing was imported");
         }
         bar.set_message("committing");
-        client
+        phases.upload = t0.elapsed();
+        let committing = std::time::Instant::now();
+        let r = client
             .oob_import_commit(
                 &session.id,
                 &OobImportCommit {
@@ -90,7 +91,9 @@ pub async fn import(
                 },
             )
             .await
-            .map_err(|e| refused(e, &[]))
+            .map_err(|e| refused(e, &[]));
+        phases.commit = committing.elapsed();
+        r
     }
     .await;
     if outcome.is_err() {
@@ -103,6 +106,62 @@ pub async fn import(
 
 /// Body size a chunk aims at (the daemon takes up to 16 MiB).
 const CHUNK_BYTES: usize = 4 * 1024 * 1024;
+/// Chunk requests in flight at once: the daemon checks the next chunk while
+/// it stages this one (it accepts two per session and stages them in order).
+const IN_FLIGHT: usize = 2;
+
+type Pending = (Vec<Loc>, tokio::task::JoinHandle<Result<u64, AdminError>>);
+
+/// Send every chunk from `rx`, keeping [`IN_FLIGHT`] requests open, and
+/// wait for all answers. Returns the number of entries sent. The first
+/// refusal stops the upload (the requests still open are dropped).
+async fn send_chunks(
+    client: &AdminClient,
+    session: &str,
+    rx: &mut mpsc::Receiver<Chunk>,
+    bar: &ProgressBar,
+) -> anyhow::Result<u64> {
+    let mut open: std::collections::VecDeque<Pending> = std::collections::VecDeque::new();
+    let mut seq = 0u64;
+    let mut sent = 0u64;
+    let result = async {
+        loop {
+            let next = if open.len() < IN_FLIGHT {
+                rx.recv().await
+            } else {
+                None
+            };
+            match next {
+                Some((locs, entries)) => {
+                    let n = entries.len() as u64;
+                    let (client, session) = (client.clone(), session.to_string());
+                    let chunk = OobImportChunk { seq, entries };
+                    let task = tokio::spawn(async move {
+                        client.oob_import_chunk(&session, &chunk).await.map(|_| n)
+                    });
+                    open.push_back((locs, task));
+                    seq += 1;
+                }
+                None => {
+                    let Some((locs, task)) = open.pop_front() else {
+                        return Ok(sent);
+                    };
+                    let n = task
+                        .await
+                        .context("a chunk upload task failed")?
+                        .map_err(|e| refused(e, &locs))?;
+                    sent += n;
+                    bar.set_position(sent);
+                }
+            }
+        }
+    }
+    .await;
+    for (_, task) in open {
+        task.abort();
+    }
+    result
+}
 
 type Chunk = (Vec<Loc>, Vec<OobEntryInput>);
 

@@ -51,9 +51,25 @@ pub fn routes() -> Router<Arc<Daemon>> {
 
 #[derive(Default)]
 struct Registry {
-    sessions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Session>>>>,
+    sessions: Mutex<HashMap<String, Arc<Slot>>>,
     /// Leftover staging tables from before a restart are dropped once.
     swept: std::sync::atomic::AtomicBool,
+}
+
+/// How many chunks of one session the daemon reads and checks at once: the
+/// one being staged and the next, so a client can keep two requests in
+/// flight and the daemon checks chunk n+1 while it stages chunk n. Staging
+/// itself stays strictly in order.
+const CHUNKS_IN_FLIGHT: u64 = 2;
+/// How long a chunk that arrived early waits for the one before it.
+const ORDER_WAIT: Duration = Duration::from_secs(60);
+
+/// One session: its state, the bound on chunks in memory, and the number
+/// of the next chunk to stage (for chunks that arrived early to wait on).
+struct Slot {
+    state: tokio::sync::Mutex<Session>,
+    in_flight: tokio::sync::Semaphore,
+    next_seq: tokio::sync::watch::Sender<u64>,
 }
 
 struct Session {
@@ -68,17 +84,26 @@ struct Session {
     closed: bool,
 }
 
+impl Slot {
+    /// Mark the session closed (under its lock) and wake chunks waiting for
+    /// their turn, so they answer at once instead of at their time limit.
+    fn close(&self, s: &mut Session) {
+        s.closed = true;
+        self.next_seq.send_replace(u64::MAX);
+    }
+}
+
 type Shared = Arc<Registry>;
 
 impl Registry {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<Session>>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Slot>>> {
         // A poisoned map still holds valid sessions; keep serving.
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The session if it exists and belongs to this administrator; anything
     /// else is "not found", so ids cannot be probed.
-    fn get(&self, sid: &str) -> Result<Arc<tokio::sync::Mutex<Session>>, ApiError> {
+    fn get(&self, sid: &str) -> Result<Arc<Slot>, ApiError> {
         self.lock().get(sid).cloned().ok_or_else(|| {
             ApiError::not_found(
                 "no such import session (expired, finished, or the daemon restarted)",
@@ -128,16 +153,20 @@ async fn start(
         }
         map.insert(
             id.clone(),
-            Arc::new(tokio::sync::Mutex::new(Session {
-                id: id.clone(),
-                admin: a.name.clone(),
-                replace: opts.replace,
-                prune: opts.prune,
-                next_seq: 0,
-                staged: 0,
-                last_used: Instant::now(),
-                closed: false,
-            })),
+            Arc::new(Slot {
+                state: tokio::sync::Mutex::new(Session {
+                    id: id.clone(),
+                    admin: a.name.clone(),
+                    replace: opts.replace,
+                    prune: opts.prune,
+                    next_seq: 0,
+                    staged: 0,
+                    last_used: Instant::now(),
+                    closed: false,
+                }),
+                in_flight: tokio::sync::Semaphore::new(CHUNKS_IN_FLIGHT as usize),
+                next_seq: tokio::sync::watch::Sender::new(0),
+            }),
         );
     }
     tokio::spawn(reap_when_idle(Arc::downgrade(&d), reg.clone(), id.clone()));
@@ -159,10 +188,10 @@ async fn reap_when_idle(d: std::sync::Weak<Daemon>, reg: Shared, sid: String) {
     let limit = Duration::from_secs(IMPORT_IDLE_SECS);
     loop {
         tokio::time::sleep(limit / 5).await;
-        let Ok(session) = reg.get(&sid) else {
+        let Ok(slot) = reg.get(&sid) else {
             return; // committed or aborted
         };
-        let mut s = session.lock().await;
+        let mut s = slot.state.lock().await;
         if s.closed {
             return;
         }
@@ -170,7 +199,7 @@ async fn reap_when_idle(d: std::sync::Weak<Daemon>, reg: Shared, sid: String) {
             continue;
         }
         // Closed under the lock: a late chunk cannot race the drop.
-        s.closed = true;
+        slot.close(&mut s);
         reg.remove(&sid);
         let Some(d) = d.upgrade() else { return };
         let id = sid.clone();
@@ -184,19 +213,21 @@ async fn reap_when_idle(d: std::sync::Weak<Daemon>, reg: Shared, sid: String) {
     }
 }
 
-/// The session, locked, checked to belong to this administrator and open.
-async fn open_session(
-    reg: &Shared,
-    sid: &str,
+/// The session's state, locked, checked to belong to this administrator
+/// and to be open.
+async fn lock_open<'a>(
+    slot: &'a Slot,
     admin: &str,
-) -> Result<tokio::sync::OwnedMutexGuard<Session>, ApiError> {
-    let s = reg.get(sid)?.lock_owned().await;
-    if s.closed || s.admin != admin {
+) -> Result<tokio::sync::MutexGuard<'a, Session>, ApiError> {
+    let guard = slot.state.lock().await;
+    if guard.closed || guard.admin != admin {
         return Err(ApiError::not_found("no such import session"));
     }
-    Ok(s)
+    Ok(guard)
 }
 
+/// A chunk: read and checked outside the session's lock (at most
+/// [`CHUNKS_IN_FLIGHT`] at a time per session), then staged in order.
 async fn chunk(
     State(d): State<Arc<Daemon>>,
     Extension(reg): Extension<Shared>,
@@ -204,12 +235,57 @@ async fn chunk(
     Path(sid): Path<String>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    // Lock first, then read the body: one chunk per session in memory.
-    let mut s = open_session(&reg, &sid, &a.name).await?;
-    s.last_used = Instant::now();
+    let slot = reg.get(&sid)?;
+    {
+        let mut s = lock_open(&slot, &a.name).await?;
+        s.last_used = Instant::now();
+    }
+    // A permit before the body is read: this bounds the chunks in memory.
+    let _permit = slot
+        .in_flight
+        .acquire()
+        .await
+        .map_err(|_| ApiError::not_found("no such import session"))?;
     let c: OobImportChunk = json_body(req, MAX_CHUNK_BODY).await?;
-    if s.next_seq > 0 && c.seq + 1 == s.next_seq {
+    let next = *slot.next_seq.borrow();
+    if next > 0 && c.seq + 1 == next {
         // The answer to this chunk was lost; it is staged already.
+        let s = lock_open(&slot, &a.name).await?;
+        return Ok(Json(OobImportChunkAck {
+            seq: c.seq,
+            staged: s.staged,
+        })
+        .into_response());
+    }
+    if c.seq < next || c.seq >= next.saturating_add(CHUNKS_IN_FLIGHT) {
+        return Err(ApiError::conflict(format!(
+            "expected chunk {next}, got {}",
+            c.seq
+        )));
+    }
+    if c.entries.len() > MAX_OOB_BATCH {
+        return Err(ApiError::bad_request(format!(
+            "at most {MAX_OOB_BATCH} entries per chunk"
+        )));
+    }
+    let records = validate_parallel(c.entries, d.now()).await?;
+
+    // Wait for the chunks before this one to be staged.
+    let mut turn = slot.next_seq.subscribe();
+    match tokio::time::timeout(ORDER_WAIT, turn.wait_for(|n| *n >= c.seq)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(_)) => return Err(ApiError::not_found("no such import session")),
+        Err(_) => {
+            return Err(ApiError::conflict(format!(
+                "chunk {} did not arrive in time before chunk {}",
+                c.seq.saturating_sub(1),
+                c.seq
+            )));
+        }
+    }
+    let mut s = lock_open(&slot, &a.name).await?;
+    if c.seq + 1 == s.next_seq {
+        // Sent twice, and the other copy was staged first.
         return Ok(Json(OobImportChunkAck {
             seq: c.seq,
             staged: s.staged,
@@ -222,17 +298,11 @@ async fn chunk(
             s.next_seq, c.seq
         )));
     }
-    if c.entries.len() > MAX_OOB_BATCH {
-        return Err(ApiError::bad_request(format!(
-            "at most {MAX_OOB_BATCH} entries per chunk"
-        )));
-    }
-    if s.staged + c.entries.len() as u64 > MAX_IMPORT_ENTRIES {
+    if s.staged + records.len() as u64 > MAX_IMPORT_ENTRIES {
         return Err(ApiError::bad_request(format!(
             "an import holds at most {MAX_IMPORT_ENTRIES} entries"
         )));
     }
-    let records = validate_parallel(c.entries, d.now()).await?;
     let session = s.id.clone();
     let staged = d
         .write(move |_, tx| {
@@ -246,6 +316,7 @@ async fn chunk(
     s.staged = staged;
     s.next_seq += 1;
     s.last_used = Instant::now();
+    slot.next_seq.send_replace(s.next_seq);
     Ok(Json(OobImportChunkAck { seq: c.seq, staged }).into_response())
 }
 
@@ -304,10 +375,11 @@ async fn commit(
     Path(sid): Path<String>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let mut s = open_session(&reg, &sid, &a.name).await?;
+    let slot = reg.get(&sid)?;
+    let mut s = lock_open(&slot, &a.name).await?;
     let c: OobImportCommit = json_body(req, 64 * 1024).await?;
     // Whatever happens now, the session ends.
-    s.closed = true;
+    slot.close(&mut s);
     reg.remove(&sid);
     let opts = CommitOptions {
         replace: s.replace,
@@ -375,8 +447,9 @@ async fn abort(
     AdminAuth(a): AdminAuth,
     Path(sid): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let mut s = open_session(&reg, &sid, &a.name).await?;
-    s.closed = true;
+    let slot = reg.get(&sid)?;
+    let mut s = lock_open(&slot, &a.name).await?;
+    slot.close(&mut s);
     reg.remove(&sid);
     let session = s.id.clone();
     d.write(move |_, tx| Ok(tx.drop_oob_staging(&session)?))

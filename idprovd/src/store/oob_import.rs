@@ -11,6 +11,7 @@
 
 use std::collections::HashSet;
 
+use idprov_proto::MacAddr;
 use idprov_proto::error::EntryError;
 use idprov_proto::oob_import::{MAX_LISTED_IDS, OobImportResult};
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
@@ -21,7 +22,7 @@ const STAGING_PREFIX: &str = "oob_staging/";
 const STAGING_MAC_PREFIX: &str = "oob_staging_mac/";
 const STAGING_SECRET_PREFIX: &str = "oob_staging_secret/";
 
-/// Staged entries: device id → [`OobRecord`] JSON.
+/// Staged entries: device id → [`StagedHead`] then the [`OobRecord`] JSON.
 fn staging(sid: &str) -> String {
     format!("{STAGING_PREFIX}{sid}")
 }
@@ -125,7 +126,7 @@ impl Tx<'_> {
             {
                 secrets.insert(id, hash.as_str())?;
             }
-            staged.insert(id, encode(rec)?.as_slice())?;
+            staged.insert(id, staged_value(rec)?.as_slice())?;
         }
         Ok((staged.len()?, errors))
     }
@@ -189,7 +190,7 @@ impl Tx<'_> {
             for (index, item) in staged.iter()?.enumerate() {
                 let (k, v) = item?;
                 let id = k.value();
-                let mut rec: OobRecord = decode(id, v.value())?;
+                let (mac, json) = split_staged(id, v.value())?;
                 let mut refuse = |message: String| {
                     if errors.len() < MAX_DETAILS {
                         errors.push(EntryError {
@@ -199,12 +200,12 @@ impl Tx<'_> {
                         });
                     }
                 };
-                if let Some(mac) = rec.mac {
+                if let Some(mac) = mac {
                     let key = mac.to_string();
                     let owner = macs.get(key.as_str())?.map(|o| o.value().to_string());
                     if let Some(owner) = owner
                         && owner != id
-                        && !moves_away(&staged, &owner, &key)?
+                        && !moves_away(&staged, &owner, mac)?
                     {
                         refuse(format!("MAC {mac} already belongs to device {owner}"));
                         continue;
@@ -214,19 +215,21 @@ impl Tx<'_> {
                     .get(id)?
                     .map(|v| decode::<OobRecord>(id, v.value()))
                     .transpose()?;
+                // A new entry is stored as staged: no need to decode it.
                 let Some(old) = old else {
                     result.added += 1;
                     if result.added_ids.len() < MAX_LISTED_IDS {
-                        result.added_ids.push(rec.device_id.clone());
+                        result.added_ids.push(parse_id(id)?);
                     }
                     if !opts.dry_run {
-                        oob.insert(id, v.value())?;
-                        if let Some(mac) = rec.mac {
+                        oob.insert(id, json)?;
+                        if let Some(mac) = mac {
                             macs.insert(mac.to_string().as_str(), id)?;
                         }
                     }
                     continue;
                 };
+                let mut rec: OobRecord = decode(id, json)?;
                 let key_mac_same = old.kid == rec.kid && old.mac == rec.mac;
                 // An entry that leaves the secret out keeps the stored one
                 // as long as its key and MAC stay: the daemon never gives a
@@ -286,14 +289,42 @@ impl Tx<'_> {
 fn moves_away(
     staged: &redb::Table<'_, &'static str, &'static [u8]>,
     owner: &str,
-    mac: &str,
+    mac: MacAddr,
 ) -> StoreResult<bool> {
     match staged.get(owner)? {
         None => Ok(false),
-        Some(v) => {
-            let rec: OobRecord = decode(owner, v.value())?;
-            Ok(rec.mac.map(|m| m.to_string()).as_deref() != Some(mac))
+        Some(v) => Ok(split_staged(owner, v.value())?.0 != Some(mac)),
+    }
+}
+
+/// A staged value starts with the entry's MAC (a flag byte, then six bytes
+/// if there is one), so the commit can add a new entry — by far the most
+/// common case in a large import — without decoding its JSON.
+fn staged_value(rec: &OobRecord) -> StoreResult<Vec<u8>> {
+    let json = encode(rec)?;
+    let mut out = Vec::with_capacity(json.len() + 7);
+    match rec.mac {
+        Some(m) => {
+            out.push(1);
+            out.extend_from_slice(&m.0);
         }
+        None => out.push(0),
+    }
+    out.extend_from_slice(&json);
+    Ok(out)
+}
+
+/// The MAC and the record JSON of a staged value.
+fn split_staged<'v>(id: &str, v: &'v [u8]) -> StoreResult<(Option<MacAddr>, &'v [u8])> {
+    let bad = || super::StoreError::Record(format!("staged entry {id}"));
+    match v.split_first() {
+        Some((0, json)) => Ok((None, json)),
+        Some((1, rest)) if rest.len() >= 6 => {
+            let (mac, json) = rest.split_at(6);
+            let mac: [u8; 6] = mac.try_into().map_err(|_| bad())?;
+            Ok((Some(MacAddr(mac)), json))
+        }
+        _ => Err(bad()),
     }
 }
 
