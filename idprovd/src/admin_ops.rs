@@ -531,10 +531,15 @@ impl Daemon {
     }
 }
 
+/// Whether `new` keeps the secret of `old`: it gives the same one, or it
+/// leaves the secret out while key and MAC stay. The daemon never gives a
+/// secret back, so an exported list cannot repeat it; import sessions follow
+/// the same rule (`store::oob_import`).
 fn same_secret(old: &OobRecord, new: &OobRecord) -> bool {
     match (&old.secret_salt, &old.secret_hash, &new.secret_hash) {
         (None, None, None) => true,
-        (Some(_), Some(_), None) | (None, None, Some(_)) => false,
+        (Some(_), Some(_), None) => old.kid == new.kid && old.mac == new.mac,
+        (None, None, Some(_)) => false,
         // Salts differ per upload: hash the new plaintext with the old salt.
         (Some(salt), Some(hash), Some(_)) => new
             .secret_plain_for_compare

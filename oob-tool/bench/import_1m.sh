@@ -37,13 +37,13 @@ for _ in $(seq 1 100); do [ -s "$DATA/admin.profile" ] && break; sleep 0.1; done
 [ -s "$DATA/admin.profile" ] || { echo "daemon did not start"; cat "$DATA/daemon.out"; exit 1; }
 
 /usr/bin/time -f "tool: %e s wall, %M KiB max RSS, %U s user, %S s sys" \
-  "$BIN/idprov-oob" --profile "$DATA/admin.profile" import "$FILE"
+  "$BIN/idprov-oob" --profile "$DATA/admin.profile" import --timings --show 3 "$FILE"
 echo "daemon: $(grep VmHWM /proc/$DPID/status | tr -s ' ') peak RSS; store file $(du -h "$DATA/idprov.redb" | cut -f1)"
 echo "daemon CPU: $(awk '{printf "%.1f s user, %.1f s sys", $14/100, $15/100}' /proc/$DPID/stat)"
 
 # The same file again: idempotent, nothing changes.
 /usr/bin/time -f "re-import (no change): %e s wall, %M KiB max RSS" \
-  "$BIN/idprov-oob" --profile "$DATA/admin.profile" import "$FILE"
+  "$BIN/idprov-oob" --profile "$DATA/admin.profile" import --timings --show 3 "$FILE"
 echo "daemon after re-import: $(grep VmHWM /proc/$DPID/status | tr -s ' ') peak RSS"
 kill $DPID
 wait $DPID 2>/dev/null || true

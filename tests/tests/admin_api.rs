@@ -179,6 +179,50 @@ async fn oob_upsert_is_atomic_idempotent_and_needs_replace() -> R {
     Ok(())
 }
 
+/// An entry without its secret keeps the stored one while key and MAC stay
+/// (an exported list never carries secrets), in a single upsert just as in
+/// an import session; with another key and `replace` it is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_omitted_secret_is_kept_while_key_and_mac_stay() -> R {
+    let d = TestDaemon::start().await?;
+    let admin = d.admin()?;
+    let (k1, k2) = (DeviceKey::es256(), DeviceKey::es256());
+    let upsert = |entries, replace| OobUpsertRequest {
+        entries,
+        replace,
+        dry_run: false,
+    };
+    let has_secret = |list: &idprov_proto::admin::Page<idprov_proto::admin::OobEntryView>| {
+        list.items
+            .iter()
+            .find(|e| e.device_id.as_str() == "s-1")
+            .map(|e| e.has_secret)
+    };
+    let with_secret = oob_entry("s-1", Some(&k1), None, Some("one-time-secret-1"));
+    admin.oob_upsert(&upsert(vec![with_secret], false)).await?;
+
+    let r = admin
+        .oob_upsert(&upsert(
+            vec![oob_entry("s-1", Some(&k1), None, None)],
+            false,
+        ))
+        .await?;
+    assert_eq!((r.changed.len(), r.unchanged), (0, 1));
+    let list = admin.oob_list(&ListQuery::default()).await?;
+    assert_eq!(has_secret(&list), Some(true));
+    // The kept secret still has to be presented.
+    assert_eq!(d.provision("s-1", &k1).await?.status, 403);
+
+    let r = admin
+        .oob_upsert(&upsert(vec![oob_entry("s-1", Some(&k2), None, None)], true))
+        .await?;
+    assert_eq!(r.changed.len(), 1);
+    let list = admin.oob_list(&ListQuery::default()).await?;
+    assert_eq!(has_secret(&list), Some(false));
+    assert_eq!(d.provision("s-1", &k2).await?.status, 200);
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_stream_live_and_audit_chain_holds() -> R {
     let d = TestDaemon::start().await?;
