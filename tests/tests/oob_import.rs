@@ -186,3 +186,23 @@ async fn another_administrator_cannot_touch_a_session() -> R {
     assert_eq!(commit(&admin, &sid, 1).await?, 1);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_sequence_numbers_are_conflicts_not_crashes() -> R {
+    let d = TestDaemon::start().await?;
+    let admin = d.admin()?;
+    let sid = start(&admin).await?;
+    for seq in [u64::MAX, u64::MAX - 1, 1 << 63] {
+        let err = admin
+            .oob_import_chunk(&sid, &chunk(seq, entries("x", 1)))
+            .await
+            .expect_err("far outside the window");
+        assert_eq!(err.code(), Some(ErrorCode::Conflict), "seq {seq}");
+    }
+    // The session is still usable.
+    admin
+        .oob_import_chunk(&sid, &chunk(0, entries("ok", 1)))
+        .await?;
+    assert_eq!(commit(&admin, &sid, 1).await?, 1);
+    Ok(())
+}

@@ -248,7 +248,7 @@ async fn chunk(
         .map_err(|_| ApiError::not_found("no such import session"))?;
     let c: OobImportChunk = json_body(req, MAX_CHUNK_BODY).await?;
     let next = *slot.next_seq.borrow();
-    if next > 0 && c.seq + 1 == next {
+    if c.seq.checked_add(1) == Some(next) {
         // The answer to this chunk was lost; it is staged already.
         let s = lock_open(&slot, &a.name).await?;
         return Ok(Json(OobImportChunkAck {
@@ -284,7 +284,7 @@ async fn chunk(
         }
     }
     let mut s = lock_open(&slot, &a.name).await?;
-    if c.seq + 1 == s.next_seq {
+    if c.seq.checked_add(1) == Some(s.next_seq) {
         // Sent twice, and the other copy was staged first.
         return Ok(Json(OobImportChunkAck {
             seq: c.seq,
