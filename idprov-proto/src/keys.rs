@@ -362,18 +362,65 @@ fn bit_len(n: &[u8]) -> usize {
     }
 }
 
-/// Wrap a PKCS#1 RSAPublicKey in a SubjectPublicKeyInfo.
+/// Wrap a PKCS#1 RSAPublicKey in a SubjectPublicKeyInfo (rsaEncryption,
+/// NULL parameters). The result is then checked like any SPKI.
 fn pkcs1_to_spki(pkcs1: &[u8]) -> Result<Vec<u8>, KeyError> {
-    let key =
-        aws_lc_rs::rsa::PublicEncryptingKey::from_der(pkcs1).map_err(|_| KeyError::Malformed)?;
-    use aws_lc_rs::encoding::AsDer;
-    let der = key.as_der().map_err(|_| KeyError::Malformed)?;
-    Ok(der.as_ref().to_vec())
+    const RSA_ALGORITHM: [u8; 15] = [
+        0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00,
+    ];
+    if pkcs1.len() > MAX_PEM_LEN {
+        return Err(KeyError::TooLong);
+    }
+    let mut bits = Vec::with_capacity(pkcs1.len() + 1);
+    bits.push(0); // no unused bits
+    bits.extend_from_slice(pkcs1);
+    let mut body = RSA_ALGORITHM.to_vec();
+    der_push(&mut body, 0x03, &bits);
+    let mut spki = Vec::with_capacity(body.len() + 4);
+    der_push(&mut spki, 0x30, &body);
+    Ok(spki)
+}
+
+/// Append one DER TLV (definite length, short or long form).
+fn der_push(out: &mut Vec<u8>, tag: u8, content: &[u8]) {
+    out.push(tag);
+    let len = content.len();
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes = len.to_be_bytes();
+        let skip = bytes.iter().take_while(|b| **b == 0).count();
+        out.push(0x80 | (bytes.len() - skip) as u8);
+        out.extend_from_slice(&bytes[skip..]);
+    }
+    out.extend_from_slice(content);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `openssl rsa -RSAPublicKey_out` writes PKCS#1; it names the same key
+    /// (same thumbprint) as the SPKI form.
+    #[test]
+    fn pkcs1_rsa_public_key_is_accepted() {
+        use aws_lc_rs::encoding::AsDer;
+        use aws_lc_rs::signature::KeyPair;
+        let pair =
+            aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("rsa key");
+        let spki = pair.public_key().as_der().expect("spki");
+        let spki_key = PublicKey::from_spki_der(spki.as_ref(), false).expect("spki parses");
+        // The PKCS#1 RSAPublicKey is the BIT STRING's content.
+        let pkcs1 = spki_key.verify_bytes().to_vec();
+        let pem = pem_encode("RSA PUBLIC KEY", &pkcs1);
+        let key = PublicKey::from_pem(&pem, Some(KeyFormat::RSA_PEM)).expect("pkcs1 parses");
+        assert_eq!(key.thumbprint(), spki_key.thumbprint());
+        assert_eq!(key.spki_der(), spki.as_ref());
+        // Garbage after the key inside the PKCS#1 block is refused.
+        let mut bad = pkcs1.clone();
+        bad.push(0);
+        assert!(PublicKey::from_pem(&pem_encode("RSA PUBLIC KEY", &bad), None).is_err());
+    }
 
     #[test]
     fn code_shape() {

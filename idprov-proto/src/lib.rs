@@ -14,6 +14,7 @@ pub mod ids;
 pub mod keys;
 pub mod oob_import;
 pub mod secret;
+pub mod time;
 pub mod x509;
 
 pub use error::{ErrorBody, ErrorCode};

@@ -624,6 +624,12 @@ pub(crate) fn validate_oob(
             err("expires_at is in the past".into());
             continue;
         }
+        if e.expires_at
+            .is_some_and(|exp| exp > idprov_proto::time::MAX_UNIX)
+        {
+            err("expires_at is after 9999-12-31T23:59:59Z (leave it out for no expiry)".into());
+            continue;
+        }
         let salt = e
             .secret
             .as_ref()

@@ -47,9 +47,13 @@ pub enum Command {
         /// Remove every entry on the daemon that the files do not list.
         #[arg(long)]
         prune: bool,
-        /// Entries per request when uploading in chunks.
-        #[arg(long, default_value_t = 5000)]
-        chunk: usize,
+        /// With --prune, accept files that list no entries at all (which
+        /// empties the daemon's list).
+        #[arg(long, requires = "prune")]
+        allow_empty: bool,
+        /// Entries per request when uploading in chunks (1-10000).
+        #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        chunk: u64,
         /// How many device IDs of each kind (added, changed, removed) to list.
         #[arg(long, default_value_t = 20)]
         show: usize,
@@ -94,7 +98,8 @@ pub enum Command {
     },
     /// Generate key pairs for a batch of devices, and a CSV to import.
     Generate {
-        /// Number of devices.
+        /// Number of devices (at most 1,000,000 per batch).
+        #[arg(value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
         count: u64,
         /// Device ID prefix; IDs are PREFIX plus a zero-padded number.
         #[arg(long)]

@@ -66,6 +66,10 @@ pub fn rs256(bits: u32) -> anyhow::Result<Pair> {
     })
 }
 
+/// Most key pairs one `generate` writes: each is a file, and a typo in N
+/// must not fill the disk with them.
+pub const MAX_GENERATE: u64 = 1_000_000;
+
 pub struct Plan {
     pub count: u64,
     pub prefix: String,
@@ -80,9 +84,13 @@ impl Plan {
     /// Device IDs are the prefix and a zero-padded number, all of one width
     /// so that they sort in order.
     pub fn device_id(&self, i: u64) -> anyhow::Result<DeviceId> {
-        let last = self.start + self.count.saturating_sub(1);
+        let too_big = || anyhow::anyhow!("--start plus N is too large");
+        let last = self
+            .start
+            .checked_add(self.count.saturating_sub(1))
+            .ok_or_else(too_big)?;
         let width = last.to_string().len();
-        let n = self.start + i;
+        let n = self.start.checked_add(i).ok_or_else(too_big)?;
         let id = format!("{}{n:0width$}", self.prefix);
         id.parse()
             .with_context(|| format!("device id {id:?} is not valid"))
@@ -107,6 +115,12 @@ pub fn key_file_name(id: &DeviceId) -> String {
 pub fn run(plan: &Plan, progress: &(dyn Fn(u64) + Sync)) -> anyhow::Result<PathBuf> {
     if plan.count == 0 {
         bail!("nothing to generate (N is 0)");
+    }
+    if plan.count > MAX_GENERATE {
+        bail!(
+            "at most {MAX_GENERATE} key pairs per batch (N is {}); generate several batches with --start",
+            plan.count
+        );
     }
     if plan.alg == Alg::Rs256 && ![2048, 3072, 4096].contains(&plan.rsa_bits) {
         bail!("--rsa-bits must be 2048, 3072 or 4096");

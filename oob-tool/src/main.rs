@@ -144,6 +144,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dry_run,
             replace,
             prune,
+            allow_empty,
             chunk,
             show,
             timings,
@@ -160,6 +161,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("no entries; nothing to do");
                 return Ok(ExitCode::SUCCESS);
             }
+            if summary.entries == 0 && !allow_empty {
+                eprintln!(
+                    "error: the files list no entries, so --prune would remove every entry on the daemon; add --allow-empty if that is what you want"
+                );
+                return Ok(ExitCode::FAILURE);
+            }
             let progress = bar(
                 Some(summary.entries),
                 "{msg:10} [{bar:40}] {pos}/{len} {per_sec} {elapsed}",
@@ -169,7 +176,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 replace,
                 prune,
                 dry_run,
-                chunk: chunk.clamp(1, MAX_OOB_BATCH),
+                chunk: usize::try_from(chunk)
+                    .unwrap_or(MAX_OOB_BATCH)
+                    .clamp(1, MAX_OOB_BATCH),
             };
             let inputs = Arc::new(inputs);
             let checked = started.elapsed();

@@ -3,10 +3,11 @@
 //! across rows (duplicates) live in [`crate::validate`].
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use idprov_proto::admin::OobEntryInput;
 use idprov_proto::keys::MAX_PEM_LEN;
+use idprov_proto::time::MAX_UNIX;
 use idprov_proto::{DeviceId, KeyFormat, MacAddr, PublicKey, Secret};
 use serde::{Deserialize, Serialize};
 
@@ -250,6 +251,20 @@ fn load_pem(cell: &str, base: &Path) -> Result<String, String> {
 /// `expires`: unix seconds, an RFC 3339 time (`2027-03-01T12:00:00Z`), or a
 /// date (`2027-03-01`, midnight UTC). Empty means never.
 pub fn parse_expires(e: &Expires) -> Result<Option<i64>, String> {
+    let t = parse_expires_unbounded(e)?;
+    match t {
+        Some(t) if t > MAX_UNIX => Err(format!(
+            "expires {} is after 9999-12-31T23:59:59Z (leave it empty for no expiry)",
+            match e {
+                Expires::Unix(n) => n.to_string(),
+                Expires::Text(s) => quoted(s.trim()),
+            }
+        )),
+        t => Ok(t),
+    }
+}
+
+fn parse_expires_unbounded(e: &Expires) -> Result<Option<i64>, String> {
     match e {
         Expires::Unix(n) if *n > 0 => Ok(Some(*n)),
         Expires::Unix(n) => Err(format!("expires {n} is not a positive unix time")),
@@ -292,12 +307,7 @@ pub fn parse_expires(e: &Expires) -> Result<Option<i64>, String> {
 
 /// RFC 3339 (UTC, seconds) for export.
 pub fn format_expires(unix: i64) -> String {
-    match u64::try_from(unix) {
-        Ok(secs) => {
-            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
-        }
-        Err(_) => unix.to_string(),
-    }
+    idprov_proto::time::rfc3339(unix)
 }
 
 pub fn now_unix() -> i64 {

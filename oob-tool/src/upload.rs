@@ -73,7 +73,12 @@ pub async fn import(
         Err(e) => return Err(anyhow::Error::new(e).context("starting the import")),
     };
     let (mut rx, reader) = spawn_reader(inputs, opts.chunk.clamp(1, MAX_OOB_BATCH), CHUNK_BYTES);
-    let outcome = async {
+    // Interrupted (Ctrl-C, SIGTERM, SIGHUP): end the session on the daemon
+    // before leaving, so it does not hold one of the daemon's few import
+    // slots until it times out. Only SIGKILL leaves that to the daemon.
+    let interrupt = interrupted()?;
+    let in_commit = std::cell::Cell::new(false);
+    let work = async {
         let sent = send_chunks(client, &session.id, &mut rx, bar).await?;
         let digest = reader.await.context("reading the files")??;
         if digest != summary.digest || sent != summary.entries {
@@ -82,6 +87,7 @@ pub async fn import(
         bar.set_message("committing");
         phases.upload = t0.elapsed();
         let committing = std::time::Instant::now();
+        in_commit.set(true);
         let r = client
             .oob_import_commit(
                 &session.id,
@@ -94,14 +100,40 @@ pub async fn import(
             .map_err(|e| refused(e, &[]));
         phases.commit = committing.elapsed();
         r
-    }
-    .await;
+    };
+    let outcome = tokio::select! {
+        r = work => r,
+        signal = interrupt => {
+            let when = if in_commit.get() {
+                "while the daemon was committing: it applies all of the import or none of it; see `idprov-oob list`"
+            } else {
+                "nothing was imported"
+            };
+            Err(anyhow::anyhow!("interrupted by {signal} {when}"))
+        }
+    };
     if outcome.is_err() {
         // Best effort: the daemon also drops idle sessions by itself, and a
         // failed commit ends the session anyway.
-        let _ = client.oob_import_abort(&session.id).await;
+        let abort = client.oob_import_abort(&session.id);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), abort).await;
     }
     outcome
+}
+
+/// A future that ends with the name of the first SIGINT, SIGTERM or SIGHUP.
+fn interrupted() -> anyhow::Result<impl std::future::Future<Output = &'static str>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+            _ = hup.recv() => "SIGHUP",
+        }
+    })
 }
 
 /// Body size a chunk aims at (the daemon takes up to 16 MiB).

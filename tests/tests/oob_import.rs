@@ -206,3 +206,94 @@ async fn hostile_sequence_numbers_are_conflicts_not_crashes() -> R {
     assert_eq!(commit(&admin, &sid, 1).await?, 1);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resend_with_other_entries_is_a_conflict() -> R {
+    let d = TestDaemon::start().await?;
+    let admin = d.admin()?;
+    let sid = start(&admin).await?;
+    admin
+        .oob_import_chunk(&sid, &chunk(0, entries("orig", 2)))
+        .await?;
+    let err = admin
+        .oob_import_chunk(&sid, &chunk(0, entries("other", 2)))
+        .await
+        .expect_err("other entries under a staged chunk's number");
+    assert_eq!(err.code(), Some(ErrorCode::Conflict));
+    assert_eq!(commit(&admin, &sid, 2).await?, 2);
+    let ids: Vec<String> = admin
+        .oob_list(&ListQuery::default())
+        .await?
+        .items
+        .into_iter()
+        .map(|e| e.device_id.to_string())
+        .collect();
+    assert_eq!(ids, ["orig-0", "orig-1"]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_with_the_wrong_count_is_a_conflict_and_imports_nothing() -> R {
+    let d = TestDaemon::start().await?;
+    let admin = d.admin()?;
+    let sid = start(&admin).await?;
+    admin
+        .oob_import_chunk(&sid, &chunk(0, entries("cnt", 3)))
+        .await?;
+    let err = admin
+        .oob_import_commit(
+            &sid,
+            &OobImportCommit {
+                dry_run: false,
+                expected_entries: 4,
+            },
+        )
+        .await
+        .expect_err("count mismatch");
+    assert_eq!(err.code(), Some(ErrorCode::Conflict));
+    assert!(err.to_string().contains("staged 3"), "{err}");
+    assert_eq!(listed(&admin).await?, 0);
+    // The session is over.
+    let err = commit(&admin, &sid, 3).await.expect_err("closed");
+    assert!(err.to_string().contains("no such import session"), "{err}");
+    Ok(())
+}
+
+/// With all four slots taken, an administrator's own sessions idle for 30 s
+/// (a killed tool) make room for a new one; other administrators' do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_sessions_of_the_same_administrator_make_room() -> R {
+    let d = TestDaemon::start().await?;
+    let alice = d.admin()?;
+    let bob = idprovd::admins::add(&d.dir, "bob", &d.url, &d.ca_pem(), "", d.now())?;
+    let bob = AdminClient::new(&bob)?;
+    let mut old = Vec::new();
+    for i in 0..4 {
+        let sid = start(&alice).await?;
+        alice
+            .oob_import_chunk(&sid, &chunk(0, entries(&format!("ab{i}"), 1)))
+            .await?;
+        old.push(sid);
+    }
+    for who in [&alice, &bob] {
+        let err = start(who).await.expect_err("all slots busy");
+        assert!(err.to_string().contains("imports are running"), "{err}");
+    }
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    let err = start(&bob)
+        .await
+        .expect_err("alice's sessions are not bob's");
+    assert!(err.to_string().contains("imports are running"), "{err}");
+    let sid = start(&alice).await?;
+    alice
+        .oob_import_chunk(&sid, &chunk(0, entries("fresh", 1)))
+        .await?;
+    assert_eq!(commit(&alice, &sid, 1).await?, 1);
+    // Every abandoned session went, with what it staged.
+    for sid in old {
+        let err = commit(&alice, &sid, 1).await.expect_err("evicted");
+        assert!(err.to_string().contains("no such import session"), "{err}");
+    }
+    assert_eq!(listed(&alice).await?, 1);
+    Ok(())
+}

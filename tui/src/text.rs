@@ -7,7 +7,6 @@
 //! cell is one column wide, so column widths computed from `len()` are exact.
 
 use std::borrow::Cow;
-use std::time::{Duration, UNIX_EPOCH};
 
 use idprov_proto::ids::escape_untrusted;
 
@@ -61,13 +60,7 @@ pub fn ago(now: i64, at: i64) -> String {
 
 /// UTC RFC 3339 time of a Unix timestamp, for detail panes and the audit log.
 pub fn timestamp(at: i64) -> String {
-    match u64::try_from(at) {
-        Ok(secs) => {
-            let t = UNIX_EPOCH + Duration::from_secs(secs);
-            humantime::format_rfc3339_seconds(t).to_string()
-        }
-        Err(_) => format!("@{at}"),
-    }
+    idprov_proto::time::rfc3339(at)
 }
 
 /// "in 3d", "2h ago" — for expiry dates.

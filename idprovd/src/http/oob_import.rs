@@ -79,6 +79,9 @@ struct Session {
     prune: bool,
     next_seq: u64,
     staged: u64,
+    /// SHA-256 of the body of the last staged chunk: a resend of it must be
+    /// the same request, not other entries under its number.
+    last_body: [u8; 32],
     last_used: Instant,
     /// Set when the session was committed, aborted or expired.
     closed: bool,
@@ -142,8 +145,13 @@ async fn start(
     let opts: OobImportStart = json_body(req, 64 * 1024).await?;
     sweep_once(&d, &reg).await?;
     let id = crate::tokens::base64_id();
-    {
+    let evicted = {
         let mut map = reg.lock();
+        let evicted = if map.len() >= MAX_SESSIONS {
+            evict_abandoned(&mut map, &a.name)
+        } else {
+            Vec::new()
+        };
         if map.len() >= MAX_SESSIONS {
             return Err(ApiError::new(
                 ErrorCode::Busy,
@@ -161,6 +169,7 @@ async fn start(
                     prune: opts.prune,
                     next_seq: 0,
                     staged: 0,
+                    last_body: [0; 32],
                     last_used: Instant::now(),
                     closed: false,
                 }),
@@ -168,6 +177,13 @@ async fn start(
                 next_seq: tokio::sync::watch::Sender::new(0),
             }),
         );
+        evicted
+    };
+    for sid in evicted {
+        let session = sid.clone();
+        d.write(move |_, tx| Ok(tx.drop_oob_staging(&session)?))
+            .await?;
+        tracing::info!(admin = %a.name, session = %sid, "abandoned OOB import session dropped for a new one");
     }
     tokio::spawn(reap_when_idle(Arc::downgrade(&d), reg.clone(), id.clone()));
     tracing::info!(admin = %a.name, session = %id, replace = opts.replace, prune = opts.prune, "OOB import started");
@@ -179,6 +195,35 @@ async fn start(
         }),
     )
         .into_response())
+}
+
+/// A session of `admin` with no request for this long is taken to be
+/// abandoned (its client was killed) when the same administrator needs a
+/// slot: a live upload sends a chunk every fraction of a second, and a
+/// long commit holds the session's lock.
+const ABANDONED_AFTER: Duration = Duration::from_secs(30);
+
+/// With every slot taken, close `admin`'s abandoned sessions and return
+/// their ids (the caller drops their staging tables). Other
+/// administrators' sessions are left alone.
+fn evict_abandoned(map: &mut HashMap<String, Arc<Slot>>, admin: &str) -> Vec<String> {
+    let abandoned: Vec<String> = map
+        .iter()
+        .filter(|(_, slot)| {
+            slot.state.try_lock().is_ok_and(|s| {
+                s.admin == admin && !s.closed && s.last_used.elapsed() >= ABANDONED_AFTER
+            })
+        })
+        .map(|(sid, _)| sid.clone())
+        .collect();
+    for sid in &abandoned {
+        if let Some(slot) = map.remove(sid)
+            && let Ok(mut s) = slot.state.try_lock()
+        {
+            slot.close(&mut s);
+        }
+    }
+    abandoned
 }
 
 /// End a session nobody has used for [`IMPORT_IDLE_SECS`] and drop what it
@@ -246,16 +291,15 @@ async fn chunk(
         .acquire()
         .await
         .map_err(|_| ApiError::not_found("no such import session"))?;
-    let c: OobImportChunk = json_body(req, MAX_CHUNK_BODY).await?;
+    let body = body_bytes(req, MAX_CHUNK_BODY).await?;
+    let body_sha = sha256(&body);
+    let c: OobImportChunk = parse_json(&body)?;
+    drop(body);
     let next = *slot.next_seq.borrow();
     if c.seq.checked_add(1) == Some(next) {
         // The answer to this chunk was lost; it is staged already.
         let s = lock_open(&slot, &a.name).await?;
-        return Ok(Json(OobImportChunkAck {
-            seq: c.seq,
-            staged: s.staged,
-        })
-        .into_response());
+        return resent(&s, c.seq, &body_sha);
     }
     if c.seq < next || c.seq >= next.saturating_add(CHUNKS_IN_FLIGHT) {
         return Err(ApiError::conflict(format!(
@@ -286,11 +330,7 @@ async fn chunk(
     let mut s = lock_open(&slot, &a.name).await?;
     if c.seq.checked_add(1) == Some(s.next_seq) {
         // Sent twice, and the other copy was staged first.
-        return Ok(Json(OobImportChunkAck {
-            seq: c.seq,
-            staged: s.staged,
-        })
-        .into_response());
+        return resent(&s, c.seq, &body_sha);
     }
     if c.seq != s.next_seq {
         return Err(ApiError::conflict(format!(
@@ -314,10 +354,27 @@ async fn chunk(
         })
         .await?;
     s.staged = staged;
+    s.last_body = body_sha;
     s.next_seq += 1;
     s.last_used = Instant::now();
     slot.next_seq.send_replace(s.next_seq);
     Ok(Json(OobImportChunkAck { seq: c.seq, staged }).into_response())
+}
+
+/// The answer to the last staged chunk sent again: acknowledged if it is
+/// the same request, a conflict if other entries came under its number.
+fn resent(s: &Session, seq: u64, body_sha: &[u8; 32]) -> Result<Response, ApiError> {
+    if s.last_body != *body_sha {
+        return Err(ApiError::conflict(format!(
+            "chunk {seq} was staged already with other content; send the next chunk ({})",
+            s.next_seq
+        )));
+    }
+    Ok(Json(OobImportChunkAck {
+        seq,
+        staged: s.staged,
+    })
+    .into_response())
 }
 
 /// Check a chunk on all cores: parsing keys is the expensive part. Problems
@@ -381,6 +438,15 @@ async fn commit(
     // Whatever happens now, the session ends.
     slot.close(&mut s);
     reg.remove(&sid);
+    if c.expected_entries != s.staged {
+        let session = sid.clone();
+        d.write(move |_, tx| Ok(tx.drop_oob_staging(&session)?))
+            .await?;
+        return Err(ApiError::conflict(format!(
+            "the daemon staged {} entries but the commit expects {}; nothing was imported (the session is closed)",
+            s.staged, c.expected_entries
+        )));
+    }
     let opts = CommitOptions {
         replace: s.replace,
         prune: s.prune,
@@ -461,6 +527,12 @@ async fn abort(
 /// A JSON body up to `limit` bytes (these routes carry chunks far larger
 /// than the general body limit, and only for an authenticated admin).
 async fn json_body<T: DeserializeOwned>(req: Request, limit: usize) -> Result<T, ApiError> {
+    let bytes = body_bytes(req, limit).await?;
+    parse_json(&bytes)
+}
+
+/// The raw body of a JSON request, at most `limit` bytes.
+async fn body_bytes(req: Request, limit: usize) -> Result<axum::body::Bytes, ApiError> {
     let ct = req
         .headers()
         .get(http::header::CONTENT_TYPE)
@@ -478,14 +550,24 @@ async fn json_body<T: DeserializeOwned>(req: Request, limit: usize) -> Result<T,
             "Content-Type must be application/json",
         ));
     }
-    let bytes = axum::body::to_bytes(req.into_body(), limit)
+    axum::body::to_bytes(req.into_body(), limit)
         .await
         .map_err(|_| {
             ApiError::new(
                 ErrorCode::PayloadTooLarge,
                 format!("request body larger than {limit} bytes, or broken"),
             )
-        })?;
-    serde_json::from_slice(&bytes)
+        })
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }

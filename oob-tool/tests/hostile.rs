@@ -1,0 +1,240 @@
+//! Cases from a hostile review: far-future expiry, runaway `generate`,
+//! `--prune` with an empty file, PKCS#1 RSA keys, bad `--chunk` values, and
+//! an interrupted upload that must give its daemon session back.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use idprov_proto::oob_import::OobImportStart;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiry_past_the_year_9999_is_refused_by_tool_and_daemon() {
+    let env = Env::start().await;
+    let file = env.write(
+        "far.jsonl",
+        concat!(
+            "{\"device_id\":\"ok-1\",\"mac\":\"02:00:00:00:00:01\",\"expires\":\"9999-12-31\"}\n",
+            "{\"device_id\":\"far-1\",\"mac\":\"02:00:00:00:00:02\",\"expires\":9223372036854775807}\n",
+            "{\"device_id\":\"far-2\",\"mac\":\"02:00:00:00:00:03\",\"expires\":253402300800}\n",
+        ),
+    );
+    let out = env.oob(&["import", file.to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "far.jsonl:2: error: expires 9223372036854775807 is after 9999-12-31T23:59:59Z"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("far.jsonl:3: error: expires 253402300800 is after"),
+        "{err}"
+    );
+    assert!(env.entries().await.is_empty());
+
+    // The daemon refuses it too, whatever the client.
+    let mut e = idprov_tests::oob_entry(
+        "far-3",
+        None,
+        Some("02:00:00:00:00:04".parse().unwrap()),
+        None,
+    );
+    e.expires_at = Some(i64::MAX);
+    let r = env
+        .admin()
+        .oob_upsert(&idprov_proto::admin::OobUpsertRequest {
+            entries: vec![e],
+            replace: false,
+            dry_run: false,
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(r.code(), Some(idprov_proto::ErrorCode::BadRequest));
+
+    // The last representable second is fine, and lists and exports.
+    let ok = env.write(
+        "ok.csv",
+        "device_id,mac,expires\nok-1,02:00:00:00:00:01,9999-12-31T23:59:59Z\n",
+    );
+    let out = env.oob(&["import", ok.to_str().unwrap()]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = env.oob(&["export"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("9999-12-31T23:59:59Z"),
+        "{}",
+        stdout(&out)
+    );
+    let out = env.oob(&["list"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generate_refuses_runaway_counts_before_writing_anything() {
+    let env = Env::start().await;
+    for args in [
+        &[
+            "generate",
+            "18446744073709551615",
+            "--prefix",
+            "a-",
+            "--out",
+            "g1",
+        ][..],
+        &["generate", "1000001", "--prefix", "a-", "--out", "g1"],
+        &["generate", "0", "--prefix", "a-", "--out", "g1"],
+        &[
+            "generate",
+            "2",
+            "--prefix",
+            "a-",
+            "--out",
+            "g1",
+            "--start",
+            "18446744073709551615",
+        ],
+    ] {
+        let out = env.oob(args).await;
+        assert_eq!(
+            out.status.code(),
+            Some(if args[1] == "2" { 1 } else { 2 }),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        assert!(!env.path("g1").exists(), "{args:?} created the directory");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_with_an_empty_file_needs_allow_empty() {
+    let env = Env::start().await;
+    let some = env.write(
+        "some.csv",
+        "device_id,mac\np-1,02:00:00:00:00:01\np-2,02:00:00:00:00:02\n",
+    );
+    assert!(
+        env.oob(&["import", some.to_str().unwrap()])
+            .await
+            .status
+            .success()
+    );
+    let empty = env.write("empty.csv", "device_id,mac\n");
+    let out = env
+        .oob(&["import", "--prune", empty.to_str().unwrap()])
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--allow-empty"), "{}", stderr(&out));
+    assert_eq!(env.entries().await.len(), 2);
+    let out = env
+        .oob(&[
+            "import",
+            "--prune",
+            "--allow-empty",
+            empty.to_str().unwrap(),
+        ])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("removed 2"), "{}", stdout(&out));
+    assert!(env.entries().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pkcs1_rsa_public_key_imports_and_names_the_same_key() {
+    let env = Env::start().await;
+    let spki_pem = idprov_oob::generate::rs256(2048).expect("rsa").public_pem;
+    let key = idprov_proto::PublicKey::from_pem(&spki_pem, None).expect("spki");
+    let pkcs1_pem = idprov_proto::keys::pem_encode("RSA PUBLIC KEY", key.verify_bytes());
+    let file = env.write(
+        "pkcs1.csv",
+        &format!("device_id,public_key\nrsa-1,{}\n", cell(&pkcs1_pem)),
+    );
+    let out = env.oob(&["import", file.to_str().unwrap()]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let entries = env.entries().await;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(
+        entries[0].key_fingerprint.as_deref(),
+        Some(key.thumbprint())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunk_sizes_outside_1_to_10000_are_refused() {
+    let env = Env::start().await;
+    let file = env.write("one.csv", "device_id,mac\nc-1,02:00:00:00:00:01\n");
+    for bad in ["0", "10001", "-1"] {
+        let out = env
+            .oob(&["import", "--chunk", bad, file.to_str().unwrap()])
+            .await;
+        assert_eq!(out.status.code(), Some(2), "--chunk {bad}");
+    }
+    assert!(env.entries().await.is_empty());
+}
+
+/// SIGTERM in the middle of an upload ends the daemon's session at once:
+/// all four import slots are free right afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_upload_gives_its_session_back() {
+    let env = Env::start().await;
+    let path = env.path("big.csv");
+    // MAC-only rows: cheap to write, and still a long upload.
+    let mut text = String::from("device_id,mac\n");
+    for i in 0..40_000u32 {
+        let b = i.to_be_bytes();
+        text.push_str(&format!(
+            "sig-{i:06},02:00:{:02x}:{:02x}:{:02x}:{:02x}\n",
+            b[0], b[1], b[2], b[3]
+        ));
+    }
+    std::fs::write(&path, text).unwrap();
+
+    // Find a moment inside the upload: the tool says it was interrupted
+    // only when the signal came after the session started.
+    let mut interrupted = false;
+    for step in 1..=20u64 {
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_idprov-oob"))
+            .arg("--profile")
+            .arg(&env.profile)
+            .args(["import", "--chunk", "200"])
+            .arg(&path)
+            .env_remove("IDPROV_PROFILE")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100 * step)).await;
+        let pid = child.id().expect("running") as i32;
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        let out = child.wait_with_output().await.unwrap();
+        let err = stderr(&out);
+        if err.contains("interrupted by SIGTERM") {
+            assert!(err.contains("nothing was imported"), "{err}");
+            assert_eq!(out.status.code(), Some(1));
+            interrupted = true;
+            break;
+        }
+        if out.status.success() {
+            // Too late: the import finished. Start over on a clean list.
+            for e in env.entries().await {
+                env.admin().oob_remove(&e.device_id).await.unwrap();
+            }
+        }
+    }
+    assert!(interrupted, "never caught the tool inside its upload");
+    assert!(env.entries().await.is_empty());
+    let admin = env.admin();
+    for i in 0..4 {
+        admin
+            .oob_import_start(&OobImportStart::default())
+            .await
+            .unwrap_or_else(|e| panic!("slot {i} still taken: {e}"));
+    }
+}
