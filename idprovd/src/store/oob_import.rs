@@ -16,6 +16,7 @@ use idprov_proto::error::EntryError;
 use idprov_proto::oob_import::{MAX_LISTED_IDS, OobImportResult};
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
 
+use super::oob_kid::OOB_KID;
 use super::{OOB, OOB_MAC, OobRecord, StoreResult, Tx, decode, encode, secret_hash};
 
 const STAGING_PREFIX: &str = "oob_staging/";
@@ -150,6 +151,7 @@ impl Tx<'_> {
             let secrets = self.tx.open_table(str_str(&secname))?;
             let mut oob = self.tx.open_table(OOB)?;
             let mut macs = self.tx.open_table(OOB_MAC)?;
+            let mut kids = self.tx.open_table(OOB_KID)?;
             let count = staged.len()?;
             if count != opts.expected_entries {
                 errors.push(EntryError {
@@ -170,11 +172,11 @@ impl Tx<'_> {
                     let (k, v) = item?;
                     if staged.get(k.value())?.is_none() {
                         let old: OobRecord = decode(k.value(), v.value())?;
-                        gone.push((k.value().to_string(), old.mac));
+                        gone.push((k.value().to_string(), old.mac, old.kid));
                     }
                 }
                 result.removed = gone.len() as u64;
-                for (id, mac) in gone {
+                for (id, mac, kid) in gone {
                     if result.removed_ids.len() < MAX_LISTED_IDS {
                         result.removed_ids.push(parse_id(&id)?);
                     }
@@ -183,6 +185,9 @@ impl Tx<'_> {
                         if let Some(mac) = mac {
                             remove_mac_if_owned(&mut macs, &mac.to_string(), &id)?;
                         }
+                        if let Some(kid) = kid {
+                            remove_mac_if_owned(&mut kids, &kid, &id)?;
+                        }
                     }
                 }
             }
@@ -190,7 +195,7 @@ impl Tx<'_> {
             for (index, item) in staged.iter()?.enumerate() {
                 let (k, v) = item?;
                 let id = k.value();
-                let (mac, json) = split_staged(id, v.value())?;
+                let Staged { mac, kid, json } = split_staged(id, v.value())?;
                 let mut refuse = |message: String| {
                     if errors.len() < MAX_DETAILS {
                         errors.push(EntryError {
@@ -211,6 +216,19 @@ impl Tx<'_> {
                         continue;
                     }
                 }
+                // One key, one entry. An earlier entry of this import that
+                // took the key counts too (outside a dry run, which records
+                // nothing).
+                if let Some(kid) = kid {
+                    let owner = kids.get(kid)?.map(|o| o.value().to_string());
+                    if let Some(owner) = owner
+                        && owner != id
+                        && !key_moves_away(&staged, &owner, kid)?
+                    {
+                        refuse(format!("this public key already belongs to device {owner}"));
+                        continue;
+                    }
+                }
                 let old = oob
                     .get(id)?
                     .map(|v| decode::<OobRecord>(id, v.value()))
@@ -225,6 +243,9 @@ impl Tx<'_> {
                         oob.insert(id, json)?;
                         if let Some(mac) = mac {
                             macs.insert(mac.to_string().as_str(), id)?;
+                        }
+                        if let Some(kid) = kid {
+                            kids.insert(kid, id)?;
                         }
                     }
                     continue;
@@ -273,6 +294,14 @@ impl Tx<'_> {
                             macs.insert(m.to_string().as_str(), id)?;
                         }
                     }
+                    if old.kid != rec.kid {
+                        if let Some(k) = &old.kid {
+                            remove_mac_if_owned(&mut kids, k, id)?;
+                        }
+                        if let Some(k) = &rec.kid {
+                            kids.insert(k.as_str(), id)?;
+                        }
+                    }
                 }
             }
         }
@@ -293,16 +322,33 @@ fn moves_away(
 ) -> StoreResult<bool> {
     match staged.get(owner)? {
         None => Ok(false),
-        Some(v) => Ok(split_staged(owner, v.value())?.0 != Some(mac)),
+        Some(v) => Ok(split_staged(owner, v.value())?.mac != Some(mac)),
+    }
+}
+
+/// The same for a key: `owner` holds `kid` now; does this import give it
+/// another key (or none)?
+fn key_moves_away(
+    staged: &redb::Table<'_, &'static str, &'static [u8]>,
+    owner: &str,
+    kid: &str,
+) -> StoreResult<bool> {
+    match staged.get(owner)? {
+        None => Ok(false),
+        Some(v) => Ok(split_staged(owner, v.value())?.kid != Some(kid)),
     }
 }
 
 /// A staged value starts with the entry's MAC (a flag byte, then six bytes
-/// if there is one), so the commit can add a new entry — by far the most
-/// common case in a large import — without decoding its JSON.
+/// if there is one) and key thumbprint (a length byte, then the text), so
+/// the commit can add a new entry — by far the most common case in a large
+/// import — without decoding its JSON.
 fn staged_value(rec: &OobRecord) -> StoreResult<Vec<u8>> {
     let json = encode(rec)?;
-    let mut out = Vec::with_capacity(json.len() + 7);
+    let kid = rec.kid.as_deref().unwrap_or("").as_bytes();
+    let kid_len = u8::try_from(kid.len())
+        .map_err(|_| super::StoreError::Record(format!("key id of {}", rec.device_id)))?;
+    let mut out = Vec::with_capacity(json.len() + 8 + kid.len());
     match rec.mac {
         Some(m) => {
             out.push(1);
@@ -310,26 +356,47 @@ fn staged_value(rec: &OobRecord) -> StoreResult<Vec<u8>> {
         }
         None => out.push(0),
     }
+    out.push(kid_len);
+    out.extend_from_slice(kid);
     out.extend_from_slice(&json);
     Ok(out)
 }
 
-/// The MAC and the record JSON of a staged value.
-fn split_staged<'v>(id: &str, v: &'v [u8]) -> StoreResult<(Option<MacAddr>, &'v [u8])> {
-    let bad = || super::StoreError::Record(format!("staged entry {id}"));
-    match v.split_first() {
-        Some((0, json)) => Ok((None, json)),
-        Some((1, rest)) if rest.len() >= 6 => {
-            let (mac, json) = rest.split_at(6);
-            let mac: [u8; 6] = mac.try_into().map_err(|_| bad())?;
-            Ok((Some(MacAddr(mac)), json))
-        }
-        _ => Err(bad()),
-    }
+/// What a staged value holds: MAC, key thumbprint, record JSON.
+struct Staged<'v> {
+    mac: Option<MacAddr>,
+    kid: Option<&'v str>,
+    json: &'v [u8],
 }
 
-/// Remove `mac` from the index only if it still points at `id`: another
-/// entry of the same import may have taken it over already.
+fn split_staged<'v>(id: &str, v: &'v [u8]) -> StoreResult<Staged<'v>> {
+    let bad = || super::StoreError::Record(format!("staged entry {id}"));
+    let (mac, rest) = match v.split_first() {
+        Some((0, rest)) => (None, rest),
+        Some((1, rest)) if rest.len() >= 6 => {
+            let (mac, rest) = rest.split_at(6);
+            let mac: [u8; 6] = mac.try_into().map_err(|_| bad())?;
+            (Some(MacAddr(mac)), rest)
+        }
+        _ => return Err(bad()),
+    };
+    let (&kid_len, rest) = rest.split_first().ok_or_else(bad)?;
+    let kid_len = usize::from(kid_len);
+    if rest.len() < kid_len {
+        return Err(bad());
+    }
+    let (kid, json) = rest.split_at(kid_len);
+    let kid = std::str::from_utf8(kid).map_err(|_| bad())?;
+    Ok(Staged {
+        mac,
+        kid: (!kid.is_empty()).then_some(kid),
+        json,
+    })
+}
+
+/// Remove `mac` (or a key thumbprint) from its index only if it still
+/// points at `id`: another entry of the same import may have taken it over
+/// already.
 fn remove_mac_if_owned(
     macs: &mut redb::Table<'_, &'static str, &'static str>,
     mac: &str,
