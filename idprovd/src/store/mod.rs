@@ -120,25 +120,9 @@ impl Store {
             return Err(StoreError::Missing(path));
         }
         let db = if exists {
-            Database::builder()
-                .set_cache_size(
-                    std::env::var("IDPROV_CACHE")
-                        .ok()
-                        .and_then(|s| s.parse().ok())
-                        .unwrap_or(1usize << 30),
-                )
-                .open(&path)
-                .map_err(|e| open_error(&path, e))?
+            Database::open(&path).map_err(|e| open_error(&path, e))?
         } else {
-            Database::builder()
-                .set_cache_size(
-                    std::env::var("IDPROV_CACHE")
-                        .ok()
-                        .and_then(|s| s.parse().ok())
-                        .unwrap_or(1usize << 30),
-                )
-                .create(&path)
-                .map_err(|e| open_error(&path, e))?
+            Database::create(&path).map_err(|e| open_error(&path, e))?
         };
         let store = Store {
             db: Arc::new(db),

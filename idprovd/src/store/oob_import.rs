@@ -342,7 +342,7 @@ fn claim_keys(
     dry_run: bool,
     errors: &mut Vec<EntryError>,
 ) -> StoreResult<()> {
-    claims.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    claims.sort_unstable_by_key(|c| c.0);
     let mut previous: Option<(super::oob_kid::KidKey, String)> = None;
     for (key, index, id) in claims.drain(..) {
         let owner = if dry_run {
