@@ -83,6 +83,10 @@ pub struct Writer<W: Write> {
     first: bool,
     /// Entries whose one-time secret could not be exported.
     pub secrets_left_out: u64,
+    /// Entries with a secret as their only credential: with the secret
+    /// left out they cannot be imported again (the first few, and a count).
+    pub secret_only: Vec<String>,
+    pub secret_only_count: u64,
 }
 
 impl<W: Write> Writer<W> {
@@ -93,6 +97,8 @@ impl<W: Write> Writer<W> {
             json: None,
             first: true,
             secrets_left_out: 0,
+            secret_only: Vec::new(),
+            secret_only_count: 0,
         };
         match format {
             Format::Csv => {
@@ -116,6 +122,12 @@ impl<W: Write> Writer<W> {
     pub fn write(&mut self, e: &OobEntryView) -> anyhow::Result<()> {
         if e.has_secret && !e.secret_consumed {
             self.secrets_left_out += 1;
+        }
+        if e.has_secret && e.public_key.is_none() && e.mac.is_none() {
+            self.secret_only_count += 1;
+            if self.secret_only.len() < 10 {
+                self.secret_only.push(printable(e.device_id.as_str()));
+            }
         }
         let r = to_record(e);
         if let Some(csv) = &mut self.csv {

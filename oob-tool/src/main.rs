@@ -241,6 +241,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut w = export::Writer::new(format, sink)?;
             let n = rt.block_on(export::for_each_entry(&client, query, |e| w.write(&e)))?;
             let left_out = w.secrets_left_out;
+            let (secret_only, secret_only_count) = (w.secret_only.clone(), w.secret_only_count);
             w.finish()?;
             if let Some(p) = &out {
                 std::fs::rename(partial(p), p)?;
@@ -249,6 +250,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if left_out > 0 {
                 eprintln!(
                     "note: {left_out} entries have an unused one-time secret; the daemon stores only its hash, so the secret column is empty"
+                );
+            }
+            if secret_only_count > 0 {
+                eprintln!(
+                    "warning: {secret_only_count} entries have only a secret, so the file cannot be imported again as it is (fill in their secret, or leave them out): {}{}",
+                    secret_only.join(", "),
+                    if secret_only_count > secret_only.len() as u64 {
+                        ", …"
+                    } else {
+                        ""
+                    }
                 );
             }
             Ok(ExitCode::SUCCESS)

@@ -282,3 +282,28 @@ async fn a_key_already_stored_under_another_id_is_refused() {
         .collect();
     assert_eq!(ids, ["own-1"]);
 }
+
+/// An entry whose only credential is a secret cannot come back from an
+/// export (secrets are never exported); export says which ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_names_entries_it_cannot_round_trip() {
+    let env = Env::start().await;
+    let file = env.write(
+        "s.csv",
+        "device_id,mac,secret\nmac-1,02:00:00:00:00:01,\nsecret-1,,a-one-time-secret\n",
+    );
+    assert!(
+        env.oob(&["import", file.to_str().unwrap()])
+            .await
+            .status
+            .success()
+    );
+    let out = env.oob(&["export", "--out", "e.csv"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("warning: 1 entries have only a secret") && err.contains("secret-1"),
+        "{err}"
+    );
+    assert!(!err.contains("mac-1"), "{err}");
+}
