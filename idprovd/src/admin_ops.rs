@@ -356,11 +356,6 @@ impl Daemon {
                     .iter()
                     .map(|r| (r.device_id.to_string(), r.mac))
                     .collect();
-                // Keys likewise: one key, one entry.
-                let batch_kids: HashMap<String, Option<String>> = records
-                    .iter()
-                    .map(|r| (r.device_id.to_string(), r.kid.clone()))
-                    .collect();
                 for (index, mut rec) in records.into_iter().enumerate() {
                     let id = rec.device_id.to_string();
                     if let Some(mac) = rec.mac
@@ -372,22 +367,6 @@ impl Daemon {
                             index,
                             device_id: Some(id.clone()),
                             message: format!("MAC {mac} already belongs to device {owner}"),
-                        });
-                        continue;
-                    }
-                    if let Some(kid) = &rec.kid
-                        && let Some(owner) = tx.oob_kid_owner(kid)?
-                        && owner != id
-                        && batch_kids
-                            .get(&owner)
-                            .is_none_or(|k| k.as_ref() == Some(kid))
-                    {
-                        errors.push(EntryError {
-                            index,
-                            device_id: Some(id.clone()),
-                            message: format!(
-                                "this public key already belongs to device {owner}"
-                            ),
                         });
                         continue;
                     }
@@ -580,7 +559,6 @@ pub(crate) fn validate_oob(
     let mut out = Vec::with_capacity(entries.len());
     let mut seen_ids = HashSet::new();
     let mut seen_macs: HashMap<String, String> = HashMap::new();
-    let mut seen_kids: HashMap<String, String> = HashMap::new();
     for (index, e) in entries.iter().enumerate() {
         let id = e.device_id.to_string();
         let mut err = |m: String| {
@@ -612,12 +590,6 @@ pub(crate) fn validate_oob(
             }
             None => None,
         };
-        if let Some(k) = &key
-            && let Some(other) = seen_kids.insert(k.thumbprint().to_string(), id.clone())
-        {
-            err(format!("this public key is also given for device {other}"));
-            continue;
-        }
         if let Some(mac) = e.mac {
             if mac.is_multicast() || mac.is_zero() {
                 err(format!("MAC {mac} is a multicast or all-zero address"));

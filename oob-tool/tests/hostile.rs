@@ -238,51 +238,6 @@ async fn an_interrupted_upload_gives_its_session_back() {
             .unwrap_or_else(|e| panic!("slot {i} still taken: {e}"));
     }
 }
-
-/// The tool refuses one key under two IDs within its files; the daemon
-/// refuses a key that an entry already stored holds, and the tool reports
-/// it by device.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_key_already_stored_under_another_id_is_refused() {
-    let env = Env::start().await;
-    let key = es256_public();
-    let first = env.write(
-        "first.csv",
-        &format!("device_id,public_key\nown-1,{}\n", cell(&key)),
-    );
-    assert!(
-        env.oob(&["import", first.to_str().unwrap()])
-            .await
-            .status
-            .success()
-    );
-    let second = env.write(
-        "second.csv",
-        &format!("device_id,public_key\nthief-1,{}\n", cell(&key)),
-    );
-    for dry in [true, false] {
-        let mut args = vec!["import"];
-        if dry {
-            args.push("--dry-run");
-        }
-        args.push(second.to_str().unwrap());
-        let out = env.oob(&args).await;
-        assert_eq!(out.status.code(), Some(1));
-        assert!(
-            stderr(&out).contains("thief-1: this public key already belongs to device own-1"),
-            "{}",
-            stderr(&out)
-        );
-    }
-    let ids: Vec<String> = env
-        .entries()
-        .await
-        .into_iter()
-        .map(|e| e.device_id.to_string())
-        .collect();
-    assert_eq!(ids, ["own-1"]);
-}
-
 /// An entry whose only credential is a secret cannot come back from an
 /// export (secrets are never exported); export says which ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -144,7 +144,7 @@ async fn oob_upsert_is_atomic_idempotent_and_needs_replace() -> R {
         "idempotent"
     );
 
-    let changed = vec![oob_entry("o-1", Some(&DeviceKey::es256()), None, None)];
+    let changed = vec![oob_entry("o-1", Some(&k2), None, None)];
     assert!(
         admin
             .oob_upsert(&req(changed.clone(), false, false))
@@ -322,16 +322,9 @@ async fn restart_keeps_pending_devices_and_replay_state() -> R {
 async fn a_full_batch_fits_and_a_larger_one_is_refused() -> R {
     let d = TestDaemon::start().await?;
     let admin = d.admin()?;
-    // One key per entry: a key may belong to one entry only.
+    let k = DeviceKey::es256();
     let entries: Vec<_> = (0..idprov_proto::admin::MAX_OOB_BATCH)
-        .map(|i| {
-            oob_entry(
-                &format!("batch-{i:05}"),
-                Some(&DeviceKey::es256()),
-                None,
-                None,
-            )
-        })
+        .map(|i| oob_entry(&format!("batch-{i:05}"), Some(&k), None, None))
         .collect();
     let r = admin
         .oob_upsert(&OobUpsertRequest {
@@ -350,12 +343,7 @@ async fn a_full_batch_fits_and_a_larger_one_is_refused() -> R {
     assert_eq!((page.items.len(), page.total), (1000, 10_000));
     assert!(page.next.is_some());
     let mut more = entries;
-    more.push(oob_entry(
-        "one-too-many",
-        Some(&DeviceKey::es256()),
-        None,
-        None,
-    ));
+    more.push(oob_entry("one-too-many", Some(&k), None, None));
     let err = admin
         .oob_upsert(&OobUpsertRequest {
             entries: more,

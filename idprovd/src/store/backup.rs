@@ -67,7 +67,6 @@ impl Store {
         copy(&rx, &wtx, MAC_IDS)?;
         copy(&rx, &wtx, META)?;
         copy(&rx, &wtx, OOB_MAC)?;
-        copy(&rx, &wtx, super::oob_kid::OOB_KID)?;
         copy(&rx, &wtx, REPLAY)?;
         copy(&rx, &wtx, REPLAY_EXP)?;
         copy(&rx, &wtx, TOKENS_EXP)?;
@@ -86,7 +85,6 @@ fn check_known_tables(rx: &ReadTransaction) -> StoreResult<()> {
         META.name(),
         OOB.name(),
         OOB_MAC.name(),
-        super::oob_kid::OOB_KID.name(),
         DEVICES.name(),
         PENDING.name(),
         REPLAY.name(),

@@ -10,7 +10,6 @@ mod audit;
 mod backup;
 mod identity;
 mod oob_import;
-mod oob_kid;
 mod records;
 mod x509;
 
@@ -134,7 +133,6 @@ impl Store {
         } else {
             store.init(daemon_id)?;
         }
-        store.ensure_oob_kid_index()?;
         Ok(store)
     }
 
@@ -156,7 +154,6 @@ impl Store {
             // Create every table so readers never meet a missing one.
             tx.open_table(OOB)?;
             tx.open_table(OOB_MAC)?;
-            tx.open_table(oob_kid::OOB_KID)?;
             tx.open_table(DEVICES)?;
             tx.open_table(PENDING)?;
             tx.open_table(REPLAY)?;
@@ -310,14 +307,6 @@ impl Tx<'_> {
             macs.insert(mac.to_string().as_str(), id)?;
         }
         drop(macs);
-        if let Some(old_kid) = old.as_ref().and_then(|o| o.kid.as_deref())
-            && rec.kid.as_deref() != Some(old_kid)
-        {
-            self.release_oob_kid(old_kid, id)?;
-        }
-        if let Some(kid) = &rec.kid {
-            self.set_oob_kid(kid, id)?;
-        }
         self.put_oob_raw(id, rec)
     }
 
@@ -330,9 +319,6 @@ impl Tx<'_> {
                 if ours {
                     macs.remove(key.as_str())?;
                 }
-            }
-            if let Some(kid) = &old.kid {
-                self.release_oob_kid(kid, id)?;
             }
             self.delete_oob_raw(id)?;
             return Ok(true);

@@ -16,7 +16,6 @@ use idprov_proto::error::EntryError;
 use idprov_proto::oob_import::{MAX_LISTED_IDS, OobImportResult};
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
 
-use super::oob_kid::{OOB_KID, kid_key, release_if_owned};
 use super::{OOB, OOB_MAC, OobRecord, StoreResult, Tx, decode, encode, secret_hash};
 
 const STAGING_PREFIX: &str = "oob_staging/";
@@ -151,7 +150,6 @@ impl Tx<'_> {
             let secrets = self.tx.open_table(str_str(&secname))?;
             let mut oob = self.tx.open_table(OOB)?;
             let mut macs = self.tx.open_table(OOB_MAC)?;
-            let mut kids = self.tx.open_table(OOB_KID)?;
             let count = staged.len()?;
             if count != opts.expected_entries {
                 errors.push(EntryError {
@@ -172,11 +170,11 @@ impl Tx<'_> {
                     let (k, v) = item?;
                     if staged.get(k.value())?.is_none() {
                         let old: OobRecord = decode(k.value(), v.value())?;
-                        gone.push((k.value().to_string(), old.mac, old.kid));
+                        gone.push((k.value().to_string(), old.mac));
                     }
                 }
                 result.removed = gone.len() as u64;
-                for (id, mac, kid) in gone {
+                for (id, mac) in gone {
                     if result.removed_ids.len() < MAX_LISTED_IDS {
                         result.removed_ids.push(parse_id(&id)?);
                     }
@@ -185,24 +183,14 @@ impl Tx<'_> {
                         if let Some(mac) = mac {
                             remove_mac_if_owned(&mut macs, &mac.to_string(), &id)?;
                         }
-                        if let Some(kid) = kid {
-                            release_if_owned(&mut kids, &kid, &id)?;
-                        }
                     }
                 }
             }
 
-            // Keys of added and changed entries are claimed in sorted runs:
-            // a million random inserts cost far more than the same inserts
-            // in key order, and a run bounds the memory this takes.
-            let mut claims: Vec<Claim> = Vec::new();
             for (index, item) in staged.iter()?.enumerate() {
-                if claims.len() >= CLAIM_RUN {
-                    claim_keys(&mut kids, &staged, &mut claims, opts.dry_run, &mut errors)?;
-                }
                 let (k, v) = item?;
                 let id = k.value();
-                let Staged { mac, kid, json } = split_staged(id, v.value())?;
+                let (mac, json) = split_staged(id, v.value())?;
                 let mut refuse = |message: String| {
                     if errors.len() < MAX_DETAILS {
                         errors.push(EntryError {
@@ -229,9 +217,6 @@ impl Tx<'_> {
                     .transpose()?;
                 // A new entry is stored as staged: no need to decode it.
                 let Some(old) = old else {
-                    if let Some(kid) = kid {
-                        claims.push((kid_key(kid)?, index, id.to_string()));
-                    }
                     result.added += 1;
                     if result.added_ids.len() < MAX_LISTED_IDS {
                         result.added_ids.push(parse_id(id)?);
@@ -272,9 +257,6 @@ impl Tx<'_> {
                     rec.secret_salt = old.secret_salt.clone();
                     rec.secret_consumed_at = old.secret_consumed_at;
                 }
-                if let Some(kid) = &rec.kid {
-                    claims.push((kid_key(kid)?, index, id.to_string()));
-                }
                 rec.created_at = old.created_at;
                 rec.updated_at = opts.now;
                 result.changed += 1;
@@ -291,17 +273,8 @@ impl Tx<'_> {
                             macs.insert(m.to_string().as_str(), id)?;
                         }
                     }
-                    // The new key is claimed with the others; give the old
-                    // one back (if nobody claimed it first).
-                    if old.kid != rec.kid
-                        && let Some(k) = &old.kid
-                    {
-                        release_if_owned(&mut kids, k, id)?;
-                    }
                 }
             }
-            claim_keys(&mut kids, &staged, &mut claims, opts.dry_run, &mut errors)?;
-            errors.sort_by_key(|e| e.index);
         }
         if !errors.is_empty() {
             return Ok(Err(errors));
@@ -320,82 +293,16 @@ fn moves_away(
 ) -> StoreResult<bool> {
     match staged.get(owner)? {
         None => Ok(false),
-        Some(v) => Ok(split_staged(owner, v.value())?.mac != Some(mac)),
-    }
-}
-
-/// A key thumbprint to claim for an entry: (index key, entry position,
-/// device id).
-type Claim = (super::oob_kid::KidKey, usize, String);
-
-/// Claims sorted and applied at once (about 70 bytes each in memory).
-const CLAIM_RUN: usize = 1 << 18;
-
-/// Claim the keys in `claims` (drained) for their entries: one key, one
-/// entry. A key held by an entry this import does not give another key, or
-/// by an earlier entry of this import, is refused. A dry run records
-/// nothing, so there only neighbours within one run count as the latter.
-fn claim_keys(
-    kids: &mut redb::Table<'_, super::oob_kid::KidKey, &'static str>,
-    staged: &redb::Table<'_, &'static str, &'static [u8]>,
-    claims: &mut Vec<Claim>,
-    dry_run: bool,
-    errors: &mut Vec<EntryError>,
-) -> StoreResult<()> {
-    claims.sort_unstable_by_key(|c| c.0);
-    let mut previous: Option<(super::oob_kid::KidKey, String)> = None;
-    for (key, index, id) in claims.drain(..) {
-        let owner = if dry_run {
-            match &previous {
-                Some((k, other)) if *k == key => Some(other.clone()),
-                _ => kids.get(key)?.map(|o| o.value().to_string()),
-            }
-        } else {
-            kids.insert(key, id.as_str())?
-                .map(|o| o.value().to_string())
-        };
-        if let Some(owner) = owner
-            && owner != id
-            && !key_moves_away(staged, &owner, &key)?
-            && errors.len() < MAX_DETAILS
-        {
-            errors.push(EntryError {
-                index,
-                device_id: Some(id.clone()),
-                message: format!("this public key already belongs to device {owner}"),
-            });
-        }
-        previous = Some((key, id));
-    }
-    Ok(())
-}
-
-/// Whether `owner`, which holds the key `key` now, is given another key (or
-/// none) by this same import.
-fn key_moves_away(
-    staged: &redb::Table<'_, &'static str, &'static [u8]>,
-    owner: &str,
-    key: &super::oob_kid::KidKey,
-) -> StoreResult<bool> {
-    match staged.get(owner)? {
-        None => Ok(false),
-        Some(v) => match split_staged(owner, v.value())?.kid {
-            None => Ok(true),
-            Some(kid) => Ok(kid_key(kid)? != *key),
-        },
+        Some(v) => Ok(split_staged(owner, v.value())?.0 != Some(mac)),
     }
 }
 
 /// A staged value starts with the entry's MAC (a flag byte, then six bytes
-/// if there is one) and key thumbprint (a length byte, then the text), so
-/// the commit can add a new entry — by far the most common case in a large
-/// import — without decoding its JSON.
+/// if there is one), so the commit can add a new entry — by far the most
+/// common case in a large import — without decoding its JSON.
 fn staged_value(rec: &OobRecord) -> StoreResult<Vec<u8>> {
     let json = encode(rec)?;
-    let kid = rec.kid.as_deref().unwrap_or("").as_bytes();
-    let kid_len = u8::try_from(kid.len())
-        .map_err(|_| super::StoreError::Record(format!("key id of {}", rec.device_id)))?;
-    let mut out = Vec::with_capacity(json.len() + 8 + kid.len());
+    let mut out = Vec::with_capacity(json.len() + 7);
     match rec.mac {
         Some(m) => {
             out.push(1);
@@ -403,42 +310,22 @@ fn staged_value(rec: &OobRecord) -> StoreResult<Vec<u8>> {
         }
         None => out.push(0),
     }
-    out.push(kid_len);
-    out.extend_from_slice(kid);
     out.extend_from_slice(&json);
     Ok(out)
 }
 
-/// What a staged value holds: MAC, key thumbprint, record JSON.
-struct Staged<'v> {
-    mac: Option<MacAddr>,
-    kid: Option<&'v str>,
-    json: &'v [u8],
-}
-
-fn split_staged<'v>(id: &str, v: &'v [u8]) -> StoreResult<Staged<'v>> {
+/// The MAC and the record JSON of a staged value.
+fn split_staged<'v>(id: &str, v: &'v [u8]) -> StoreResult<(Option<MacAddr>, &'v [u8])> {
     let bad = || super::StoreError::Record(format!("staged entry {id}"));
-    let (mac, rest) = match v.split_first() {
-        Some((0, rest)) => (None, rest),
+    match v.split_first() {
+        Some((0, json)) => Ok((None, json)),
         Some((1, rest)) if rest.len() >= 6 => {
-            let (mac, rest) = rest.split_at(6);
+            let (mac, json) = rest.split_at(6);
             let mac: [u8; 6] = mac.try_into().map_err(|_| bad())?;
-            (Some(MacAddr(mac)), rest)
+            Ok((Some(MacAddr(mac)), json))
         }
-        _ => return Err(bad()),
-    };
-    let (&kid_len, rest) = rest.split_first().ok_or_else(bad)?;
-    let kid_len = usize::from(kid_len);
-    if rest.len() < kid_len {
-        return Err(bad());
+        _ => Err(bad()),
     }
-    let (kid, json) = rest.split_at(kid_len);
-    let kid = std::str::from_utf8(kid).map_err(|_| bad())?;
-    Ok(Staged {
-        mac,
-        kid: (!kid.is_empty()).then_some(kid),
-        json,
-    })
 }
 
 /// Remove `mac` from the index only if it still points at `id`: another
