@@ -238,6 +238,7 @@ async fn an_interrupted_upload_gives_its_session_back() {
             .unwrap_or_else(|e| panic!("slot {i} still taken: {e}"));
     }
 }
+
 /// An entry whose only credential is a secret cannot come back from an
 /// export (secrets are never exported); export says which ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
