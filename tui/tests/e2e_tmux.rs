@@ -209,11 +209,21 @@ async fn approve_in_the_tui_and_the_device_gets_its_token() -> anyhow::Result<()
     // q: the TUI exits cleanly and leaves the alternate screen.
     tmux.keys(&["q"]);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while tmux.pane("#{pane_dead}") != "1" {
+    // tmux marks the pane dead when the terminal closes and learns the exit
+    // status a moment later, when it reaps the process: wait for both.
+    while tmux.pane("#{pane_dead}") != "1"
+        || (tmux.pane("#{pane_dead_status}").is_empty()
+            && tmux.pane("#{pane_dead_signal}").is_empty())
+    {
         assert!(Instant::now() < deadline, "the TUI did not exit on q");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(tmux.pane("#{pane_dead_status}"), "0", "exit status");
+    assert_eq!(
+        tmux.pane("#{pane_dead_status}"),
+        "0",
+        "exit status (signal {:?})",
+        tmux.pane("#{pane_dead_signal}")
+    );
     let s = tmux.screen();
     assert!(
         !s.contains("Pending"),
