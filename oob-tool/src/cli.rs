@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::generate::Alg;
+use idprov_proto::admin::MAX_OOB_BATCH;
+
+use crate::generate::{Alg, MAX_GENERATE};
 use crate::source::Format;
 
 /// `0.1.0 (abc1234)`: the crate version and the git revision of the build.
@@ -52,7 +54,7 @@ pub enum Command {
         #[arg(long, requires = "prune")]
         allow_empty: bool,
         /// Entries per request when uploading in chunks (1-10000).
-        #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=MAX_OOB_BATCH as u64))]
         chunk: u64,
         /// How many device IDs of each kind (added, changed, removed) to list.
         #[arg(long, default_value_t = 20)]
@@ -99,7 +101,7 @@ pub enum Command {
     /// Generate key pairs for a batch of devices, and a CSV to import.
     Generate {
         /// Number of devices (at most 1,000,000 per batch).
-        #[arg(value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        #[arg(value_parser = clap::value_parser!(u64).range(1..=MAX_GENERATE))]
         count: u64,
         /// Device ID prefix; IDs are PREFIX plus a zero-padded number.
         #[arg(long)]

@@ -29,6 +29,18 @@ fn chunk(seq: u64, entries: Vec<OobEntryInput>) -> OobImportChunk {
     OobImportChunk { seq, entries }
 }
 
+/// Send a chunk from a task of its own, to observe it while it waits.
+fn send_later(
+    admin: &AdminClient,
+    sid: &str,
+    c: OobImportChunk,
+) -> tokio::task::JoinHandle<
+    Result<idprov_proto::oob_import::OobImportChunkAck, idprov_admin_client::AdminError>,
+> {
+    let (admin, sid) = (admin.clone(), sid.to_string());
+    tokio::spawn(async move { admin.oob_import_chunk(&sid, &c).await })
+}
+
 async fn start(admin: &AdminClient) -> anyhow::Result<String> {
     Ok(admin.oob_import_start(&OobImportStart::default()).await?.id)
 }
@@ -56,11 +68,7 @@ async fn a_chunk_that_arrives_early_waits_for_its_turn() -> R {
     let admin = d.admin()?;
     let sid = start(&admin).await?;
     // Chunk 1 first: it is checked, then waits until chunk 0 is staged.
-    let early = {
-        let (admin, sid) = (admin.clone(), sid.clone());
-        let c = chunk(1, entries("late", 3));
-        tokio::spawn(async move { admin.oob_import_chunk(&sid, &c).await })
-    };
+    let early = send_later(&admin, &sid, chunk(1, entries("late", 3)));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!early.is_finished(), "chunk 1 must wait for chunk 0");
     let first = admin
@@ -123,11 +131,7 @@ async fn aborting_answers_a_waiting_chunk_at_once_and_keeps_nothing() -> R {
     let d = TestDaemon::start().await?;
     let admin = d.admin()?;
     let sid = start(&admin).await?;
-    let waiting = {
-        let (admin, sid) = (admin.clone(), sid.clone());
-        let c = chunk(1, entries("orphan", 2));
-        tokio::spawn(async move { admin.oob_import_chunk(&sid, &c).await })
-    };
+    let waiting = send_later(&admin, &sid, chunk(1, entries("orphan", 2)));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let t = Instant::now();
     admin.oob_import_abort(&sid).await?;
@@ -152,11 +156,7 @@ async fn a_refused_chunk_stages_nothing_and_the_next_one_is_not_taken_in_its_pla
     assert_eq!(err.code(), Some(ErrorCode::BadRequest));
     // Chunk 1 cannot stand in for the refused chunk 0: it waits, and the
     // abort ends it.
-    let next = {
-        let (admin, sid) = (admin.clone(), sid.clone());
-        let c = chunk(1, entries("next", 1));
-        tokio::spawn(async move { admin.oob_import_chunk(&sid, &c).await })
-    };
+    let next = send_later(&admin, &sid, chunk(1, entries("next", 1)));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!next.is_finished());
     admin.oob_import_abort(&sid).await?;
