@@ -22,7 +22,7 @@ impl Tmux {
         let socket = format!("idprov-tui-e2e-{}", std::process::id());
         let t = Tmux { socket };
         // remain-on-exit (from the config) keeps the pane after the TUI
-        // exits, so its exit status and the restored screen can be checked.
+        // exits, so the restored screen can be checked.
         t.run(&[
             "-f",
             &conf.display().to_string(),
@@ -65,11 +65,6 @@ impl Tmux {
         self.run(&args);
     }
 
-    fn pane(&self, format: &str) -> String {
-        let out = self.run(&["display-message", "-p", "-t", "e2e", format]);
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-
     /// Wait until the screen satisfies `ok`; fail with the screen if not.
     async fn wait(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -107,7 +102,22 @@ async fn approve_in_the_tui_and_the_device_gets_its_token() -> anyhow::Result<()
     let conf = tmp.path().join("tmux.conf");
     std::fs::write(&conf, "set -g remain-on-exit on\nset -g status off\n")?;
     let bin = env!("CARGO_BIN_EXE_idprov-tui");
-    let cmd = format!("'{bin}' --profile '{}'", td.profile_path().display());
+    // The pane runs a shell that runs the TUI and writes its exit status to
+    // a file (renamed into place, so it is never read half-written). The
+    // shell reaps the TUI itself with wait(): tmux 3.3a sometimes never
+    // reaps its pane's process (seen here: the TUI a zombie for minutes, the
+    // pane dead with no exit status), so tmux's status is not used.
+    let status = tmp.path().join("exit-status");
+    let script = tmp.path().join("run-tui.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "'{bin}' --profile '{}'\necho $? > '{st}.tmp' && mv '{st}.tmp' '{st}'\n",
+            td.profile_path().display(),
+            st = status.display()
+        ),
+    )?;
+    let cmd = format!("sh '{}'", script.display());
     let tmux = Tmux::start(&cmd, &conf, 100, 30);
 
     // The pending device is listed, with the cursor on it.
@@ -209,25 +219,21 @@ async fn approve_in_the_tui_and_the_device_gets_its_token() -> anyhow::Result<()
     // q: the TUI exits cleanly and leaves the alternate screen.
     tmux.keys(&["q"]);
     let deadline = Instant::now() + Duration::from_secs(10);
-    // tmux marks the pane dead when the terminal closes and learns the exit
-    // status a moment later, when it reaps the process: wait for both.
-    while tmux.pane("#{pane_dead}") != "1"
-        || (tmux.pane("#{pane_dead_status}").is_empty()
-            && tmux.pane("#{pane_dead_signal}").is_empty())
-    {
-        assert!(Instant::now() < deadline, "the TUI did not exit on q");
+    let code = loop {
+        if let Ok(code) = std::fs::read_to_string(&status) {
+            break code;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the TUI did not exit on q; the screen shows:\n{}",
+            tmux.screen()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(
-        tmux.pane("#{pane_dead_status}"),
-        "0",
-        "exit status (signal {:?})",
-        tmux.pane("#{pane_dead_signal}")
-    );
-    let s = tmux.screen();
-    assert!(
-        !s.contains("Pending"),
-        "terminal restored (alternate screen left):\n{s}"
-    );
+    };
+    assert_eq!(code.trim(), "0", "the TUI's exit status");
+    tmux.wait("the terminal restored (alternate screen left)", |s| {
+        !s.contains("Pending")
+    })
+    .await;
     Ok(())
 }
