@@ -50,11 +50,37 @@ pub struct RawRecord {
 }
 
 /// `expires` is a string in CSV; JSON may also give unix seconds as a number.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(untagged)]
 pub enum Expires {
     Unix(i64),
     Text(String),
+}
+
+/// By hand rather than `untagged`, so that a wrong type is reported as what
+/// `expires` takes instead of "did not match any variant".
+impl<'de> Deserialize<'de> for Expires {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Expires;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an RFC 3339 time as a string, or unix seconds as an integer")
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Expires, E> {
+                Ok(Expires::Unix(n))
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Expires, E> {
+                i64::try_from(n)
+                    .map(Expires::Unix)
+                    .map_err(|_| E::custom(format!("unix time {n} is out of range")))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Expires, E> {
+                Ok(Expires::Text(s.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// How much of a row to check. `Full` parses the public key (the expensive

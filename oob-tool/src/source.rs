@@ -10,8 +10,10 @@ use anyhow::{Context, bail};
 
 use crate::record::{COLUMNS, RawRecord};
 
-/// Largest single JSON entry (or JSON Lines line) accepted.
-pub const MAX_JSON_ENTRY: usize = 64 * 1024;
+/// Largest single entry accepted: a CSV row, a JSON entry or a JSON Lines
+/// line. Real entries are far smaller (an RSA-4096 PEM is about 800 bytes);
+/// the bound keeps one hostile row from taking the tool's memory.
+pub const MAX_ENTRY: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -114,6 +116,7 @@ impl CsvRows {
         let reader = csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
+            .buffer_capacity(CSV_BUFFER)
             .from_reader(CrlfToLf::new(reader));
         CsvRows {
             reader,
@@ -131,14 +134,41 @@ impl CsvRows {
         })
     }
 
+    /// Read the next record into `self.record`, bounded: the parser may not
+    /// be handed more than a row's limit plus its own read-ahead past where
+    /// the row starts, so a row without end stops with an error instead of
+    /// growing in memory.
+    fn read_bounded(&mut self) -> ReadRow {
+        let start = self.reader.position().clone();
+        let allowed = start.byte() + (MAX_ENTRY + CSV_BUFFER) as u64;
+        self.reader.get_mut().allow_until(allowed);
+        let read = self.reader.read_record(&mut self.record);
+        let length = self.reader.position().byte() - start.byte();
+        match read {
+            Ok(false) => ReadRow::End,
+            // +1: the row's own line break.
+            Ok(true) if length > MAX_ENTRY as u64 + 1 => ReadRow::TooLong {
+                line: start.line(),
+                cut: false,
+            },
+            Ok(true) => ReadRow::Record,
+            Err(e) if is_row_too_long(&e) => ReadRow::TooLong {
+                line: start.line(),
+                cut: true,
+            },
+            Err(e) => ReadRow::Error(e),
+        }
+    }
+
     /// The header row names the columns; any order, any subset that
     /// includes device_id. Unknown or repeated names stop the file.
     fn read_header(&mut self) -> Result<(), (u64, String)> {
         let err = |line, message| (line, message);
-        match self.reader.read_record(&mut self.record) {
-            Ok(true) => {}
-            Ok(false) => return Err(err(1, "the file is empty (no header row)".into())),
-            Err(e) => return Err(err(csv_line(&e), csv_message(&e))),
+        match self.read_bounded() {
+            ReadRow::Record => {}
+            ReadRow::End => return Err(err(1, "the file is empty (no header row)".into())),
+            ReadRow::TooLong { line, .. } => return Err(err(line, RowTooLong.to_string())),
+            ReadRow::Error(e) => return Err(err(csv_line(&e), csv_message(&e))),
         }
         let mut columns = Vec::new();
         let mut problems = Vec::new();
@@ -181,21 +211,31 @@ impl Iterator for CsvRows {
         {
             return self.fail(line, message);
         }
-        let columns = self.columns.as_ref()?;
-        match self.reader.read_record(&mut self.record) {
-            Ok(false) => {
+        match self.read_bounded() {
+            ReadRow::End => {
                 self.done = true;
                 None
             }
-            Err(e) if matches!(e.kind(), csv::ErrorKind::Utf8 { .. }) => Some(Row {
+            ReadRow::Error(e) if matches!(e.kind(), csv::ErrorKind::Utf8 { .. }) => Some(Row {
                 line: csv_line(&e),
                 record: Err(csv_message(&e)),
             }),
-            Err(e) => {
+            ReadRow::Error(e) => {
                 let (line, msg) = (csv_line(&e), csv_message(&e));
                 self.fail(line, msg)
             }
-            Ok(true) => {
+            // Cut off while reading: the parser lost its place, stop here.
+            ReadRow::TooLong { line, cut: true } => self.fail(
+                line,
+                format!("{RowTooLong}; the rest of the file was not read"),
+            ),
+            // Read whole but too long: report it and go on.
+            ReadRow::TooLong { line, cut: false } => Some(Row {
+                line,
+                record: Err(RowTooLong.to_string()),
+            }),
+            ReadRow::Record => {
+                let columns = self.columns.as_ref()?;
                 let line = self.record.position().map_or(0, |p| p.line());
                 if self.record.len() != columns.len() {
                     return Some(Row {
@@ -249,6 +289,10 @@ pub struct CrlfToLf<R> {
     /// A CR at the end of the last raw read; what follows decides its fate.
     held_cr: bool,
     eof: bool,
+    /// Bytes handed out so far, and how far [`Self::allow_until`] lets
+    /// reads go (see [`CsvRows::read_bounded`]).
+    handed: u64,
+    allowed: u64,
 }
 
 impl<R: Read> CrlfToLf<R> {
@@ -260,7 +304,15 @@ impl<R: Read> CrlfToLf<R> {
             pos: 0,
             held_cr: false,
             eof: false,
+            handed: 0,
+            allowed: u64::MAX,
         }
+    }
+
+    /// Reads past this offset (of the converted stream) fail with
+    /// [`row_too_long`].
+    fn allow_until(&mut self, offset: u64) {
+        self.allowed = offset;
     }
 
     fn fill(&mut self) -> std::io::Result<()> {
@@ -303,9 +355,14 @@ impl<R: Read> Read for CrlfToLf<R> {
         if self.pos == self.ready.len() {
             self.fill()?;
         }
-        let n = out.len().min(self.ready.len() - self.pos);
+        let room = usize::try_from(self.allowed.saturating_sub(self.handed)).unwrap_or(usize::MAX);
+        let n = out.len().min(self.ready.len() - self.pos).min(room);
+        if room == 0 && self.pos < self.ready.len() && !out.is_empty() {
+            return Err(row_too_long_io());
+        }
         out[..n].copy_from_slice(&self.ready[self.pos..self.pos + n]);
         self.pos += n;
+        self.handed += n as u64;
         Ok(n)
     }
 }
@@ -315,6 +372,35 @@ impl<R: Read> Read for CrlfToLf<R> {
 /// apostrophe (see [`crate::export::escape_cell`]); import takes it off again.
 pub fn unescape_cell(cell: &str) -> &str {
     cell.strip_prefix('\'').unwrap_or(cell)
+}
+
+/// What [`CsvRows::read_bounded`] found.
+enum ReadRow {
+    Record,
+    End,
+    /// The row starting on `line` is over [`MAX_ENTRY`]; `cut` when reading
+    /// was stopped inside it.
+    TooLong {
+        line: u64,
+        cut: bool,
+    },
+    Error(csv::Error),
+}
+
+/// The CSV parser's own buffer: how far it may read ahead of a row.
+const CSV_BUFFER: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+#[error("the row is longer than {MAX_ENTRY} bytes")]
+struct RowTooLong;
+
+fn row_too_long_io() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, RowTooLong)
+}
+
+fn is_row_too_long(e: &csv::Error) -> bool {
+    matches!(e.kind(), csv::ErrorKind::Io(io)
+        if io.get_ref().is_some_and(|inner| inner.is::<RowTooLong>()))
 }
 
 fn csv_line(e: &csv::Error) -> u64 {
@@ -361,7 +447,7 @@ impl Iterator for JsonlRows {
             self.buf.clear();
             // Read at most one entry's worth (plus the newline) so a file
             // without line breaks cannot exhaust memory.
-            let limit = (MAX_JSON_ENTRY + 2) as u64;
+            let limit = (MAX_ENTRY + 2) as u64;
             let read = (&mut self.reader)
                 .take(limit)
                 .read_until(b'\n', &mut self.buf);
@@ -397,7 +483,7 @@ impl Iterator for JsonlRows {
                 }
                 return Some(Row {
                     line,
-                    record: Err(format!("the line is longer than {MAX_JSON_ENTRY} bytes")),
+                    record: Err(format!("the line is longer than {MAX_ENTRY} bytes")),
                 });
             }
             let mut text: &[u8] = &self.buf;
@@ -409,20 +495,36 @@ impl Iterator for JsonlRows {
             }
             return Some(Row {
                 line,
-                record: serde_json::from_slice(text).map_err(|e| json_message(&e)),
+                record: parse_json(text),
             });
         }
     }
 }
 
-/// serde_json's message without its "at line L column C" suffix (the caller
-/// reports the line itself).
-fn json_message(e: &serde_json::Error) -> String {
-    let s = e.to_string();
-    match s.rfind(" at line ") {
-        Some(i) => s[..i].to_string(),
-        None => s,
-    }
+/// One JSON entry. A problem names the field it is in ("mac: invalid type:
+/// integer `7`, expected a string"); serde_json's "at line L column C" is
+/// left off, the caller reports the line itself.
+fn parse_json(text: &[u8]) -> Result<RawRecord, String> {
+    let mut de = serde_json::Deserializer::from_slice(text);
+    let record = serde_path_to_error::deserialize::<_, RawRecord>(&mut de).map_err(|e| {
+        let message = e.inner().to_string();
+        let message = match message.rfind(" at line ") {
+            Some(i) => &message[..i],
+            None => &message,
+        };
+        match e.path().to_string().as_str() {
+            // Only a value of the wrong type needs its field named: syntax
+            // errors have no field, "unknown field `x`" names it already.
+            _ if !e.inner().is_data() || message.starts_with("unknown field") => {
+                message.to_string()
+            }
+            "." | "?" | "" => message.to_string(),
+            path => format!("{path}: {message}"),
+        }
+    })?;
+    de.end()
+        .map_err(|_| "unexpected data after the entry".to_string())?;
+    Ok(record)
 }
 
 // ---------------------------------------------------------------- JSON array
@@ -519,7 +621,7 @@ impl JsonRows {
                     _ => {}
                 }
             }
-            if self.buf.len() <= MAX_JSON_ENTRY {
+            if self.buf.len() <= MAX_ENTRY {
                 self.buf.push(b);
             }
             b = match self.byte()? {
@@ -600,10 +702,10 @@ impl Iterator for JsonRows {
                     let text = std::mem::take(&mut self.buf);
                     let record = if text.iter().all(u8::is_ascii_whitespace) {
                         Err("empty array element (stray comma?)".to_string())
-                    } else if text.len() > MAX_JSON_ENTRY {
-                        Err(format!("the entry is longer than {MAX_JSON_ENTRY} bytes"))
+                    } else if text.len() > MAX_ENTRY {
+                        Err(format!("the entry is longer than {MAX_ENTRY} bytes"))
                     } else {
-                        serde_json::from_slice::<RawRecord>(&text).map_err(|e| json_message(&e))
+                        parse_json(&text)
                     };
                     self.buf = text;
                     if ended {

@@ -1,5 +1,8 @@
 //! `--version` names the git revision; `check --json` reports every problem
-//! in a form scripts can read, with the same exit code as without it.
+//! in a form scripts can read, with the same exit code as without it;
+//! oversized rows and JSON type errors are reported clearly.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::process::Command;
 
@@ -59,4 +62,91 @@ fn check_json_lists_problems_and_keeps_the_exit_code() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
     assert_eq!(v["entries"], 1);
     assert_eq!(v["ok"], true);
+}
+
+fn check(files: &[(&str, &str)]) -> (Option<i32>, String) {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(tmp.path()).arg("check");
+    for (name, text) in files {
+        std::fs::write(tmp.path().join(name), text).expect("write");
+        cmd.arg(name);
+    }
+    let o = cmd.output().expect("runs");
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// Every format bounds one entry to 64 KiB. A CSV row over it is reported
+/// and the next row is still checked; a row that never ends (an unclosed
+/// quote) stops the file at the row's first line instead of filling memory.
+#[test]
+fn oversized_csv_rows_are_reported_without_reading_them_whole() {
+    let long = "x".repeat(70_000);
+    let text = format!(
+        "device_id,mac,note\nok-1,02:00:00:00:00:01,\nbig-1,02:00:00:00:00:02,{long}\nbad id,02:00:00:00:00:03,\n"
+    );
+    let (code, err) = check(&[("long.csv", &text)]);
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        err,
+        "long.csv:3: error: the row is longer than 65536 bytes\n\
+         long.csv:4: error: device_id \"bad id\": device id may contain only ASCII letters, digits and . _ : - and must start with a letter or digit\n\
+         2 problem(s) in 2 row(s); nothing was imported\n"
+    );
+
+    // 64 MiB inside a quote that is never closed.
+    let endless = format!(
+        "device_id,mac,note\nok-1,02:00:00:00:00:01,\nbig-2,02:00:00:00:00:02,\"{}\nok-2,02:00:00:00:00:04,\n",
+        "y".repeat(64 << 20)
+    );
+    let (code, err) = check(&[("endless.csv", &endless)]);
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        err,
+        "endless.csv:3: error: the row is longer than 65536 bytes; the rest of the file was not read\n\
+         1 problem(s) in 1 row(s); nothing was imported\n"
+    );
+
+    // The header row is bounded too; a row of exactly the limit is fine.
+    let (_, err) = check(&[("header.csv", &format!("device_id,{}\n", "z".repeat(70_000)))]);
+    assert!(
+        err.starts_with("header.csv:1: error: the row is longer than 65536 bytes"),
+        "{err}"
+    );
+    let prefix = "at-limit,02:00:00:00:00:05,";
+    let row = format!("{prefix}{}\n", "n".repeat(65_536 - prefix.len()));
+    let (_, err) = check(&[("limit.csv", &format!("device_id,mac,note\n{row}"))]);
+    assert_eq!(
+        err,
+        "limit.csv:2: error: note is longer than 256 bytes\n\
+         1 problem(s) in 1 row(s); nothing was imported\n"
+    );
+}
+
+/// A JSON value of the wrong type names its field.
+#[test]
+fn json_type_errors_name_the_field() {
+    let (code, err) = check(&[
+        (
+            "types.json",
+            "[{\"device_id\": 5}, {\"device_id\": \"a-1\", \"expires\": true}]",
+        ),
+        (
+            "types.jsonl",
+            "{\"device_id\":\"b-1\",\"mac\":7}\n{\"device_id\":\"b-2\",\"note\":[\"x\"]}\n{\"device_id\":\"b-3\",\"mac\":\"02:00:00:00:00:01\"} {}\n",
+        ),
+    ]);
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        err,
+        "types.json:1: error: device_id: invalid type: integer `5`, expected a string\n\
+         types.json:1: error: expires: invalid type: boolean `true`, expected an RFC 3339 time as a string, or unix seconds as an integer\n\
+         types.jsonl:1: error: mac: invalid type: integer `7`, expected a string\n\
+         types.jsonl:2: error: note: invalid type: sequence, expected a string\n\
+         types.jsonl:3: error: unexpected data after the entry\n\
+         5 problem(s) in 4 row(s); nothing was imported\n"
+    );
 }
