@@ -229,13 +229,29 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let client = client(profile)?;
             let rt = runtime()?;
-            let sink: Box<dyn std::io::Write> = match &out {
-                // Written next to the target and renamed, so a failed export
-                // never leaves a truncated file that looks complete.
-                Some(p) => Box::new(std::io::BufWriter::new(
-                    std::fs::File::create(partial(p))
-                        .with_context(|| format!("cannot create {}", p.display()))?,
-                )),
+            // Written to a new temporary file next to the target and renamed
+            // over it at the end, so a failed export never leaves a truncated
+            // file that looks complete; on an error the temporary file is
+            // removed when it is dropped.
+            let temp = match &out {
+                Some(p) => {
+                    let dir = match p.parent() {
+                        Some(d) if !d.as_os_str().is_empty() => d,
+                        _ => std::path::Path::new("."),
+                    };
+                    Some(
+                        tempfile::Builder::new()
+                            .prefix(".idprov-export-")
+                            .tempfile_in(dir)
+                            .with_context(|| {
+                                format!("cannot create a file in {}", dir.display())
+                            })?,
+                    )
+                }
+                None => None,
+            };
+            let sink: Box<dyn std::io::Write> = match &temp {
+                Some(t) => Box::new(std::io::BufWriter::new(t.as_file())),
                 None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
             };
             let mut w = export::Writer::new(format, sink)?;
@@ -243,8 +259,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let left_out = w.secrets_left_out;
             let (secret_only, secret_only_count) = (w.secret_only.clone(), w.secret_only_count);
             w.finish()?;
-            if let Some(p) = &out {
-                std::fs::rename(partial(p), p)?;
+            if let (Some(t), Some(p)) = (temp, &out) {
+                t.as_file()
+                    .sync_all()
+                    .with_context(|| format!("cannot write {}", p.display()))?;
+                t.persist(p)
+                    .map_err(|e| anyhow::anyhow!("cannot write {}: {}", p.display(), e.error))?;
                 eprintln!("exported {n} entries to {}", p.display());
             }
             if left_out > 0 {
@@ -356,10 +376,4 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-fn partial(p: &std::path::Path) -> PathBuf {
-    let mut s = p.as_os_str().to_owned();
-    s.push(".partial");
-    PathBuf::from(s)
 }

@@ -1,6 +1,7 @@
 //! Cases from a hostile review: far-future expiry, runaway `generate`,
-//! `--prune` with an empty file, PKCS#1 RSA keys, bad `--chunk` values, and
-//! an interrupted upload that must give its daemon session back.
+//! `--prune` with an empty file, PKCS#1 RSA keys, bad `--chunk` values, an
+//! interrupted upload that must give its daemon session back, and a failed
+//! export that must leave nothing behind.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -262,4 +263,56 @@ async fn export_names_entries_it_cannot_round_trip() {
         "{err}"
     );
     assert!(!err.contains("mac-1"), "{err}");
+}
+
+/// `export --out` writes a temporary file next to the target and renames it
+/// at the end: a failed export leaves nothing behind (not even a partial
+/// file), and a good one replaces the old file whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_export_leaves_nothing_behind() {
+    let env = Env::start().await;
+    let out_dir = env.path("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let listing = || {
+        let mut names: Vec<String> = std::fs::read_dir(&out_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+
+    // A profile whose daemon does not answer (port 1 on loopback is closed).
+    let text = std::fs::read_to_string(&env.profile).unwrap();
+    let server = text
+        .lines()
+        .find_map(|l| l.strip_prefix("server = "))
+        .expect("the profile names its server")
+        .trim_matches('"')
+        .to_string();
+    let dead = env.write(
+        "dead.profile",
+        &text.replace(&server, "https://127.0.0.1:1"),
+    );
+    let out = run_oob(&dead, env.work.path(), &["export", "--out", "out/e.csv"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(listing().is_empty(), "left behind: {:?}", listing());
+
+    // A good export replaces an existing file and leaves only it.
+    std::fs::write(out_dir.join("e.csv"), "old content\n").unwrap();
+    let file = env.write("m.csv", "device_id,mac\nmac-1,02:00:00:00:00:01\n");
+    assert!(
+        env.oob(&["import", file.to_str().unwrap()])
+            .await
+            .status
+            .success()
+    );
+    let out = env.oob(&["export", "--out", "out/e.csv"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(listing(), ["e.csv"]);
+    let written = std::fs::read_to_string(out_dir.join("e.csv")).unwrap();
+    assert!(
+        written.starts_with("device_id,") && written.contains("mac-1"),
+        "{written}"
+    );
 }
