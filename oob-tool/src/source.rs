@@ -310,7 +310,7 @@ impl<R: Read> CrlfToLf<R> {
     }
 
     /// Reads past this offset (of the converted stream) fail with
-    /// [`row_too_long`].
+    /// [`RowTooLong`].
     fn allow_until(&mut self, offset: u64) {
         self.allowed = offset;
     }
