@@ -214,10 +214,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                                 None => eprintln!("error: {}", p.message),
                             }
                         }
-                        eprintln!("error: {}; nothing was imported", r.message);
+                        eprintln!("error: {}", with_outcome(&r.message));
                         Ok(ExitCode::FAILURE)
                     }
-                    Err(e) => Err(e.context("nothing was imported")),
+                    Err(e) => Err(anyhow::anyhow!("{}", with_outcome(&format!("{e:#}")))),
                 },
             }
         }
@@ -375,5 +375,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// An import error message that says once that nothing was imported (the
+/// daemon's and the checks' messages often say so already).
+fn with_outcome(message: &str) -> String {
+    if message.contains("nothing was imported") || message.contains("nothing was stored") {
+        message.to_string()
+    } else {
+        format!("{message}; nothing was imported")
     }
 }

@@ -68,6 +68,18 @@ impl Input {
     pub fn open(&self) -> anyhow::Result<Rows> {
         let file = File::open(&self.path)
             .with_context(|| format!("cannot open {}", self.path.display()))?;
+        // Files are read twice (check, then upload), and the second read
+        // must see what the first one checked: a pipe or a device would give
+        // nothing the second time.
+        let meta = file
+            .metadata()
+            .with_context(|| format!("cannot read {}", self.path.display()))?;
+        if !meta.is_file() {
+            bail!(
+                "{}: not a regular file (idprov-oob reads its input twice; save a pipe's output to a file first)",
+                self.path.display()
+            );
+        }
         let reader = BufReader::with_capacity(256 * 1024, file);
         Ok(match self.format {
             Format::Csv => Rows::Csv(CsvRows::new(reader)),
@@ -135,27 +147,46 @@ impl CsvRows {
     }
 
     /// Read the next record into `self.record`, bounded: the parser may not
-    /// be handed more than a row's limit plus its own read-ahead past where
-    /// the row starts, so a row without end stops with an error instead of
-    /// growing in memory.
+    /// be handed more than [`CSV_CUT`] bytes past where it starts looking
+    /// for the row, so a row without end stops with an error instead of
+    /// growing in memory. The exact limit, [`MAX_ENTRY`], is checked on the
+    /// row once read.
     fn read_bounded(&mut self) -> ReadRow {
         let start = self.reader.position().clone();
-        let allowed = start.byte() + (MAX_ENTRY + CSV_BUFFER) as u64;
-        self.reader.get_mut().allow_until(allowed);
+        self.reader
+            .get_mut()
+            .allow_until(start.byte() + CSV_CUT as u64);
         let read = self.reader.read_record(&mut self.record);
-        let length = self.reader.position().byte() - start.byte();
+        let end = self.reader.position().clone();
         match read {
             Ok(false) => ReadRow::End,
-            // +1: the row's own line break.
-            Ok(true) if length > MAX_ENTRY as u64 + 1 => ReadRow::TooLong {
-                line: start.line(),
-                cut: false,
-            },
-            Ok(true) => ReadRow::Record,
-            Err(e) if is_row_too_long(&e) => ReadRow::TooLong {
-                line: start.line(),
-                cut: true,
-            },
+            Ok(true) => {
+                // The parser skips blank lines before a row and reports the
+                // position where it started looking, so count back from the
+                // end instead: the row's own line breaks are those inside
+                // its cells plus its terminator (none at the end of the
+                // file). Each skipped blank line is one byte ("\n").
+                let inside = self
+                    .record
+                    .as_byte_record()
+                    .as_slice()
+                    .iter()
+                    .filter(|&&b| b == b'\n')
+                    .count() as u64;
+                let terminator = u64::from(!self.reader.get_ref().ends_unterminated_at(end.byte()));
+                let line = end
+                    .line()
+                    .saturating_sub(inside + terminator)
+                    .max(start.line());
+                let skipped = line - start.line();
+                let length = end.byte() - start.byte() - skipped - terminator;
+                if length > MAX_ENTRY as u64 {
+                    ReadRow::TooLong { line }
+                } else {
+                    ReadRow::Record { line }
+                }
+            }
+            Err(e) if is_row_too_long(&e) => ReadRow::Cut { line: start.line() },
             Err(e) => ReadRow::Error(e),
         }
     }
@@ -165,9 +196,10 @@ impl CsvRows {
     fn read_header(&mut self) -> Result<(), (u64, String)> {
         let err = |line, message| (line, message);
         match self.read_bounded() {
-            ReadRow::Record => {}
+            ReadRow::Record { .. } => {}
             ReadRow::End => return Err(err(1, "the file is empty (no header row)".into())),
-            ReadRow::TooLong { line, .. } => return Err(err(line, RowTooLong.to_string())),
+            ReadRow::TooLong { line } => return Err(err(line, RowTooLong.to_string())),
+            ReadRow::Cut { line } => return Err(err(line, cut_message())),
             ReadRow::Error(e) => return Err(err(csv_line(&e), csv_message(&e))),
         }
         let mut columns = Vec::new();
@@ -225,18 +257,14 @@ impl Iterator for CsvRows {
                 self.fail(line, msg)
             }
             // Cut off while reading: the parser lost its place, stop here.
-            ReadRow::TooLong { line, cut: true } => self.fail(
-                line,
-                format!("{RowTooLong}; the rest of the file was not read"),
-            ),
+            ReadRow::Cut { line } => self.fail(line, cut_message()),
             // Read whole but too long: report it and go on.
-            ReadRow::TooLong { line, cut: false } => Some(Row {
+            ReadRow::TooLong { line } => Some(Row {
                 line,
                 record: Err(RowTooLong.to_string()),
             }),
-            ReadRow::Record => {
+            ReadRow::Record { line } => {
                 let columns = self.columns.as_ref()?;
-                let line = self.record.position().map_or(0, |p| p.line());
                 if self.record.len() != columns.len() {
                     return Some(Row {
                         line,
@@ -293,6 +321,8 @@ pub struct CrlfToLf<R> {
     /// reads go (see [`CsvRows::read_bounded`]).
     handed: u64,
     allowed: u64,
+    /// The last byte handed out.
+    last: Option<u8>,
 }
 
 impl<R: Read> CrlfToLf<R> {
@@ -306,7 +336,18 @@ impl<R: Read> CrlfToLf<R> {
             eof: false,
             handed: 0,
             allowed: u64::MAX,
+            last: None,
         }
+    }
+
+    /// Whether the stream ends at `offset` (everything was handed out and
+    /// the input is exhausted) without a final line break: a row that ends
+    /// there has no terminator.
+    fn ends_unterminated_at(&self, offset: u64) -> bool {
+        self.eof
+            && self.pos == self.ready.len()
+            && self.handed == offset
+            && self.last != Some(b'\n')
     }
 
     /// Reads past this offset (of the converted stream) fail with
@@ -363,6 +404,9 @@ impl<R: Read> Read for CrlfToLf<R> {
         out[..n].copy_from_slice(&self.ready[self.pos..self.pos + n]);
         self.pos += n;
         self.handed += n as u64;
+        if n > 0 {
+            self.last = Some(out[n - 1]);
+        }
         Ok(n)
     }
 }
@@ -374,21 +418,39 @@ pub fn unescape_cell(cell: &str) -> &str {
     cell.strip_prefix('\'').unwrap_or(cell)
 }
 
-/// What [`CsvRows::read_bounded`] found.
+/// What [`CsvRows::read_bounded`] found; `line` is where the row starts.
 enum ReadRow {
-    Record,
+    Record {
+        line: u64,
+    },
     End,
-    /// The row starting on `line` is over [`MAX_ENTRY`]; `cut` when reading
-    /// was stopped inside it.
+    /// The row is over [`MAX_ENTRY`] bytes.
     TooLong {
         line: u64,
-        cut: bool,
+    },
+    /// Reading was stopped [`CSV_CUT`] bytes after `line` with no row
+    /// ended.
+    Cut {
+        line: u64,
     },
     Error(csv::Error),
 }
 
-/// The CSV parser's own buffer: how far it may read ahead of a row.
+/// The CSV parser's own buffer.
 const CSV_BUFFER: usize = 64 * 1024;
+
+/// How far the parser may read, from where it starts looking for a row,
+/// before the file is given up: well past [`MAX_ENTRY`] and the parser's
+/// read-ahead, so that runs of blank lines before a row do not count, and
+/// still a small bound on memory.
+const CSV_CUT: usize = 1024 * 1024;
+
+fn cut_message() -> String {
+    format!(
+        "no row ends within {} MiB from here (a row is at most {MAX_ENTRY} bytes); the rest of the file was not read",
+        CSV_CUT >> 20
+    )
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("the row is longer than {MAX_ENTRY} bytes")]

@@ -106,8 +106,27 @@ fn oversized_csv_rows_are_reported_without_reading_them_whole() {
     assert_eq!(code, Some(1));
     assert_eq!(
         err,
-        "endless.csv:3: error: the row is longer than 65536 bytes; the rest of the file was not read\n\
+        "endless.csv:3: error: no row ends within 1 MiB from here (a row is at most 65536 bytes); the rest of the file was not read\n\
          1 problem(s) in 1 row(s); nothing was imported\n"
+    );
+
+    // Blank lines before a row do not count toward its size, and do not
+    // move its line number; nor do line breaks inside quoted cells.
+    let text = format!(
+        "device_id,mac,note\nok-1,02:00:00:00:00:01,\n{}\"bad id\",02:00:00:00:00:02,\"two\nlines\"\n\n\nbad id2,02:00:00:00:00:03,",
+        "\n".repeat(200_000)
+    );
+    let (_, err) = check(&[("blank.csv", &text)]);
+    let bad =
+        "may contain only ASCII letters, digits and . _ : - and must start with a letter or digit";
+    assert_eq!(
+        err,
+        format!(
+            "blank.csv:200003: error: device_id \"bad id\": device id {bad}\n\
+             blank.csv:200003: error: note must not contain control characters (line breaks, tabs)\n\
+             blank.csv:200007: error: device_id \"bad id2\": device id {bad}\n\
+             3 problem(s) in 2 row(s); nothing was imported\n"
+        )
     );
 
     // The header row is bounded too; a row of exactly the limit is fine.
