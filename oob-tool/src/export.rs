@@ -2,6 +2,7 @@
 //! as CSV or JSON (import-ready), or as a table / JSON for people and scripts.
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use idprov_admin_client::AdminClient;
 use idprov_proto::admin::{ListQuery, MAX_PAGE, OobEntryView};
@@ -244,5 +245,92 @@ mod tests {
             );
             assert_eq!(unescape_cell(&escaped), cell);
         }
+    }
+}
+
+/// The file `export --out` writes: a new temporary file next to the target,
+/// renamed over it by [`OutFile::commit`] once complete and on disk. Until
+/// then the target is untouched, and a temporary file that is dropped (an
+/// error, a signal) is removed.
+pub struct OutFile {
+    temp: tempfile::NamedTempFile,
+    /// Where the rename goes: the target, or what it links to (writing
+    /// through a symbolic link, as `cp` and a shell redirection do).
+    target: PathBuf,
+}
+
+impl OutFile {
+    pub fn create(path: &Path) -> anyhow::Result<OutFile> {
+        use std::os::unix::fs::PermissionsExt;
+        let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+        let target = if is_link {
+            std::fs::canonicalize(path).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: a symbolic link to nothing usable: {}",
+                    path.display(),
+                    plain(&e)
+                )
+            })?
+        } else {
+            path.to_path_buf()
+        };
+        let dir = match target.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        if !dir.is_dir() {
+            anyhow::bail!(
+                "cannot write {}: {} is not a directory",
+                path.display(),
+                dir.display()
+            );
+        }
+        // A new file gets the usual mode (0666 less the umask); a file that
+        // is replaced keeps its mode.
+        let mode = match std::fs::metadata(&target) {
+            Ok(m) if m.is_dir() => anyhow::bail!("{} is a directory", path.display()),
+            Ok(m) => Some(m.permissions()),
+            Err(_) => None,
+        };
+        let temp = tempfile::Builder::new()
+            .prefix(".idprov-export-")
+            .permissions(std::fs::Permissions::from_mode(0o666))
+            .tempfile_in(&dir)
+            .map_err(|e| {
+                anyhow::anyhow!("cannot create a file in {}: {}", dir.display(), plain(&e))
+            })?;
+        if let Some(mode) = mode {
+            temp.as_file()
+                .set_permissions(mode)
+                .map_err(|e| anyhow::anyhow!("cannot write {}: {}", path.display(), plain(&e)))?;
+        }
+        Ok(OutFile { temp, target })
+    }
+
+    pub fn file(&self) -> &std::fs::File {
+        self.temp.as_file()
+    }
+
+    /// Flush to disk, rename over the target, and flush the directory so
+    /// the rename survives a crash.
+    pub fn commit(self) -> anyhow::Result<()> {
+        let target = self.target;
+        let fail =
+            |e: &std::io::Error| anyhow::anyhow!("cannot write {}: {}", target.display(), plain(e));
+        self.temp.as_file().sync_all().map_err(|e| fail(&e))?;
+        self.temp.persist(&target).map_err(|e| fail(&e.error))?;
+        if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
+            // Best effort: some file systems cannot sync a directory.
+            let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+        }
+        Ok(())
+    }
+}
+
+/// An I/O error without the temporary file's name that tempfile adds.
+fn plain(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(code) => std::io::Error::from_raw_os_error(code).to_string(),
+        None => e.kind().to_string(),
     }
 }

@@ -229,42 +229,38 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let client = client(profile)?;
             let rt = runtime()?;
-            // Written to a new temporary file next to the target and renamed
-            // over it at the end, so a failed export never leaves a truncated
-            // file that looks complete; on an error the temporary file is
-            // removed when it is dropped.
-            let temp = match &out {
-                Some(p) => {
-                    let dir = match p.parent() {
-                        Some(d) if !d.as_os_str().is_empty() => d,
-                        _ => std::path::Path::new("."),
-                    };
-                    Some(
-                        tempfile::Builder::new()
-                            .prefix(".idprov-export-")
-                            .tempfile_in(dir)
-                            .with_context(|| {
-                                format!("cannot create a file in {}", dir.display())
-                            })?,
-                    )
-                }
-                None => None,
+            // Signals are watched before the temporary file exists: one
+            // then ends the export through the error path, and the file is
+            // removed (the default action would kill the process and leave
+            // it).
+            let interrupt = {
+                let _in_runtime = rt.enter();
+                upload::interrupted()?
             };
-            let sink: Box<dyn std::io::Write> = match &temp {
-                Some(t) => Box::new(std::io::BufWriter::new(t.as_file())),
+            let file = out.as_deref().map(export::OutFile::create).transpose()?;
+            let sink: Box<dyn std::io::Write> = match &file {
+                Some(f) => Box::new(std::io::BufWriter::new(f.file())),
                 None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
             };
             let mut w = export::Writer::new(format, sink)?;
-            let n = rt.block_on(export::for_each_entry(&client, query, |e| w.write(&e)))?;
+            let n = rt.block_on(async {
+                tokio::select! {
+                    r = export::for_each_entry(&client, query, |e| w.write(&e)) => r,
+                    signal = interrupt => Err(anyhow::anyhow!("interrupted by {signal}")),
+                }
+            });
+            let n = match (n, &out) {
+                (Ok(n), _) => n,
+                (Err(e), Some(p)) => {
+                    return Err(e.context(format!("{} was not changed", p.display())));
+                }
+                (Err(e), None) => return Err(e),
+            };
             let left_out = w.secrets_left_out;
             let (secret_only, secret_only_count) = (w.secret_only.clone(), w.secret_only_count);
             w.finish()?;
-            if let (Some(t), Some(p)) = (temp, &out) {
-                t.as_file()
-                    .sync_all()
-                    .with_context(|| format!("cannot write {}", p.display()))?;
-                t.persist(p)
-                    .map_err(|e| anyhow::anyhow!("cannot write {}: {}", p.display(), e.error))?;
+            if let (Some(f), Some(p)) = (file, &out) {
+                f.commit()?;
                 eprintln!("exported {n} entries to {}", p.display());
             }
             if left_out > 0 {

@@ -122,7 +122,7 @@ pub async fn import(
 }
 
 /// A future that ends with the name of the first SIGINT, SIGTERM or SIGHUP.
-fn interrupted() -> anyhow::Result<impl std::future::Future<Output = &'static str>> {
+pub fn interrupted() -> anyhow::Result<impl std::future::Future<Output = &'static str>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;

@@ -315,4 +315,150 @@ async fn a_failed_export_leaves_nothing_behind() {
         written.starts_with("device_id,") && written.contains("mac-1"),
         "{written}"
     );
+
+    // Modes: a new file gets the usual one (as any file this process
+    // creates, under its umask); a replaced file keeps its own.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    std::fs::write(out_dir.join("plain"), "x").unwrap();
+    assert!(
+        env.oob(&["export", "--out", "out/new.csv"])
+            .await
+            .status
+            .success()
+    );
+    assert_eq!(mode(&out_dir.join("new.csv")), mode(&out_dir.join("plain")));
+    std::fs::set_permissions(
+        out_dir.join("e.csv"),
+        std::fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
+    assert!(
+        env.oob(&["export", "--out", "out/e.csv"])
+            .await
+            .status
+            .success()
+    );
+    assert_eq!(mode(&out_dir.join("e.csv")), 0o640);
+
+    // A symbolic link is written through, as `cp` would; one to nothing is
+    // refused.
+    std::os::unix::fs::symlink("e.csv", out_dir.join("link.csv")).unwrap();
+    std::fs::write(out_dir.join("e.csv"), "old\n").unwrap();
+    assert!(
+        env.oob(&["export", "--out", "out/link.csv"])
+            .await
+            .status
+            .success()
+    );
+    assert!(
+        std::fs::symlink_metadata(out_dir.join("link.csv"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(
+        std::fs::read_to_string(out_dir.join("e.csv"))
+            .unwrap()
+            .contains("mac-1")
+    );
+    std::os::unix::fs::symlink("nowhere.csv", out_dir.join("dangling.csv")).unwrap();
+    let out = env.oob(&["export", "--out", "out/dangling.csv"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("a symbolic link to nothing usable"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        listing(),
+        ["dangling.csv", "e.csv", "link.csv", "new.csv", "plain"]
+    );
+}
+
+/// SIGINT in the middle of `export --out` ends it through the error path:
+/// the target is unchanged and the temporary file removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_export_leaves_nothing_behind() {
+    let env = Env::start().await;
+    // Enough entries that the export takes many page requests.
+    for batch in 0..6u32 {
+        let entries = (0..10_000u32)
+            .map(|i| {
+                let b = (batch * 10_000 + i).to_be_bytes();
+                let mac = format!("02:00:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3]);
+                idprov_tests::oob_entry(
+                    &format!("x-{batch}-{i:05}"),
+                    None,
+                    Some(mac.parse().unwrap()),
+                    None,
+                )
+            })
+            .collect();
+        env.admin()
+            .oob_upsert(&idprov_proto::admin::OobUpsertRequest {
+                entries,
+                replace: false,
+                dry_run: false,
+            })
+            .await
+            .unwrap();
+    }
+    let out_dir = env.path("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    std::fs::write(out_dir.join("e.csv"), "old\n").unwrap();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_idprov-oob"))
+        .arg("--profile")
+        .arg(&env.profile)
+        .args(["export", "--out", "out/e.csv", "--format", "csv"])
+        .current_dir(env.work.path())
+        .env_remove("IDPROV_PROFILE")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // The temporary file exists once the export is under way (signals are
+    // watched before it is created).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let temp_exists = || {
+        std::fs::read_dir(&out_dir).unwrap().any(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".idprov-export-")
+        })
+    };
+    while !temp_exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no temporary file appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let pid = child.id().expect("running").to_string();
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status();
+    let out = child.wait_with_output().await.unwrap();
+    let err = stderr(&out);
+    if out.status.success() {
+        // The export finished before the signal: nothing to check but that
+        // it is whole.
+        assert!(
+            std::fs::read_to_string(out_dir.join("e.csv"))
+                .unwrap()
+                .contains("x-5-09999")
+        );
+        return;
+    }
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(
+        err,
+        "error: out/e.csv was not changed: interrupted by SIGINT\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("e.csv")).unwrap(),
+        "old\n"
+    );
+    assert!(!temp_exists(), "a temporary file was left behind");
 }
