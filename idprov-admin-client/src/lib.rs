@@ -25,19 +25,23 @@ mod x509;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    #[error("cannot read profile {path}: {source}")]
+    /// `cause` is not the `source` either, for the same reason as below.
+    #[error("cannot read profile {path}: {cause}")]
     ProfileRead {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("profile {path} is not valid: {message}")]
     ProfileInvalid { path: PathBuf, message: String },
     #[error("no administrator profile found; pass --profile FILE (looked in: {0})")]
     NoProfile(String),
-    #[error("cannot reach the daemon at {server}: {source}")]
+    /// `cause` is deliberately not the error's `source`: its message and
+    /// its causes are all in this error's message, so a caller that prints
+    /// the chain (`{:#}`) does not repeat them.
+    #[error("cannot reach the daemon at {server}: {}", with_causes(cause))]
     Connect {
         server: String,
-        source: reqwest::Error,
+        cause: reqwest::Error,
     },
     /// The daemon answered with an error.
     #[error("{message} ({code})", code = code.as_str())]
@@ -49,6 +53,27 @@ pub enum AdminError {
     },
     #[error("unexpected answer from the daemon (HTTP {status}): {message}")]
     Unexpected { status: u16, message: String },
+}
+
+/// An error's message followed by those of its causes, each said once
+/// (reqwest repeats the URL at two levels; a message that the next one
+/// already contains is skipped).
+fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = vec![e.to_string()];
+    let mut next = e.source();
+    while let Some(c) = next {
+        let m = c.to_string();
+        if parts.last().is_some_and(|p| p.contains(&m)) {
+            next = c.source();
+            continue;
+        }
+        if parts.last().is_some_and(|p| m.contains(p.as_str())) {
+            parts.pop();
+        }
+        parts.push(m);
+        next = c.source();
+    }
+    parts.join(": ")
 }
 
 impl AdminError {
@@ -105,9 +130,9 @@ pub fn load_profile(path: Option<&Path>) -> Result<(PathBuf, AdminProfile), Admi
             }
         }
     };
-    let text = std::fs::read_to_string(&path).map_err(|source| AdminError::ProfileRead {
+    let text = std::fs::read_to_string(&path).map_err(|cause| AdminError::ProfileRead {
         path: path.clone(),
-        source,
+        cause,
     })?;
     let profile: AdminProfile = toml::from_str(&text).map_err(|e| AdminError::ProfileInvalid {
         path: path.clone(),
@@ -200,9 +225,9 @@ impl AdminClient {
     ) -> Result<T, AdminError> {
         let resp = self.send(method, path, query, body).await?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|source| AdminError::Connect {
+        let bytes = resp.bytes().await.map_err(|cause| AdminError::Connect {
             server: self.server.clone(),
-            source,
+            cause,
         })?;
         let bytes: &[u8] = if status == StatusCode::NO_CONTENT {
             b"null"
@@ -232,9 +257,9 @@ impl AdminClient {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req.send().await.map_err(|source| AdminError::Connect {
+        let resp = req.send().await.map_err(|cause| AdminError::Connect {
             server: self.server.clone(),
-            source,
+            cause,
         })?;
         check(resp).await
     }
@@ -391,9 +416,9 @@ impl AdminClient {
         out: &mut W,
     ) -> Result<u64, AdminError> {
         use tokio::io::AsyncWriteExt;
-        let connect = |source| AdminError::Connect {
+        let connect = |cause| AdminError::Connect {
             server: self.server.clone(),
-            source,
+            cause,
         };
         let resp = self
             .stream_http
@@ -431,9 +456,9 @@ impl AdminClient {
             .header("accept", "text/event-stream")
             .send()
             .await
-            .map_err(|source| AdminError::Connect {
+            .map_err(|cause| AdminError::Connect {
                 server: self.server.clone(),
-                source,
+                cause,
             })?;
         let resp = check(resp).await?;
         let (tx, rx) = mpsc::channel(1024);

@@ -24,6 +24,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
+        // The reader of our output went away (`export | head`): nothing
+        // left to say, as with any Unix filter.
+        Err(e) if e.chain().any(is_broken_pipe) => ExitCode::SUCCESS,
         Err(e) => {
             if let Some(r) = e.downcast_ref::<Refused>() {
                 eprintln!("error: {e}");
@@ -382,4 +385,20 @@ fn with_outcome(message: &str) -> String {
     } else {
         format!("{message}; nothing was imported")
     }
+}
+
+/// A write to a closed pipe, directly or inside the CSV or JSON writer's
+/// error (neither lists the I/O error as its source).
+fn is_broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind::BrokenPipe;
+    if let Some(io) = e.downcast_ref::<std::io::Error>() {
+        return io.kind() == BrokenPipe;
+    }
+    if let Some(j) = e.downcast_ref::<serde_json::Error>() {
+        return j.io_error_kind() == Some(BrokenPipe);
+    }
+    if let Some(c) = e.downcast_ref::<csv::Error>() {
+        return matches!(c.kind(), csv::ErrorKind::Io(io) if io.kind() == BrokenPipe);
+    }
+    false
 }

@@ -567,6 +567,10 @@ impl Iterator for JsonlRows {
 /// integer `7`, expected a string"); serde_json's "at line L column C" is
 /// left off, the caller reports the line itself.
 fn parse_json(text: &[u8]) -> Result<RawRecord, String> {
+    // serde would accept an array for a struct and name the type otherwise.
+    if text.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err("an entry must be a JSON object ({\"device_id\": ..., ...})".into());
+    }
     let mut de = serde_json::Deserializer::from_slice(text);
     let record = serde_path_to_error::deserialize::<_, RawRecord>(&mut de).map_err(|e| {
         let message = e.inner().to_string();

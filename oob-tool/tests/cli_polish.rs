@@ -151,7 +151,7 @@ fn json_type_errors_name_the_field() {
     let (code, err) = check(&[
         (
             "types.json",
-            "[{\"device_id\": 5}, {\"device_id\": \"a-1\", \"expires\": true}]",
+            "[{\"device_id\": 5}, {\"device_id\": \"a-1\", \"expires\": true},\n[1, 2]]",
         ),
         (
             "types.jsonl",
@@ -163,9 +163,10 @@ fn json_type_errors_name_the_field() {
         err,
         "types.json:1: error: device_id: invalid type: integer `5`, expected a string\n\
          types.json:1: error: expires: invalid type: boolean `true`, expected an RFC 3339 time as a string, or unix seconds as an integer\n\
+         types.json:2: error: an entry must be a JSON object ({\"device_id\": ..., ...})\n\
          types.jsonl:1: error: mac: invalid type: integer `7`, expected a string\n\
          types.jsonl:2: error: note: invalid type: sequence, expected a string\n\
          types.jsonl:3: error: unexpected data after the entry\n\
-         5 problem(s) in 4 row(s); nothing was imported\n"
+         6 problem(s) in 5 row(s); nothing was imported\n"
     );
 }

@@ -297,6 +297,16 @@ async fn a_failed_export_leaves_nothing_behind() {
     let out = run_oob(&dead, env.work.path(), &["export", "--out", "out/e.csv"]).await;
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(listing().is_empty(), "left behind: {:?}", listing());
+    // One clear line: what failed, where, and the cause, each said once.
+    let err = stderr(&out);
+    assert!(
+        err.starts_with(
+            "error: out/e.csv was not changed: cannot reach the daemon at https://127.0.0.1:1: "
+        ) && err.contains("Connection refused")
+            && err.matches("error sending request").count() == 1
+            && err.lines().count() == 1,
+        "{err}"
+    );
 
     // A good export replaces an existing file and leaves only it.
     std::fs::write(out_dir.join("e.csv"), "old content\n").unwrap();
@@ -461,4 +471,38 @@ async fn an_interrupted_export_leaves_nothing_behind() {
         "old\n"
     );
     assert!(!temp_exists(), "a temporary file was left behind");
+}
+
+/// `export | head`: when the reader of standard output goes away the tool
+/// stops quietly with success, as Unix filters do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_output_pipe_ends_export_quietly() {
+    let env = Env::start().await;
+    let file = env.write("m.csv", "device_id,mac\nmac-1,02:00:00:00:00:01\n");
+    assert!(
+        env.oob(&["import", file.to_str().unwrap()])
+            .await
+            .status
+            .success()
+    );
+    for args in [
+        &["export"][..],
+        &["export", "--format", "json"],
+        &["list", "--json"],
+    ] {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_idprov-oob"))
+            .arg("--profile")
+            .arg(&env.profile)
+            .args(args)
+            .env_remove("IDPROV_PROFILE")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Close the read end before the tool has anything to write.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().await.unwrap();
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        assert_eq!(stderr(&out), "", "{args:?}");
+    }
 }
