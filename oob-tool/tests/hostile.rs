@@ -310,13 +310,8 @@ async fn a_failed_export_leaves_nothing_behind() {
 
     // A good export replaces an existing file and leaves only it.
     std::fs::write(out_dir.join("e.csv"), "old content\n").unwrap();
-    let file = env.write("m.csv", "device_id,mac\nmac-1,02:00:00:00:00:01\n");
-    assert!(
-        env.oob(&["import", file.to_str().unwrap()])
-            .await
-            .status
-            .success()
-    );
+    env.import_ok("m.csv", "device_id,mac\nmac-1,02:00:00:00:00:01\n")
+        .await;
     let out = env.oob(&["export", "--out", "out/e.csv"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(listing(), ["e.csv"]);
@@ -478,13 +473,8 @@ async fn an_interrupted_export_leaves_nothing_behind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_output_pipe_ends_export_quietly() {
     let env = Env::start().await;
-    let file = env.write("m.csv", "device_id,mac\nmac-1,02:00:00:00:00:01\n");
-    assert!(
-        env.oob(&["import", file.to_str().unwrap()])
-            .await
-            .status
-            .success()
-    );
+    env.import_ok("m.csv", "device_id,mac\nmac-1,02:00:00:00:00:01\n")
+        .await;
     for args in [
         &["export"][..],
         &["export", "--format", "json"],

@@ -46,6 +46,13 @@ impl Env {
         run_oob(&self.profile, self.work.path(), args).await
     }
 
+    /// Write `content` to `name` and import it; it must succeed.
+    pub async fn import_ok(&self, name: &str, content: &str) {
+        let file = self.write(name, content);
+        let out = self.oob(&["import", &file.to_string_lossy()]).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+
     pub fn admin(&self) -> AdminClient {
         self.daemon.admin().expect("admin client")
     }
