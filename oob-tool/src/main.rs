@@ -22,11 +22,17 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Only these write their results to standard output; elsewhere a broken
+    // pipe (to the daemon, say) is a real error.
+    let to_stdout = matches!(
+        &cli.command,
+        Command::Export { out: None, .. } | Command::List { .. }
+    );
     match run(cli) {
         Ok(code) => code,
         // The reader of our output went away (`export | head`): nothing
         // left to say, as with any Unix filter.
-        Err(e) if e.chain().any(is_broken_pipe) => ExitCode::SUCCESS,
+        Err(e) if to_stdout && e.chain().any(is_broken_pipe) => ExitCode::SUCCESS,
         Err(e) => {
             if let Some(r) = e.downcast_ref::<Refused>() {
                 eprintln!("error: {e}");
