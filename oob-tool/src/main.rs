@@ -297,21 +297,29 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut out = std::io::BufWriter::new(stdout.lock());
             use std::io::Write;
             if json {
+                // Nothing is written before the first answer (see below).
                 let mut first = true;
-                out.write_all(b"[")?;
                 rt.block_on(export::for_each_entry(&client, query, |e| {
-                    out.write_all(if first { b"\n  " } else { b",\n  " })?;
+                    out.write_all(if first { b"[\n  " } else { b",\n  " })?;
                     first = false;
                     serde_json::to_writer(&mut out, &e)?;
                     Ok(())
                 }))?;
-                out.write_all(if first { b"]\n" } else { b"\n]\n" })?;
+                out.write_all(if first { b"[]\n" } else { b"\n]\n" })?;
             } else {
-                writeln!(out, "{}", export::table_header())?;
+                // The header goes out with the first answer, so an
+                // unreachable daemon prints only the error.
+                let mut header = true;
                 let n = rt.block_on(export::for_each_entry(&client, query, |e| {
+                    if std::mem::take(&mut header) {
+                        writeln!(out, "{}", export::table_header())?;
+                    }
                     writeln!(out, "{}", export::table_row(&e))?;
                     Ok(())
                 }))?;
+                if header {
+                    writeln!(out, "{}", export::table_header())?;
+                }
                 writeln!(out, "{n} entries")?;
             }
             out.flush()?;
