@@ -179,7 +179,7 @@ impl CsvRows {
                     .saturating_sub(inside + terminator)
                     .max(start.line());
                 let skipped = line - start.line();
-                let length = end.byte() - start.byte() - skipped - terminator;
+                let length = (end.byte() - start.byte()).saturating_sub(skipped + terminator);
                 if length > MAX_ENTRY as u64 {
                     ReadRow::TooLong { line }
                 } else {
