@@ -219,35 +219,6 @@ pub fn table_header() -> String {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::source::unescape_cell;
-
-    #[test]
-    fn formula_cells_round_trip() {
-        for cell in [
-            "=1+1",
-            "+cmd",
-            "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
-            "-----BEGIN PUBLIC KEY-----\n-2+3+cmd|' /C calc'!A0\n",
-            "-1",
-            "@SUM(A1)",
-            "\tx",
-            "'quoted",
-            "plain",
-            "",
-        ] {
-            let escaped = escape_cell(cell);
-            assert!(
-                !escaped.starts_with(['=', '+', '-', '@', '\t', '\r']) || is_plain_pem(&escaped),
-                "{cell:?}"
-            );
-            assert_eq!(unescape_cell(&escaped), cell);
-        }
-    }
-}
-
 /// The file `export --out` writes: a new temporary file next to the target,
 /// renamed over it by [`OutFile::commit`] once complete and on disk. Until
 /// then the target is untouched, and a temporary file that is dropped (an
@@ -332,5 +303,34 @@ fn plain(e: &std::io::Error) -> String {
     match e.raw_os_error() {
         Some(code) => std::io::Error::from_raw_os_error(code).to_string(),
         None => e.kind().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::unescape_cell;
+
+    #[test]
+    fn formula_cells_round_trip() {
+        for cell in [
+            "=1+1",
+            "+cmd",
+            "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+            "-----BEGIN PUBLIC KEY-----\n-2+3+cmd|' /C calc'!A0\n",
+            "-1",
+            "@SUM(A1)",
+            "\tx",
+            "'quoted",
+            "plain",
+            "",
+        ] {
+            let escaped = escape_cell(cell);
+            assert!(
+                !escaped.starts_with(['=', '+', '-', '@', '\t', '\r']) || is_plain_pem(&escaped),
+                "{cell:?}"
+            );
+            assert_eq!(unescape_cell(&escaped), cell);
+        }
     }
 }

@@ -114,16 +114,11 @@ async fn generate_refuses_runaway_counts_before_writing_anything() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prune_with_an_empty_file_needs_allow_empty() {
     let env = Env::start().await;
-    let some = env.write(
+    env.import_ok(
         "some.csv",
         "device_id,mac\np-1,02:00:00:00:00:01\np-2,02:00:00:00:00:02\n",
-    );
-    assert!(
-        env.oob(&["import", some.to_str().unwrap()])
-            .await
-            .status
-            .success()
-    );
+    )
+    .await;
     let empty = env.write("empty.csv", "device_id,mac\n");
     let out = env
         .oob(&["import", "--prune", empty.to_str().unwrap()])
@@ -245,16 +240,11 @@ async fn an_interrupted_upload_gives_its_session_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_names_entries_it_cannot_round_trip() {
     let env = Env::start().await;
-    let file = env.write(
+    env.import_ok(
         "s.csv",
         "device_id,mac,secret\nmac-1,02:00:00:00:00:01,\nsecret-1,,a-one-time-secret\n",
-    );
-    assert!(
-        env.oob(&["import", file.to_str().unwrap()])
-            .await
-            .status
-            .success()
-    );
+    )
+    .await;
     let out = env.oob(&["export", "--out", "e.csv"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let err = stderr(&out);
