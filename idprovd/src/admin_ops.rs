@@ -15,7 +15,7 @@ use idprov_proto::error::EntryError;
 use idprov_proto::{DeviceId, PublicKey};
 
 use crate::daemon::{Daemon, draft};
-use crate::http::error::ApiError;
+use crate::error::Error;
 use crate::store::{DeviceRecord, KeyRecord, OobRecord, secret_hash};
 
 /// Who is acting, and from where (for the audit log).
@@ -51,11 +51,11 @@ fn matches(q: &Option<String>, fields: &[&str]) -> bool {
     }
 }
 
-fn check_reason(r: &Option<String>) -> Result<(), ApiError> {
+fn check_reason(r: &Option<String>) -> Result<(), Error> {
     if r.as_ref()
         .is_some_and(|r| r.len() > MAX_REASON || r.chars().any(char::is_control))
     {
-        return Err(ApiError::bad_request(format!(
+        return Err(Error::bad_request(format!(
             "reason must be at most {MAX_REASON} bytes without control characters"
         )));
     }
@@ -66,7 +66,7 @@ impl Daemon {
     pub async fn list_pending(
         self: &Arc<Self>,
         q: ListQuery,
-    ) -> Result<Page<PendingView>, ApiError> {
+    ) -> Result<Page<PendingView>, Error> {
         let n = limit(&q);
         self.read(move |_, rx| {
             let (items, next, total) = rx.list_pending(q.after.as_deref(), n, |p| {
@@ -85,7 +85,7 @@ impl Daemon {
     pub async fn list_devices(
         self: &Arc<Self>,
         q: ListQuery,
-    ) -> Result<Page<DeviceView>, ApiError> {
+    ) -> Result<Page<DeviceView>, Error> {
         let n = limit(&q);
         self.read(move |_, rx| {
             let (items, next, total) = rx.list_devices(q.after.as_deref(), n, |d| {
@@ -104,16 +104,16 @@ impl Daemon {
         .await
     }
 
-    pub async fn get_device(self: &Arc<Self>, id: DeviceId) -> Result<DeviceView, ApiError> {
+    pub async fn get_device(self: &Arc<Self>, id: DeviceId) -> Result<DeviceView, Error> {
         self.read(move |_, rx| {
             rx.device(id.as_str())?
                 .map(|d| d.view())
-                .ok_or_else(|| ApiError::not_found(format!("no device {id}")))
+                .ok_or_else(|| Error::not_found(format!("no device {id}")))
         })
         .await
     }
 
-    pub async fn list_oob(self: &Arc<Self>, q: ListQuery) -> Result<Page<OobEntryView>, ApiError> {
+    pub async fn list_oob(self: &Arc<Self>, q: ListQuery) -> Result<Page<OobEntryView>, Error> {
         let n = limit(&q);
         self.read(move |_, rx| {
             let (items, next, total) = rx.list_oob(q.after.as_deref(), n, |o| {
@@ -138,7 +138,7 @@ impl Daemon {
         id: DeviceId,
         revision: Option<u64>,
         actor: Actor,
-    ) -> Result<DeviceView, ApiError> {
+    ) -> Result<DeviceView, Error> {
         self.decide(id, revision, None, actor, DeviceStatus::Active)
             .await
     }
@@ -149,7 +149,7 @@ impl Daemon {
         revision: Option<u64>,
         reason: Option<String>,
         actor: Actor,
-    ) -> Result<DeviceView, ApiError> {
+    ) -> Result<DeviceView, Error> {
         check_reason(&reason)?;
         self.decide(id, revision, reason, actor, DeviceStatus::Rejected)
             .await
@@ -162,23 +162,23 @@ impl Daemon {
         reason: Option<String>,
         actor: Actor,
         status: DeviceStatus,
-    ) -> Result<DeviceView, ApiError> {
+    ) -> Result<DeviceView, Error> {
         let revision = revision.ok_or_else(|| {
-            ApiError::bad_request("revision is required: pass the revision you decided on")
+            Error::bad_request("revision is required: pass the revision you decided on")
         })?;
         let now = self.now();
         let (view, events) = self
             .write(move |_, tx| {
                 let Some(p) = tx.pending(id.as_str())? else {
                     if tx.device(id.as_str())?.is_some() {
-                        return Err(ApiError::conflict(
+                        return Err(Error::conflict(
                             "another administrator decided this device first",
                         ));
                     }
-                    return Err(ApiError::not_found(format!("no pending request for {id}")));
+                    return Err(Error::not_found(format!("no pending request for {id}")));
                 };
                 if p.revision != revision {
-                    return Err(ApiError::conflict(format!(
+                    return Err(Error::conflict(format!(
                         "the request changed since you saw it (revision {} now, you saw {revision}); reload and decide again",
                         p.revision
                     )));
@@ -245,24 +245,24 @@ impl Daemon {
         revision: Option<u64>,
         reason: Option<String>,
         actor: Actor,
-    ) -> Result<DeviceView, ApiError> {
+    ) -> Result<DeviceView, Error> {
         check_reason(&reason)?;
         let now = self.now();
         let (view, events) = self
             .write(move |_, tx| {
                 let mut dev = tx
                     .device(id.as_str())?
-                    .ok_or_else(|| ApiError::not_found(format!("no device {id}")))?;
+                    .ok_or_else(|| Error::not_found(format!("no device {id}")))?;
                 if let Some(r) = revision
                     && r != dev.revision
                 {
-                    return Err(ApiError::conflict(format!(
+                    return Err(Error::conflict(format!(
                         "the device changed since you saw it (revision {} now, you saw {r})",
                         dev.revision
                     )));
                 }
                 if dev.status == DeviceStatus::Revoked {
-                    return Err(ApiError::conflict("the device is already revoked"));
+                    return Err(Error::conflict("the device is already revoked"));
                 }
                 dev.status = DeviceStatus::Revoked;
                 dev.status_reason = reason.clone();
@@ -298,13 +298,13 @@ impl Daemon {
         self: &Arc<Self>,
         id: DeviceId,
         actor: Actor,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Error> {
         let now = self.now();
         let events = self
             .write(move |_, tx| {
                 let dev = tx
                     .device(id.as_str())?
-                    .ok_or_else(|| ApiError::not_found(format!("no device {id}")))?;
+                    .ok_or_else(|| Error::not_found(format!("no device {id}")))?;
                 crate::keys_admin::on_device_removed(tx, &dev, now)?;
                 tx.delete_device(id.as_str())?;
                 let e = tx.append_audit(draft(
@@ -333,9 +333,9 @@ impl Daemon {
         self: &Arc<Self>,
         req: OobUpsertRequest,
         actor: Actor,
-    ) -> Result<OobUpsertResult, ApiError> {
+    ) -> Result<OobUpsertResult, Error> {
         if req.entries.len() > MAX_OOB_BATCH {
-            return Err(ApiError::bad_request(format!(
+            return Err(Error::bad_request(format!(
                 "at most {MAX_OOB_BATCH} entries per request; send larger lists in several requests or use idprov-oob"
             )));
         }
@@ -414,11 +414,10 @@ impl Daemon {
                     }
                 }
                 if !errors.is_empty() {
-                    return Err(ApiError::bad_request(format!(
-                        "{} entries refused; nothing was stored",
-                        errors.len()
-                    ))
-                    .with_details(errors));
+                    return Err(Error::invalid(
+                        format!("{} entries refused; nothing was stored", errors.len()),
+                        errors,
+                    ));
                 }
                 if dry_run {
                     // Nothing written; dropping the transaction stores nothing
@@ -449,12 +448,12 @@ impl Daemon {
         Ok(result)
     }
 
-    pub async fn remove_oob(self: &Arc<Self>, id: DeviceId, actor: Actor) -> Result<(), ApiError> {
+    pub async fn remove_oob(self: &Arc<Self>, id: DeviceId, actor: Actor) -> Result<(), Error> {
         let now = self.now();
         let events = self
             .write(move |_, tx| {
                 if !tx.delete_oob(id.as_str())? {
-                    return Err(ApiError::not_found(format!("no OOB entry for {id}")));
+                    return Err(Error::not_found(format!("no OOB entry for {id}")));
                 }
                 let e = tx.append_audit(draft(
                     now,
@@ -475,7 +474,7 @@ impl Daemon {
         Ok(())
     }
 
-    pub async fn provisioning_state(self: &Arc<Self>) -> Result<ProvisioningState, ApiError> {
+    pub async fn provisioning_state(self: &Arc<Self>) -> Result<ProvisioningState, Error> {
         self.read(|_, rx| Ok(rx.provisioning()?)).await
     }
 
@@ -483,7 +482,7 @@ impl Daemon {
         self: &Arc<Self>,
         state: ProvisioningState,
         actor: Actor,
-    ) -> Result<ProvisioningState, ApiError> {
+    ) -> Result<ProvisioningState, Error> {
         check_reason(&state.reason)?;
         let now = self.now();
         let (state, events) = self
@@ -514,13 +513,13 @@ impl Daemon {
         Ok(state)
     }
 
-    pub async fn audit_page(self: &Arc<Self>, q: ListQuery) -> Result<Page<AuditEntry>, ApiError> {
+    pub async fn audit_page(self: &Arc<Self>, q: ListQuery) -> Result<Page<AuditEntry>, Error> {
         let n = limit(&q);
         let after = match q.after.as_deref() {
             None | Some("") => 0,
             Some(a) => a
                 .parse::<u64>()
-                .map_err(|_| ApiError::bad_request("after must be an audit sequence number"))?,
+                .map_err(|_| Error::bad_request("after must be an audit sequence number"))?,
         };
         self.read(move |_, rx| {
             let (items, next, total) = rx.audit_page(after, n, q.q.as_deref())?;
@@ -554,7 +553,7 @@ fn same_secret(old: &OobRecord, new: &OobRecord) -> bool {
 pub(crate) fn validate_oob(
     entries: &[OobEntryInput],
     now: i64,
-) -> Result<Vec<OobRecord>, ApiError> {
+) -> Result<Vec<OobRecord>, Error> {
     let mut errors = Vec::new();
     let mut out = Vec::with_capacity(entries.len());
     let mut seen_ids = HashSet::new();
@@ -654,12 +653,14 @@ pub(crate) fn validate_oob(
         });
     }
     if !errors.is_empty() {
-        return Err(ApiError::bad_request(format!(
-            "{} of {} entries are invalid; nothing was stored",
-            errors.len(),
-            entries.len()
-        ))
-        .with_details(errors));
+        return Err(Error::invalid(
+            format!(
+                "{} of {} entries are invalid; nothing was stored",
+                errors.len(),
+                entries.len()
+            ),
+            errors,
+        ));
     }
     Ok(out)
 }

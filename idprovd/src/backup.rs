@@ -23,21 +23,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use aws_lc_rs::digest;
-use axum::Router;
-use axum::body::Body;
-use axum::extract::State;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use http::header;
-use idprov_proto::ErrorCode;
-use idprov_proto::admin::{AdminEvent, paths};
+use idprov_proto::admin::AdminEvent;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
 use crate::Daemon;
 use crate::admins::{ADMINS_FILE, FIRST_PROFILE};
-use crate::http::admin::AdminAuth;
-use crate::http::error::ApiError;
+use crate::error::Error;
 use crate::pki::{CA_CERT, CA_KEY, IDENTITY, SERVER_CERT, SERVER_KEY, SIGNING_KEY};
 use crate::store::{STORE_FILE, SnapshotCounts, Store, StoreError};
 
@@ -105,79 +97,55 @@ pub struct Manifest {
 /// One backup at a time: each copies the whole store.
 static RUNNING: Semaphore = Semaphore::const_new(1);
 
-pub fn routes() -> Router<Arc<Daemon>> {
-    Router::new().route(paths::BACKUP, get(download))
-}
-
-async fn download(
-    State(d): State<Arc<Daemon>>,
-    AdminAuth(actor): AdminAuth,
-) -> Result<Response, ApiError> {
-    let _permit = RUNNING
-        .try_acquire()
-        .map_err(|_| ApiError::new(ErrorCode::Busy, "a backup is already running").retry(10))?;
-    let started = std::time::Instant::now();
-    let d2 = d.clone();
-    let (file, size, manifest) = tokio::task::spawn_blocking(move || build(&d2))
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "backup task failed");
-            ApiError::new(ErrorCode::Internal, "the backup failed")
-        })?
-        .map_err(|e| {
-            tracing::error!(error = %e, "backup failed");
-            ApiError::new(ErrorCode::Internal, format!("the backup failed: {e}"))
-        })?;
-    // The export of the keys is itself an audited decision.
-    let now = d.now();
-    let src = actor.source.clone();
-    let detail = format!(
-        "{} devices, {} OOB entries, {size} bytes",
-        manifest.counts.devices, manifest.counts.oob
-    );
-    let admin = format!("admin:{}", actor.name);
-    let entry = d
-        .write(move |_, tx| {
-            Ok(tx.append_audit(crate::daemon::draft(
-                now,
-                &admin,
-                "backup_exported",
-                None,
-                Some(&src),
-                detail,
-            ))?)
-        })
-        .await?;
-    d.publish(vec![AdminEvent::Audit { entry }]);
-    tracing::info!(
-        admin = %actor.name,
-        bytes = size,
-        devices = manifest.counts.devices,
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "backup exported"
-    );
-    let file = tokio::fs::File::from_std(file);
-    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
-        file,
-        256 * 1024,
-    ));
-    let name = format!(
-        "idprov-backup-{}-{}.tar",
-        manifest.daemon_id, manifest.created_at
-    );
-    Ok((
-        [
-            (header::CONTENT_TYPE, "application/x-tar".to_string()),
-            (header::CONTENT_LENGTH, size.to_string()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{name}\""),
-            ),
-            (header::CACHE_CONTROL, "no-store".to_string()),
-        ],
-        body,
-    )
-        .into_response())
+impl Daemon {
+    /// Make a backup archive for an administrator and audit the export (the
+    /// keys leave the hub: that is itself a decision). Returns the archive,
+    /// rewound, its size and its manifest.
+    pub async fn export_backup(
+        self: &Arc<Self>,
+        actor: crate::admin_ops::Actor,
+    ) -> Result<(File, u64, Manifest), Error> {
+        let _permit = RUNNING
+            .try_acquire()
+            .map_err(|_| Error::busy("a backup is already running", Some(10)))?;
+        let started = std::time::Instant::now();
+        let d2 = self.clone();
+        let (file, size, manifest) = tokio::task::spawn_blocking(move || build(&d2))
+            .await
+            .map_err(|e| Error::internal("the backup failed", e))?
+            .map_err(|e| Error::Internal {
+                message: format!("the backup failed: {e}"),
+                source: Some(Box::new(e)),
+            })?;
+        let now = self.now();
+        let src = actor.source.clone();
+        let detail = format!(
+            "{} devices, {} OOB entries, {size} bytes",
+            manifest.counts.devices, manifest.counts.oob
+        );
+        let admin = format!("admin:{}", actor.name);
+        let entry = self
+            .write(move |_, tx| {
+                Ok(tx.append_audit(crate::daemon::draft(
+                    now,
+                    &admin,
+                    "backup_exported",
+                    None,
+                    Some(&src),
+                    detail,
+                ))?)
+            })
+            .await?;
+        self.publish(vec![AdminEvent::Audit { entry }]);
+        tracing::info!(
+            admin = %actor.name,
+            bytes = size,
+            devices = manifest.counts.devices,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "backup exported"
+        );
+        Ok((file, size, manifest))
+    }
 }
 
 /// Build the archive in an unlinked temporary file in the data dir (which

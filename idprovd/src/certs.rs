@@ -12,11 +12,11 @@ use std::sync::Arc;
 use idprov_proto::admin::{AdminEvent, DeviceStatus};
 use idprov_proto::device::{Credentials, ProofEndpoint, proof_audience};
 use idprov_proto::x509::{AddKeyRequest, KeysResponse, MAX_DEVICE_KEYS, MtlsRenewRequest};
-use idprov_proto::{DeviceId, ErrorCode, PublicKey};
+use idprov_proto::{DeviceId, PublicKey};
 use rustls_pki_types::CertificateDer;
 
 use crate::daemon::{Daemon, draft};
-use crate::http::error::ApiError;
+use crate::error::Error;
 use crate::proof;
 use crate::store::{CertRecord, DeviceRecord, KeyRecord, RetiredKey, Tx};
 use crate::x509::{CheckedCsr, build_certificate, check_csr, client_cert_identity};
@@ -37,11 +37,8 @@ pub fn client_verifier(
 }
 
 /// The one answer for every refused client certificate, whatever the reason.
-pub fn invalid_client_cert() -> ApiError {
-    ApiError::new(
-        ErrorCode::InvalidToken,
-        "a valid, unrevoked client certificate issued by this daemon is required",
-    )
+pub fn invalid_client_cert() -> Error {
+    Error::InvalidClientCert
 }
 
 impl Daemon {
@@ -51,11 +48,11 @@ impl Daemon {
         &self,
         csr: Option<&str>,
         device: &DeviceId,
-    ) -> Result<Option<CheckedCsr>, ApiError> {
+    ) -> Result<Option<CheckedCsr>, Error> {
         let Some(pem) = csr else { return Ok(None) };
         let checked = check_csr(pem, device).map_err(|e| {
             tracing::info!(device_id = %device, reason = %e, "CSR refused");
-            ApiError::bad_request(e.to_string())
+            Error::bad_request(e.to_string())
         })?;
         if checked.asked_for_ca || checked.ignored_extensions > 0 {
             tracing::info!(
@@ -77,15 +74,15 @@ impl Daemon {
         creds: &mut Credentials,
         csr: Option<&CheckedCsr>,
         now: i64,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Error> {
         let Some(csr) = csr else { return Ok(()) };
         let dev = tx
             .device(creds.device_id.as_str())?
-            .ok_or_else(ApiError::invalid_token)?;
+            .ok_or(Error::InvalidToken)?;
         let kid = csr.key.thumbprint();
         if !dev.key(kid).is_some_and(|k| k.is_usable(now)) || tx.retired_key(kid)?.is_some() {
             tracing::info!(device_id = %dev.device_id, kid, "CSR key is not a key of the device");
-            return Err(ApiError::bad_request(
+            return Err(Error::bad_request(
                 crate::x509::CsrError::NotDeviceKey.to_string(),
             ));
         }
@@ -102,7 +99,7 @@ impl Daemon {
         dev: &DeviceRecord,
         key: &PublicKey,
         now: i64,
-    ) -> Result<(String, Vec<String>), ApiError> {
+    ) -> Result<(String, Vec<String>), Error> {
         let issued = build_certificate(
             &self.pki,
             &dev.device_id,
@@ -110,13 +107,7 @@ impl Daemon {
             now,
             self.cfg.certificates.lifetime,
         )
-        .map_err(|e| {
-            tracing::error!(error = %e, "certificate signing failed");
-            ApiError::new(
-                ErrorCode::Internal,
-                "the daemon could not sign a certificate",
-            )
-        })?;
+        .map_err(|e| Error::internal("the daemon could not sign a certificate", e))?;
         tx.put_cert(&CertRecord {
             serial: issued.serial.clone(),
             device_id: dev.device_id.clone(),
@@ -140,7 +131,7 @@ impl Daemon {
         self: &Arc<Self>,
         device: &DeviceId,
         key: &PublicKey,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Error> {
         let id = device.to_string();
         let presented = key.format().is_x509().then(|| key.clone());
         let kid = key.thumbprint().to_string();
@@ -173,7 +164,7 @@ impl Daemon {
             Ok(()) => Ok(()),
             Err(reason) => {
                 tracing::info!(device_id = %device, %reason, "refused: registry CA check");
-                Err(ApiError::refused())
+                Err(Error::Refused)
             }
         }
     }
@@ -185,7 +176,7 @@ impl Daemon {
         client_cert: Option<Arc<CertificateDer<'static>>>,
         req: MtlsRenewRequest,
         source: SocketAddr,
-    ) -> Result<Credentials, ApiError> {
+    ) -> Result<Credentials, Error> {
         let cert = client_cert.ok_or_else(invalid_client_cert)?;
         let (serial, kid) = client_cert_identity(&cert).ok_or_else(invalid_client_cert)?;
         let now = self.now();
@@ -240,18 +231,18 @@ impl Daemon {
         self: &Arc<Self>,
         req: AddKeyRequest,
         source: SocketAddr,
-    ) -> Result<KeysResponse, ApiError> {
+    ) -> Result<KeysResponse, Error> {
         let new_key = PublicKey::from_pem(&req.public_key, req.key_format)
-            .map_err(|e| ApiError::bad_request(format!("public_key: {e}")))?;
+            .map_err(|e| Error::bad_request(format!("public_key: {e}")))?;
         let now = self.now();
         if req.expires_at.is_some_and(|e| e <= now) {
-            return Err(ApiError::bad_request("expires_at is in the past"));
+            return Err(Error::bad_request("expires_at is in the past"));
         }
         // The proof names the current key it was made with.
         let kid = jsonwebtoken::decode_header(&req.proof)
             .ok()
             .and_then(|h| h.kid)
-            .ok_or_else(ApiError::invalid_proof)?;
+            .ok_or(Error::InvalidProof)?;
         let id = req.device_id.to_string();
         let dev = self.read(move |_, rx| Ok(rx.device(&id)?)).await?;
         let current = dev
@@ -262,21 +253,21 @@ impl Daemon {
             .and_then(|k| PublicKey::from_pem(&k.pem, Some(k.format)).ok())
             .ok_or_else(|| {
                 tracing::info!(device_id = %req.device_id, %source, "add-key: no such current key");
-                ApiError::invalid_proof()
+                Error::InvalidProof
             })?;
         let aud = proof_audience(self.daemon_id(), ProofEndpoint::AddKey);
         let check = |token: &str, key: &PublicKey| {
             proof::verify(token, key, &req.device_id, &aud, now, &self.cfg.proof).map_err(
                 |reason| {
                     tracing::info!(device_id = %req.device_id, %source, %reason, "add-key proof refused");
-                    ApiError::invalid_proof()
+                    Error::InvalidProof
                 },
             )
         };
         let p1 = check(&req.proof, &current)?;
         let p2 = check(&req.key_proof, &new_key)?;
         if p1.jti == p2.jti {
-            return Err(ApiError::invalid_proof());
+            return Err(Error::InvalidProof);
         }
         self.check_presented_key(&req.device_id, &new_key).await?;
 
@@ -291,9 +282,9 @@ impl Daemon {
                 let mut dev = tx
                     .device(device_id.as_str())?
                     .filter(|x| x.status == DeviceStatus::Active)
-                    .ok_or_else(ApiError::invalid_proof)?;
+                    .ok_or(Error::InvalidProof)?;
                 if !dev.key(&kid).is_some_and(|k| k.is_usable(now)) {
-                    return Err(ApiError::invalid_proof());
+                    return Err(Error::InvalidProof);
                 }
                 let detail = format!("key {} added, proven with key {kid}", new_key.thumbprint());
                 add_key_tx(tx, &mut dev, &new_key, expires_at, now)?;
@@ -352,15 +343,15 @@ pub(crate) fn add_key_tx(
     key: &PublicKey,
     expires_at: Option<i64>,
     now: i64,
-) -> Result<(), ApiError> {
+) -> Result<(), Error> {
     let kid = key.thumbprint();
     if tx.retired_key(kid)?.is_some() {
-        return Err(ApiError::conflict(
+        return Err(Error::conflict(
             "this key was removed or revoked before; a retired key never comes back",
         ));
     }
     if dev.key(kid).is_some() {
-        return Err(ApiError::conflict(
+        return Err(Error::conflict(
             "the key is already a key of this device",
         ));
     }
@@ -382,7 +373,7 @@ pub(crate) fn add_key_tx(
     }
     dev.keys.retain(|k| k.is_usable(now));
     if dev.keys.len() >= MAX_DEVICE_KEYS {
-        return Err(ApiError::conflict(format!(
+        return Err(Error::conflict(format!(
             "the device already has {MAX_DEVICE_KEYS} keys; remove one before adding another"
         )));
     }

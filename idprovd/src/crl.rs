@@ -11,14 +11,13 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
-use idprov_proto::ErrorCode;
 use idprov_proto::keys::pem_encode;
 use idprov_proto::x509::CrlInfo;
 use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevocationReason, RevokedCertParams};
 use tokio_util::sync::CancellationToken;
 
 use crate::daemon::Daemon;
-use crate::http::error::ApiError;
+use crate::error::Error;
 use crate::pki::Pki;
 use crate::store::{CrlState, Store, Tx};
 use crate::x509::CertConfig;
@@ -86,7 +85,7 @@ impl X509State {
             }
             _ => store
                 .write(|tx| regenerate(tx, pki, cfg, now))
-                .map_err(|e| anyhow::anyhow!("signing the CRL: {}", e.message))?,
+                .map_err(|e| anyhow::anyhow!("signing the CRL: {e}"))?,
         };
         Ok(X509State {
             current: RwLock::new(Arc::new(doc)),
@@ -123,7 +122,7 @@ pub fn regenerate(
     pki: &Pki,
     cfg: &CertConfig,
     now: i64,
-) -> Result<CrlDoc, ApiError> {
+) -> Result<CrlDoc, Error> {
     let entries = tx.crl_entries(now)?;
     let version = tx.revocation_version()?;
     let number = tx.crl_state()?.map(|s| s.number).unwrap_or(0) + 1;
@@ -135,10 +134,8 @@ pub fn regenerate(
         version,
         revoked: entries.len() as u64,
     };
-    let der = sign(pki, &entries, &state).map_err(|e| {
-        tracing::error!(error = %e, "CRL signing failed");
-        ApiError::new(ErrorCode::Internal, "the daemon could not sign its CRL")
-    })?;
+    let der = sign(pki, &entries, &state)
+        .map_err(|e| Error::internal("the daemon could not sign its CRL", e))?;
     tx.put_crl(&der, &state)?;
     Ok(CrlDoc::new(der, state))
 }
@@ -181,7 +178,7 @@ fn reason_of(code: u8) -> Option<RevocationReason> {
 
 impl Daemon {
     /// Re-sign the CRL now (after a committed change) and publish it.
-    pub async fn refresh_crl(self: &Arc<Self>) -> Result<Arc<CrlDoc>, ApiError> {
+    pub async fn refresh_crl(self: &Arc<Self>) -> Result<Arc<CrlDoc>, Error> {
         let _one = self.x509.regen.lock().await;
         let now = self.now();
         let doc = self
@@ -200,11 +197,11 @@ impl Daemon {
     /// leave it to [`crl_maintenance`] (the change itself is committed).
     pub async fn crl_changed(self: &Arc<Self>) {
         if let Err(e) = self.refresh_crl().await {
-            tracing::warn!(error = %e.message, "CRL regeneration failed; will retry");
+            tracing::warn!(error = %e, "CRL regeneration failed; will retry");
         }
     }
 
-    async fn crl_due(self: &Arc<Self>) -> Result<bool, ApiError> {
+    async fn crl_due(self: &Arc<Self>) -> Result<bool, Error> {
         let state = self.x509.current().state.clone();
         let now = self.now();
         let cfg = self.cfg.certificates.clone();
@@ -227,7 +224,7 @@ pub async fn crl_maintenance(d: Arc<Daemon>, shutdown: CancellationToken) {
         match d.crl_due().await {
             Ok(true) => d.crl_changed().await,
             Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e.message, "CRL check failed"),
+            Err(e) => tracing::warn!(error = %e, "CRL check failed"),
         }
     }
 }

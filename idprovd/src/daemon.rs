@@ -12,13 +12,13 @@ use idprov_proto::device::{
     Credentials, PendingAnswer, ProofEndpoint, ProvisionRequest, ProvisionResponse, RenewRequest,
     TokenStatusResponse, proof_audience,
 };
-use idprov_proto::{ErrorCode, PublicKey};
+use idprov_proto::PublicKey;
 use tokio::sync::{Semaphore, broadcast};
 
 use crate::admins::AdminRegistry;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::http::error::ApiError;
+use crate::error::Error;
 use crate::pki::Pki;
 use crate::proof::{self, VerifiedProof};
 use crate::store::{
@@ -51,6 +51,8 @@ pub struct Daemon {
     pub proof_failures: crate::flags::FailureTracker,
     /// Rogue-advertiser alerts (monitor.rs).
     pub alerts: crate::monitor::Alerts,
+    /// Open bulk OOB import sessions (oob_import.rs).
+    pub imports: crate::oob_import::Imports,
 }
 
 impl Daemon {
@@ -65,16 +67,16 @@ impl Daemon {
     /// Run a store transaction off the async threads.
     pub async fn write<T: Send + 'static>(
         self: &Arc<Self>,
-        f: impl FnOnce(&Daemon, &mut Tx<'_>) -> Result<T, ApiError> + Send + 'static,
-    ) -> Result<T, ApiError> {
+        f: impl FnOnce(&Daemon, &mut Tx<'_>) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
         let d = Arc::clone(self);
         blocking(move || d.store.write(|tx| f(&d, tx))).await
     }
 
     pub async fn read<T: Send + 'static>(
         self: &Arc<Self>,
-        f: impl FnOnce(&Daemon, &crate::store::Rx) -> Result<T, ApiError> + Send + 'static,
-    ) -> Result<T, ApiError> {
+        f: impl FnOnce(&Daemon, &crate::store::Rx) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
         let d = Arc::clone(self);
         blocking(move || d.store.read(|rx| f(&d, rx))).await
     }
@@ -92,9 +94,9 @@ impl Daemon {
         req: ProvisionRequest,
         source: SocketAddr,
         binding: Option<&[u8]>,
-    ) -> Result<ProvisionResponse, ApiError> {
+    ) -> Result<ProvisionResponse, Error> {
         let key = PublicKey::from_pem(&req.public_key, req.key_format)
-            .map_err(|e| ApiError::bad_request(format!("public_key: {e}")))?;
+            .map_err(|e| Error::bad_request(format!("public_key: {e}")))?;
         let now = self.now();
         let aud = proof_audience(self.daemon_id(), ProofEndpoint::Provision);
         let proof = proof::verify(&req.proof, &key, &req.device_id, &aud, now, &self.cfg.proof)
@@ -106,7 +108,7 @@ impl Daemon {
                 tracing::info!(device_id = %req.device_id, %source, %reason, "proof refused");
                 self.metrics
                     .proof_failure(crate::metrics::proof_class(&reason));
-                ApiError::invalid_proof()
+                Error::InvalidProof
             })?;
 
         let csr = self.prepare_csr(req.csr.as_deref(), &req.device_id)?;
@@ -152,7 +154,7 @@ impl Daemon {
                 if rule != "not_active" {
                     self.metrics.alert(rule);
                 }
-                Err(ApiError::refused())
+                Err(Error::Refused)
             }
         }
     }
@@ -167,7 +169,7 @@ impl Daemon {
         now: i64,
         source: SocketAddr,
         seen: &crate::flags::Observed,
-    ) -> Result<(Outcome, Vec<AdminEvent>), ApiError> {
+    ) -> Result<(Outcome, Vec<AdminEvent>), Error> {
         let id = req.device_id.as_str();
         let src = source.ip().to_string();
         self.preflight(tx, now)?;
@@ -204,7 +206,7 @@ impl Daemon {
             if live_keys > 1 && proof.kid.is_none() {
                 tracing::info!(device_id = id, "proof without kid for a multi-key device");
                 self.metrics.proof_failure("kid_missing");
-                return Err(ApiError::invalid_proof());
+                return Err(Error::InvalidProof);
             }
             let mut raised =
                 crate::flags::check(tx, &self.cfg.flags, id, key.thumbprint(), req.mac, seen)?;
@@ -294,7 +296,7 @@ impl Daemon {
         raised: Vec<crate::flags::Flag>,
         now: i64,
         src: &str,
-    ) -> Result<(Outcome, Vec<AdminEvent>), ApiError> {
+    ) -> Result<(Outcome, Vec<AdminEvent>), Error> {
         let id = req.device_id.as_str();
         let src = src.to_string();
         let mut events = Vec::new();
@@ -341,7 +343,7 @@ impl Daemon {
         src: &str,
         seen: &crate::flags::Observed,
         held: Option<Vec<crate::flags::Flag>>,
-    ) -> Result<(Outcome, Vec<AdminEvent>), ApiError> {
+    ) -> Result<(Outcome, Vec<AdminEvent>), Error> {
         let id = req.device_id.as_str();
         let src = src.to_string();
         let mut events = Vec::new();
@@ -383,11 +385,7 @@ impl Daemon {
                 if now < earliest {
                     // Abort: nothing is recorded, the proof is not consumed.
                     let wait = (p.last_seen + retry as i64 - now).max(1) as u64;
-                    return Err(ApiError::new(
-                        ErrorCode::SlowDown,
-                        "still pending; ask again after the time given",
-                    )
-                    .retry(wait));
+                    return Err(Error::SlowDown { retry_after: wait });
                 }
                 let rule = if p.mac != req.mac {
                     p.add_flag("mac_changed");
@@ -424,11 +422,7 @@ impl Daemon {
             }
             None => {
                 if tx.pending_count()? >= self.cfg.pending.cap {
-                    return Err(ApiError::new(
-                        ErrorCode::PendingFull,
-                        "the queue of devices waiting for approval is full; try again later",
-                    )
-                    .retry(retry));
+                    return Err(Error::PendingFull { retry_after: retry });
                 }
                 let p = PendingRecord {
                     device_id: req.device_id.clone(),
@@ -484,7 +478,7 @@ impl Daemon {
         raised: &[crate::flags::Flag],
         now: i64,
         src: &str,
-    ) -> Result<Option<idprov_proto::admin::AuditEntry>, ApiError> {
+    ) -> Result<Option<idprov_proto::admin::AuditEntry>, Error> {
         let fresh: Vec<_> = raised
             .iter()
             .filter(|f| !dev.flags.iter().any(|g| g == f.name))
@@ -515,7 +509,7 @@ impl Daemon {
         req: RenewRequest,
         source: SocketAddr,
         binding: Option<&[u8]>,
-    ) -> Result<Credentials, ApiError> {
+    ) -> Result<Credentials, Error> {
         let now = self.now();
         let claims = tokens::verify(
             &self.pki.signing,
@@ -527,10 +521,10 @@ impl Daemon {
         .map_err(|reason| {
             tracing::info!(%source, %reason, "renewal token refused");
             self.metrics.proof_failure("token");
-            ApiError::invalid_token()
+            Error::InvalidToken
         })?;
         let device_id: idprov_proto::DeviceId =
-            claims.sub.parse().map_err(|_| ApiError::invalid_token())?;
+            claims.sub.parse().map_err(|_| Error::InvalidToken)?;
         let id = device_id.to_string();
         // The key comes from the store, named by the token's cnf.jkt.
         let (dev, rec) = self
@@ -541,16 +535,16 @@ impl Daemon {
             })
             .await?;
         let (Some(dev), Some(rec)) = (dev, rec) else {
-            return Err(ApiError::invalid_token());
+            return Err(Error::InvalidToken);
         };
         if rec.device_epoch != dev.epoch || dev.status != DeviceStatus::Active {
-            return Err(ApiError::invalid_token());
+            return Err(Error::InvalidToken);
         }
         let Some(key_rec) = dev.key(&rec.kid).filter(|k| k.is_usable(now)) else {
-            return Err(ApiError::invalid_token());
+            return Err(Error::InvalidToken);
         };
         let key = PublicKey::from_pem(&key_rec.pem, Some(key_rec.format))
-            .map_err(|e| ApiError::from(StoreError::Record(e.to_string())))?;
+            .map_err(|e| Error::from(StoreError::Record(e.to_string())))?;
         let aud = proof_audience(self.daemon_id(), ProofEndpoint::Renew);
         let proof = proof::verify(&req.proof, &key, &device_id, &aud, now, &self.cfg.proof)
             .and_then(|p| {
@@ -561,7 +555,7 @@ impl Daemon {
                 tracing::info!(device_id = %device_id, %source, %reason, "renewal proof refused");
                 self.metrics
                     .proof_failure(crate::metrics::proof_class(&reason));
-                ApiError::invalid_proof()
+                Error::InvalidProof
             })?;
         let epoch = dev.epoch;
         let kid = rec.kid.clone();
@@ -575,9 +569,9 @@ impl Daemon {
                 let mut dev = tx
                     .device(device_id.as_str())?
                     .filter(|d| d.epoch == epoch && d.status == DeviceStatus::Active)
-                    .ok_or_else(ApiError::invalid_token)?;
+                    .ok_or(Error::InvalidToken)?;
                 if !dev.key(&kid).is_some_and(|k| k.is_usable(now)) {
-                    return Err(ApiError::invalid_token());
+                    return Err(Error::InvalidToken);
                 }
                 let mut creds = d.issue(tx, &mut dev, &kid, now)?;
                 d.attach_certificate(tx, &mut creds, csr.as_ref(), now)?;
@@ -600,7 +594,7 @@ impl Daemon {
     pub async fn token_status(
         self: &Arc<Self>,
         token: String,
-    ) -> Result<TokenStatusResponse, ApiError> {
+    ) -> Result<TokenStatusResponse, Error> {
         let now = self.now();
         let inactive = |reason: &str| TokenStatusResponse {
             active: false,
@@ -643,21 +637,13 @@ impl Daemon {
     }
 
     /// Checks every issuing transaction makes first.
-    pub(crate) fn preflight(&self, tx: &mut Tx<'_>, now: i64) -> Result<(), ApiError> {
+    pub(crate) fn preflight(&self, tx: &mut Tx<'_>, now: i64) -> Result<(), Error> {
         if tx.provisioning()?.paused {
-            return Err(ApiError::new(
-                ErrorCode::ProvisioningPaused,
-                "provisioning is paused by the administrator",
-            )
-            .retry(60));
+            return Err(Error::Paused);
         }
         if !tx.check_clock(now, CLOCK_TOLERANCE)? {
             tracing::error!(now, "clock went backwards; refusing to issue");
-            return Err(ApiError::new(
-                ErrorCode::ClockRegressed,
-                "the daemon's clock went backwards; it will not issue until it is fixed",
-            )
-            .retry(60));
+            return Err(Error::ClockRegressed);
         }
         Ok(())
     }
@@ -668,7 +654,7 @@ impl Daemon {
         tx: &mut Tx<'_>,
         device_id: &str,
         proof: &VerifiedProof,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Error> {
         let now = self.now();
         tx.purge_replay(now, PURGE_PER_REQUEST)?;
         tx.purge_tokens(now, PURGE_PER_REQUEST)?;
@@ -677,8 +663,10 @@ impl Daemon {
             tx.purge_replay(now, usize::MAX)?;
             if tx.replay_count()? >= self.cfg.proof.replay_cache_max {
                 return Err(
-                    ApiError::new(ErrorCode::Busy, "too many recent proofs; try later")
-                        .retry(self.cfg.proof.max_lifetime.as_secs()),
+                    Error::busy(
+                        "too many recent proofs; try later",
+                        Some(self.cfg.proof.max_lifetime.as_secs()),
+                    ),
                 );
             }
         }
@@ -686,7 +674,7 @@ impl Daemon {
         if !tx.remember_proof(&key, proof.remember_until)? {
             tracing::info!(device_id, "replayed proof refused");
             self.metrics.proof_failure("replayed");
-            return Err(ApiError::invalid_proof());
+            return Err(Error::InvalidProof);
         }
         Ok(())
     }
@@ -698,7 +686,7 @@ impl Daemon {
         dev: &mut DeviceRecord,
         kid: &str,
         now: i64,
-    ) -> Result<Credentials, ApiError> {
+    ) -> Result<Credentials, Error> {
         let lifetime = self.cfg.tokens.lifetime.as_secs() as i64;
         let issued = tokens::issue(
             &self.pki.signing,
@@ -709,10 +697,7 @@ impl Daemon {
             now,
             lifetime,
         )
-        .map_err(|e| {
-            tracing::error!(error = %e, "token signing failed");
-            ApiError::new(ErrorCode::Internal, "the daemon could not sign a token")
-        })?;
+        .map_err(|e| Error::internal("the daemon could not sign a token", e))?;
         tx.put_token(&TokenRecord {
             jti: issued.claims.jti.clone(),
             device_id: dev.device_id.clone(),
@@ -799,7 +784,7 @@ pub(crate) fn draft(
 impl Daemon {
     /// Drop pending requests not seen within `pending.expiry`, and purge
     /// expired replay and token records.
-    pub async fn expire_pending(self: &Arc<Self>) -> Result<usize, ApiError> {
+    pub async fn expire_pending(self: &Arc<Self>) -> Result<usize, Error> {
         let now = self.now();
         let cutoff = now - self.cfg.pending.expiry.as_secs() as i64;
         let (n, events) = self
@@ -834,13 +819,10 @@ impl Daemon {
 /// Run store work on the blocking pool; a task that died is an internal
 /// error, never a panic of the handler.
 async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
     tokio::task::spawn_blocking(f).await.map_err(|e| {
         tracing::error!(error = %e, "store task failed");
-        ApiError::new(
-            ErrorCode::Internal,
-            "the daemon could not complete the request",
-        )
+        Error::internal("the daemon could not complete the request", e)
     })?
 }

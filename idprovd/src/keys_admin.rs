@@ -18,15 +18,15 @@ use crate::admin_ops::Actor;
 use crate::certs::{add_key_tx, keys_response};
 use crate::crl::reason;
 use crate::daemon::{Daemon, draft};
-use crate::http::error::ApiError;
+use crate::error::Error;
 use crate::registry::{MAX_REGISTRY_CAS, check_wrapped, parse_ca};
 use crate::store::{DeviceRecord, RetiredKey, Tx};
 
 const MAX_REASON: usize = 256;
 
-fn check_reason(r: Option<&str>) -> Result<(), ApiError> {
+fn check_reason(r: Option<&str>) -> Result<(), Error> {
     if r.is_some_and(|r| r.len() > MAX_REASON || r.chars().any(char::is_control)) {
-        return Err(ApiError::bad_request(format!(
+        return Err(Error::bad_request(format!(
             "reason must be at most {MAX_REASON} characters without control characters"
         )));
     }
@@ -41,14 +41,14 @@ fn device_for_change(
     tx: &Tx<'_>,
     id: &DeviceId,
     revision: Option<u64>,
-) -> Result<DeviceRecord, ApiError> {
+) -> Result<DeviceRecord, Error> {
     let dev = tx
         .device(id.as_str())?
-        .ok_or_else(|| ApiError::not_found(format!("no device {id}")))?;
+        .ok_or_else(|| Error::not_found(format!("no device {id}")))?;
     if let Some(r) = revision
         && r != dev.revision
     {
-        return Err(ApiError::conflict(format!(
+        return Err(Error::conflict(format!(
             "the device changed since you saw it (revision {} now, you saw {r})",
             dev.revision
         )));
@@ -62,10 +62,10 @@ fn admin_key(
     pem: &str,
     format: Option<idprov_proto::KeyFormat>,
     now: i64,
-) -> Result<PublicKey, ApiError> {
+) -> Result<PublicKey, Error> {
     let key = PublicKey::from_pem(pem, format)
-        .map_err(|e| ApiError::bad_request(format!("public_key: {e}")))?;
-    check_wrapped(&key, &tx.registry_cas()?, now).map_err(ApiError::bad_request)?;
+        .map_err(|e| Error::bad_request(format!("public_key: {e}")))?;
+    check_wrapped(&key, &tx.registry_cas()?, now).map_err(Error::bad_request)?;
     Ok(key)
 }
 
@@ -78,7 +78,7 @@ fn retire_key_tx(
     why: &str,
     code: u8,
     now: i64,
-) -> Result<usize, ApiError> {
+) -> Result<usize, Error> {
     tx.retire_key(
         kid,
         &RetiredKey {
@@ -96,7 +96,7 @@ pub(crate) fn on_device_revoked(
     tx: &mut Tx<'_>,
     dev: &DeviceRecord,
     now: i64,
-) -> Result<(), ApiError> {
+) -> Result<(), Error> {
     for k in &dev.keys {
         retire_key_tx(
             tx,
@@ -116,7 +116,7 @@ pub(crate) fn on_device_removed(
     tx: &mut Tx<'_>,
     dev: &DeviceRecord,
     now: i64,
-) -> Result<(), ApiError> {
+) -> Result<(), Error> {
     tx.revoke_device_certs(
         dev.device_id.as_str(),
         None,
@@ -134,16 +134,16 @@ impl Daemon {
         id: DeviceId,
         req: AdminKeyAddRequest,
         actor: Actor,
-    ) -> Result<KeysResponse, ApiError> {
+    ) -> Result<KeysResponse, Error> {
         let now = self.now();
         if req.expires_at.is_some_and(|e| e <= now) {
-            return Err(ApiError::bad_request("expires_at is in the past"));
+            return Err(Error::bad_request("expires_at is in the past"));
         }
         let (resp, events) = self
             .write(move |_, tx| {
                 let mut dev = device_for_change(tx, &id, req.revision)?;
                 if dev.status != DeviceStatus::Active {
-                    return Err(ApiError::conflict("the device is not active"));
+                    return Err(Error::conflict("the device is not active"));
                 }
                 let key = admin_key(tx, &req.public_key, req.key_format, now)?;
                 add_key_tx(tx, &mut dev, &key, req.expires_at, now)?;
@@ -179,14 +179,14 @@ impl Daemon {
         revision: Option<u64>,
         why: Option<String>,
         actor: Actor,
-    ) -> Result<KeysResponse, ApiError> {
+    ) -> Result<KeysResponse, Error> {
         check_reason(why.as_deref())?;
         let now = self.now();
         let (resp, events) = self
             .write(move |_, tx| {
                 let mut dev = device_for_change(tx, &id, revision)?;
                 if dev.key(&kid).is_none() {
-                    return Err(ApiError::not_found(format!("device {id} has no key {kid}")));
+                    return Err(Error::not_found(format!("device {id} has no key {kid}")));
                 }
                 let (action, code, tag) = if revoke {
                     ("key_revoked", reason::KEY_COMPROMISE, "revoked")
@@ -225,7 +225,7 @@ impl Daemon {
     pub async fn device_certificates(
         self: &Arc<Self>,
         id: DeviceId,
-    ) -> Result<Vec<CertificateView>, ApiError> {
+    ) -> Result<Vec<CertificateView>, Error> {
         self.read(move |_, rx| {
             Ok(rx
                 .device_certs(id.as_str())?
@@ -239,12 +239,12 @@ impl Daemon {
     pub async fn certificate(
         self: &Arc<Self>,
         serial: String,
-    ) -> Result<CertificateView, ApiError> {
+    ) -> Result<CertificateView, Error> {
         let serial = normalise_serial(&serial)?;
         self.read(move |_, rx| {
             rx.cert(&serial)?
                 .map(|c| c.view())
-                .ok_or_else(|| ApiError::not_found(format!("no certificate with serial {serial}")))
+                .ok_or_else(|| Error::not_found(format!("no certificate with serial {serial}")))
         })
         .await
     }
@@ -254,18 +254,18 @@ impl Daemon {
         serial: String,
         why: Option<String>,
         actor: Actor,
-    ) -> Result<CertificateView, ApiError> {
+    ) -> Result<CertificateView, Error> {
         check_reason(why.as_deref())?;
         let serial = normalise_serial(&serial)?;
         let now = self.now();
         let (view, events) = self
             .write(move |_, tx| {
                 let mut rec = tx.cert(&serial)?.ok_or_else(|| {
-                    ApiError::not_found(format!("no certificate with serial {serial}"))
+                    Error::not_found(format!("no certificate with serial {serial}"))
                 })?;
                 let tag = why.clone().unwrap_or_else(|| "revoked".into());
                 if !tx.revoke_cert(&mut rec, now, &tag, reason::UNSPECIFIED)? {
-                    return Err(ApiError::conflict("the certificate is already revoked"));
+                    return Err(Error::conflict("the certificate is already revoked"));
                 }
                 let e = tx.append_audit(draft(
                     now,
@@ -291,9 +291,9 @@ impl Daemon {
         id: DeviceId,
         req: ReprovisionRequest,
         actor: Actor,
-    ) -> Result<DeviceView, ApiError> {
+    ) -> Result<DeviceView, Error> {
         if req.reason.trim().is_empty() {
-            return Err(ApiError::bad_request(
+            return Err(Error::bad_request(
                 "reason is required: re-provisioning is recorded in the audit log",
             ));
         }
@@ -303,14 +303,14 @@ impl Daemon {
             .write(move |_, tx| {
                 let mut dev = device_for_change(tx, &id, req.revision)?;
                 if dev.status != DeviceStatus::Active {
-                    return Err(ApiError::conflict(
+                    return Err(Error::conflict(
                         "only an active device can be re-provisioned; a revoked device stays revoked",
                     ));
                 }
                 let key = admin_key(tx, &req.public_key, req.key_format, now)?;
                 if tx.retired_key(key.thumbprint())?.is_some() || dev.key(key.thumbprint()).is_some()
                 {
-                    return Err(ApiError::conflict(
+                    return Err(Error::conflict(
                         "the new key must be a fresh key: this one is (or was) a key of a device",
                     ));
                 }
@@ -364,7 +364,7 @@ impl Daemon {
         Ok(view)
     }
 
-    pub async fn registry_cas(self: &Arc<Self>) -> Result<Vec<RegistryCaView>, ApiError> {
+    pub async fn registry_cas(self: &Arc<Self>) -> Result<Vec<RegistryCaView>, Error> {
         self.read(|_, rx| Ok(rx.registry_cas()?.iter().map(|c| c.view()).collect()))
             .await
     }
@@ -373,8 +373,8 @@ impl Daemon {
         self: &Arc<Self>,
         req: RegistryCaAddRequest,
         actor: Actor,
-    ) -> Result<RegistryCaView, ApiError> {
-        let mut rec = parse_ca(&req.pem).map_err(ApiError::bad_request)?;
+    ) -> Result<RegistryCaView, Error> {
+        let mut rec = parse_ca(&req.pem).map_err(Error::bad_request)?;
         let now = self.now();
         rec.added_at = now;
         rec.added_by = label(&actor);
@@ -382,10 +382,10 @@ impl Daemon {
             .write(move |_, tx| {
                 let cas = tx.registry_cas()?;
                 if cas.iter().any(|c| c.fingerprint == rec.fingerprint) {
-                    return Err(ApiError::conflict("this CA is already registered"));
+                    return Err(Error::conflict("this CA is already registered"));
                 }
                 if cas.len() >= MAX_REGISTRY_CAS {
-                    return Err(ApiError::conflict(format!(
+                    return Err(Error::conflict(format!(
                         "at most {MAX_REGISTRY_CAS} registry CAs; remove one first"
                     )));
                 }
@@ -409,10 +409,10 @@ impl Daemon {
         self: &Arc<Self>,
         fingerprint: String,
         actor: Actor,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Error> {
         let fp = fingerprint.to_ascii_lowercase();
         if fp.len() != 64 || !fp.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(ApiError::bad_request(
+            return Err(Error::bad_request(
                 "fingerprint must be 64 hex digits (SHA-256 of the certificate)",
             ));
         }
@@ -420,7 +420,7 @@ impl Daemon {
         let events = self
             .write(move |_, tx| {
                 if !tx.delete_registry_ca(&fp)? {
-                    return Err(ApiError::not_found(format!("no registry CA {fp}")));
+                    return Err(Error::not_found(format!("no registry CA {fp}")));
                 }
                 let e = tx.append_audit(draft(
                     now,
@@ -444,14 +444,14 @@ impl Daemon {
 
 /// Serials are lower-case hex without separators; accept `AB:CD` and
 /// upper case as openssl prints them.
-fn normalise_serial(s: &str) -> Result<String, ApiError> {
+fn normalise_serial(s: &str) -> Result<String, Error> {
     let hex: String = s
         .chars()
         .filter(|c| *c != ':')
         .map(|c| c.to_ascii_lowercase())
         .collect();
     if hex.is_empty() || hex.len() > 40 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(ApiError::bad_request(
+        return Err(Error::bad_request(
             "serial must be the certificate's serial number in hex",
         ));
     }

@@ -16,6 +16,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod crl;
+pub mod error;
 pub mod daemon;
 pub mod flags;
 pub mod http;
@@ -24,6 +25,7 @@ pub mod mdns;
 pub mod metrics;
 pub mod monitor;
 pub mod neighbour;
+pub mod oob_import;
 pub mod pki;
 pub mod proof;
 pub mod ratelimit;
@@ -120,7 +122,7 @@ pub async fn start(
     };
 
     let tls = server::tls_config(&pki)?;
-    let metrics_listener = metrics::bind(&cfg.metrics).await?;
+    let metrics_listener = http::metrics::bind(&cfg.metrics).await?;
     let metrics_addr = match &metrics_listener {
         Some(l) => Some(l.local_addr().context("metrics listener address")?),
         None => None,
@@ -143,6 +145,7 @@ pub async fn start(
         rate_limits: ratelimit::RateLimits::new(&cfg_limits),
         proof_failures: flags::FailureTracker::new(cfg_window),
         alerts: monitor::Alerts::default(),
+        imports: oob_import::Imports::default(),
     });
     let router = http::router(daemon.clone());
     let limits = daemon.cfg.limits.clone();
@@ -162,7 +165,7 @@ pub async fn start(
         },
     );
     if let Some(l) = metrics_listener {
-        tokio::spawn(metrics::serve(l, daemon.clone(), shutdown.clone()));
+        tokio::spawn(http::metrics::serve(l, daemon.clone(), shutdown.clone()));
     }
     let conn_metrics = daemon.metrics.clone();
     let task = tokio::spawn(async move {

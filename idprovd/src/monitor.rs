@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Daemon;
 use crate::daemon::draft;
-use crate::http::error::ApiError;
+use crate::error::Error;
 
 /// Alerts kept in memory for the admin API (all are in the audit log).
 const KEEP: usize = 256;
@@ -173,7 +173,7 @@ impl Alerts {
 impl Daemon {
     /// Record an alert: audit, (by default) pause provisioning, publish.
     /// Returns None when the same advertisement was just reported.
-    pub async fn raise_alert(self: &Arc<Self>, a: AlertDraft) -> Result<Option<Alert>, ApiError> {
+    pub async fn raise_alert(self: &Arc<Self>, a: AlertDraft) -> Result<Option<Alert>, Error> {
         if !self.alerts.is_new(&a) {
             return Ok(None);
         }

@@ -20,10 +20,9 @@ use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
-use idprov_proto::ErrorCode;
 use serde::{Deserialize, Serialize};
 
-use crate::http::error::ApiError;
+use crate::error::Error;
 
 /// `[rate_limit]` configuration.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -109,7 +108,7 @@ impl RateLimits {
     }
 
     /// Charge one request from `source` and/or naming `device`.
-    pub fn check(&self, source: Option<IpAddr>, device: Option<&str>) -> Result<(), ApiError> {
+    pub fn check(&self, source: Option<IpAddr>, device: Option<&str>) -> Result<(), Error> {
         if !self.cfg.enabled {
             return Ok(());
         }
@@ -192,70 +191,21 @@ impl RateLimits {
     }
 }
 
-/// Middleware: the per-source limit of `/provision` and `/renew`, checked
-/// before the body is read (a limited flood costs as little as possible),
-/// and the failure cost charged from the answer's error code.
-pub async fn limit_sources(
-    axum::extract::State(d): axum::extract::State<std::sync::Arc<crate::Daemon>>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    use idprov_proto::device::paths;
-    let path = req.uri().path();
-    let limited = path == paths::PROVISION || path == paths::RENEW;
-    let peer = req
-        .extensions()
-        .get::<crate::http::ConnInfo>()
-        .map(|c| c.peer.ip());
-    let Some(peer) = peer.filter(|_| limited) else {
-        return next.run(req).await;
-    };
-    if let Err(e) = d.rate_limits.check(Some(peer), None) {
-        return e.into_response();
-    }
-    let resp = next.run(req).await;
-    if resp
-        .extensions()
-        .get::<ErrorCode>()
-        .is_some_and(|c| is_failure(*c))
-    {
-        d.rate_limits.charge_failure(Some(peer), None);
-    }
-    resp
-}
-
 impl crate::Daemon {
     /// The per-device check, once the request names its device.
-    pub fn limit_device(&self, device_id: &str) -> Result<(), ApiError> {
+    pub fn limit_device(&self, device_id: &str) -> Result<(), Error> {
         self.rate_limits.check(None, Some(device_id))
     }
 
-    /// Account for a finished request: failures cost the device extra (the
-    /// source was charged by [`limit_sources`]), and refused proofs count
-    /// towards the `proof_failures` flag.
-    pub fn after_request<T>(
-        &self,
-        conn: &crate::http::ConnInfo,
-        device_id: Option<&str>,
-        result: &Result<T, ApiError>,
-    ) {
-        if let Err(e) = result {
-            self.after_failure(conn, device_id, e);
-        }
-    }
-
-    pub fn after_failure(
-        &self,
-        conn: &crate::http::ConnInfo,
-        device_id: Option<&str>,
-        e: &ApiError,
-    ) {
-        if is_failure(e.code) && device_id.is_some() {
+    /// Account for a failed request from `source`: failures cost the device
+    /// extra (the source was charged by the HTTP layer before the body was
+    /// read), and refused proofs count towards the `proof_failures` flag.
+    pub fn after_failure(&self, source: IpAddr, device_id: Option<&str>, e: &Error) {
+        if e.is_client_failure() && device_id.is_some() {
             self.rate_limits.charge_failure(None, device_id);
         }
-        if e.code == ErrorCode::InvalidProof {
-            self.proof_failures.record(device_id, conn.peer.ip());
+        if matches!(e, Error::InvalidProof) {
+            self.proof_failures.record(device_id, source);
         }
     }
 }
@@ -274,22 +224,13 @@ fn source_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-fn limited(wait: Duration, message: &str) -> ApiError {
+fn limited(wait: Duration, message: &str) -> Error {
     // Round up: a client that waits exactly Retry-After must get through.
     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    ApiError::new(ErrorCode::RateLimited, message).retry(secs.max(1))
-}
-
-/// Answers that cost [`RateLimitConfig::failure_cost`]: the caller did
-/// something wrong, not something early.
-pub fn is_failure(code: ErrorCode) -> bool {
-    matches!(
-        code,
-        ErrorCode::BadRequest
-            | ErrorCode::InvalidProof
-            | ErrorCode::InvalidToken
-            | ErrorCode::Refused
-    )
+    Error::RateLimited {
+        message: message.to_string(),
+        retry_after: secs.max(1),
+    }
 }
 
 #[cfg(test)]
@@ -314,8 +255,10 @@ mod tests {
             assert!(r.check(Some(ip), None).is_ok());
         }
         let e = r.check(Some(ip), None).err();
-        assert_eq!(e.as_ref().map(|e| e.code), Some(ErrorCode::RateLimited));
-        assert!(e.and_then(|e| e.retry_after).is_some_and(|s| s >= 1));
+        assert!(
+            matches!(e, Some(Error::RateLimited { retry_after, .. }) if retry_after >= 1),
+            "{e:?}"
+        );
         // Another address is not affected.
         assert!(
             r.check(Some("10.0.0.2".parse().unwrap_or(ip)), None)

@@ -25,7 +25,7 @@ pub fn routes() -> Router<Arc<Daemon>> {
         .route(paths::CA, get(ca))
         .route(paths::JWKS, get(jwks))
         .route(paths::TOKEN_STATUS, post(token_status))
-        .route(paths::HEALTHZ, get(healthz))
+        .route(paths::HEALTHZ, get(super::metrics::healthz))
 }
 
 async fn provision(
@@ -39,7 +39,7 @@ async fn provision(
     d.limit_device(&id)?;
     let binding = conn.channel_binding.as_ref().map(|b| &b[..]);
     let answer = d.provision(req, conn.peer, binding).await;
-    d.after_request(&conn, Some(&id), &answer);
+    super::ratelimit::after_request(&d, &conn, Some(&id), &answer);
     let answer = answer?;
     Ok(match &answer {
         ProvisionResponse::Approved(_) => (StatusCode::OK, Json(answer)).into_response(),
@@ -62,7 +62,7 @@ async fn renew(
     // The device is known only once the token is verified; renewals are
     // limited per source (and a failed one costs more).
     let creds = d.renew(req, conn.peer, binding).await;
-    d.after_request(&conn, None, &creds);
+    super::ratelimit::after_request(&d, &conn, None, &creds);
     let creds = creds?;
     Ok(Json(ProvisionResponse::Approved(creds)))
 }
@@ -98,8 +98,4 @@ async fn token_status(
     JsonBody(req): JsonBody<TokenStatusRequest>,
 ) -> Result<Response, ApiError> {
     Ok(Json(d.token_status(req.token).await?).into_response())
-}
-
-async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
 }

@@ -8,7 +8,7 @@ use http::{HeaderValue, StatusCode};
 use idprov_proto::error::EntryError;
 use idprov_proto::{ErrorBody, ErrorCode};
 
-use crate::store::StoreError;
+use crate::error::Error;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -71,13 +71,56 @@ impl ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        tracing::error!(error = %e, "store operation failed");
-        ApiError::new(
-            ErrorCode::Internal,
-            "the daemon could not complete the request",
-        )
+/// The one place a domain error becomes a wire error: its stable code, its
+/// message, and how long to wait before retrying.
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        use ErrorCode as C;
+        let message = e.to_string();
+        match e {
+            Error::BadRequest(_) => ApiError::new(C::BadRequest, message),
+            Error::Invalid { details, .. } => {
+                ApiError::new(C::BadRequest, message).with_details(details)
+            }
+            Error::InvalidProof => ApiError::new(C::InvalidProof, message),
+            Error::InvalidToken | Error::InvalidClientCert => {
+                ApiError::new(C::InvalidToken, message)
+            }
+            Error::Refused => ApiError::new(C::Refused, message),
+            Error::Unauthorized => ApiError::new(C::Unauthorized, message),
+            Error::NotFound(_) => ApiError::new(C::NotFound, message),
+            Error::Conflict(_) => ApiError::new(C::Conflict, message),
+            Error::Paused => ApiError::new(C::ProvisioningPaused, message).retry(60),
+            Error::ClockRegressed => ApiError::new(C::ClockRegressed, message).retry(60),
+            Error::SlowDown { retry_after } => ApiError::new(C::SlowDown, message).retry(retry_after),
+            Error::PendingFull { retry_after } => {
+                ApiError::new(C::PendingFull, message).retry(retry_after)
+            }
+            Error::Busy { retry_after, .. } => {
+                let e = ApiError::new(C::Busy, message);
+                match retry_after {
+                    Some(s) => e.retry(s),
+                    None => e,
+                }
+            }
+            Error::RateLimited { retry_after, .. } => {
+                ApiError::new(C::RateLimited, message).retry(retry_after)
+            }
+            Error::Internal { source, .. } => {
+                tracing::error!(error = %message, source = ?source, "operation failed");
+                ApiError::new(C::Internal, message)
+            }
+            Error::Store(e) => {
+                tracing::error!(error = %e, "store operation failed");
+                ApiError::new(C::Internal, message)
+            }
+            // A variant added later: an internal error until it is mapped.
+            #[allow(unreachable_patterns)]
+            other => {
+                tracing::error!(error = ?other, "unmapped error");
+                ApiError::new(C::Internal, "the daemon could not complete the request")
+            }
+        }
     }
 }
 

@@ -3,10 +3,13 @@
 
 pub mod admin;
 pub mod alerts;
+pub mod backup;
 pub mod device;
 pub mod error;
 pub mod extract;
+pub mod metrics;
 pub mod oob_import;
+pub mod ratelimit;
 pub mod x509;
 
 use std::net::SocketAddr;
@@ -47,12 +50,12 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .merge(alerts::routes())
         .merge(oob_import::routes())
         .merge(x509::routes())
-        .merge(crate::backup::routes())
+        .merge(backup::routes())
         .route(
-            crate::metrics::READYZ,
-            axum::routing::get(crate::metrics::readyz),
+            metrics::READYZ,
+            axum::routing::get(metrics::readyz),
         )
-        .route_layer(middleware::from_fn(crate::metrics::mark_endpoint))
+        .route_layer(middleware::from_fn(metrics::mark_endpoint))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -62,11 +65,11 @@ pub fn router(d: Arc<Daemon>) -> Router {
         })
         .layer(middleware::from_fn_with_state(
             d.clone(),
-            crate::ratelimit::limit_sources,
+            ratelimit::limit_sources,
         ))
         .layer(middleware::from_fn_with_state(
             d.clone(),
-            crate::metrics::track,
+            metrics::track,
         ))
         .layer(middleware::from_fn(request_id))
         .with_state(d)

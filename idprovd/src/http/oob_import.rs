@@ -1,44 +1,26 @@
-//! Import sessions for large, atomic OOB uploads (`idprov_proto::oob_import`).
-//!
-//! Sessions live in memory (they die with the daemon, and so does what they
-//! staged: the next import drops leftover staging tables). Every chunk is
-//! checked again here with the same rules as `POST /admin/oob` — the daemon
-//! never trusts the tool — and staged on disk, so memory stays bounded by a
-//! few chunks whatever the size of the import. These routes run outside the
-//! per-request time limit: a commit of a million entries takes seconds, and
-//! abandoning it half-way to answer "timeout" would be a lie (the commit
+//! `POST /admin/oob/imports…`: large, atomic OOB uploads on the wire. The
+//! bodies are read here, with their own size limits (chunks are far larger
+//! than the general body limit, and only for an authenticated admin); the
+//! session state machine is `crate::oob_import`. These routes run outside
+//! the per-request time limit: a commit of a million entries takes seconds,
+//! and abandoning it half-way to answer "timeout" would be a lie (the commit
 //! would still land).
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post};
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
 use http::StatusCode;
-use idprov_proto::ErrorCode;
-use idprov_proto::admin::{AdminEvent, MAX_OOB_BATCH};
-use idprov_proto::error::EntryError;
-use idprov_proto::oob_import::{
-    IMPORT_IDLE_SECS, IMPORTS, MAX_IMPORT_ENTRIES, OobImportChunk, OobImportChunkAck,
-    OobImportCommit, OobImportSession, OobImportStart,
-};
+use idprov_proto::oob_import::{IMPORTS, OobImportCommit, OobImportStart};
 use serde::de::DeserializeOwned;
 
 use super::admin::AdminAuth;
 use super::error::ApiError;
+use super::extract::{body_bytes, parse_json};
 use crate::Daemon;
-use crate::admin_ops::validate_oob;
-use crate::daemon::draft;
-use crate::store::{CommitOptions, OobRecord};
-
-/// Import sessions open at once (each may hold one chunk in memory).
-const MAX_SESSIONS: usize = 4;
-/// Largest chunk body. 10,000 RSA-4096 certificates would not fit; the tool
-/// cuts chunks by size as well as by count.
-const MAX_CHUNK_BODY: usize = 16 * 1024 * 1024;
+use crate::oob_import::{self as imports, MAX_CHUNK_BODY, MAX_CONTROL_BODY};
 
 pub fn routes() -> Router<Arc<Daemon>> {
     Router::new()
@@ -46,528 +28,52 @@ pub fn routes() -> Router<Arc<Daemon>> {
         .route(&format!("{IMPORTS}/{{sid}}/chunks"), post(chunk))
         .route(&format!("{IMPORTS}/{{sid}}/commit"), post(commit))
         .route(&format!("{IMPORTS}/{{sid}}"), delete(abort))
-        .layer(Extension(Arc::new(Registry::default())))
-}
-
-#[derive(Default)]
-struct Registry {
-    sessions: Mutex<HashMap<String, Arc<Slot>>>,
-    /// Leftover staging tables from before a restart are dropped once.
-    swept: std::sync::atomic::AtomicBool,
-}
-
-/// How many chunks of one session the daemon reads and checks at once: the
-/// one being staged and the next, so a client can keep two requests in
-/// flight and the daemon checks chunk n+1 while it stages chunk n. Staging
-/// itself stays strictly in order.
-const CHUNKS_IN_FLIGHT: u64 = 2;
-/// How long a chunk that arrived early waits for the one before it.
-const ORDER_WAIT: Duration = Duration::from_secs(60);
-
-/// One session: its state, the bound on chunks in memory, and the number
-/// of the next chunk to stage (for chunks that arrived early to wait on).
-struct Slot {
-    state: tokio::sync::Mutex<Session>,
-    in_flight: tokio::sync::Semaphore,
-    next_seq: tokio::sync::watch::Sender<u64>,
-}
-
-struct Session {
-    id: String,
-    admin: String,
-    replace: bool,
-    prune: bool,
-    next_seq: u64,
-    staged: u64,
-    /// SHA-256 of the body of the last staged chunk: a resend of it must be
-    /// the same request, not other entries under its number.
-    last_body: [u8; 32],
-    last_used: Instant,
-    /// Set when the session was committed, aborted or expired.
-    closed: bool,
-}
-
-impl Slot {
-    /// Mark the session closed (under its lock) and wake chunks waiting for
-    /// their turn, so they answer at once instead of at their time limit.
-    fn close(&self, s: &mut Session) {
-        s.closed = true;
-        self.next_seq.send_replace(u64::MAX);
-    }
-}
-
-type Shared = Arc<Registry>;
-
-impl Registry {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Slot>>> {
-        // A poisoned map still holds valid sessions; keep serving.
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The session if it exists and belongs to this administrator; anything
-    /// else is "not found", so ids cannot be probed.
-    fn get(&self, sid: &str) -> Result<Arc<Slot>, ApiError> {
-        self.lock().get(sid).cloned().ok_or_else(|| {
-            ApiError::not_found(
-                "no such import session (expired, finished, or the daemon restarted)",
-            )
-        })
-    }
-
-    fn remove(&self, sid: &str) {
-        self.lock().remove(sid);
-    }
-}
-
-/// Once per daemon start: drop staging tables that no live session owns
-/// (imports cut short by a crash or restart).
-async fn sweep_once(d: &Arc<Daemon>, reg: &Shared) -> Result<(), ApiError> {
-    if reg.swept.swap(true, std::sync::atomic::Ordering::SeqCst) {
-        return Ok(());
-    }
-    let live: HashSet<String> = reg.lock().keys().cloned().collect();
-    d.write(move |_, tx| {
-        let n = tx.drop_stale_oob_staging(&live)?;
-        if n > 0 {
-            tracing::info!(tables = n, "dropped staging tables of unfinished imports");
-        }
-        Ok(())
-    })
-    .await
 }
 
 async fn start(
     State(d): State<Arc<Daemon>>,
-    Extension(reg): Extension<Shared>,
     AdminAuth(a): AdminAuth,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let opts: OobImportStart = json_body(req, 64 * 1024).await?;
-    sweep_once(&d, &reg).await?;
-    let id = crate::tokens::base64_id();
-    let evicted = {
-        let mut map = reg.lock();
-        let evicted = if map.len() >= MAX_SESSIONS {
-            evict_abandoned(&mut map, &a.name)
-        } else {
-            Vec::new()
-        };
-        if map.len() >= MAX_SESSIONS {
-            return Err(ApiError::new(
-                ErrorCode::Busy,
-                format!("{MAX_SESSIONS} imports are running already; try again later"),
-            )
-            .retry(30));
-        }
-        map.insert(
-            id.clone(),
-            Arc::new(Slot {
-                state: tokio::sync::Mutex::new(Session {
-                    id: id.clone(),
-                    admin: a.name.clone(),
-                    replace: opts.replace,
-                    prune: opts.prune,
-                    next_seq: 0,
-                    staged: 0,
-                    last_body: [0; 32],
-                    last_used: Instant::now(),
-                    closed: false,
-                }),
-                in_flight: tokio::sync::Semaphore::new(CHUNKS_IN_FLIGHT as usize),
-                next_seq: tokio::sync::watch::Sender::new(0),
-            }),
-        );
-        evicted
-    };
-    for sid in evicted {
-        let session = sid.clone();
-        d.write(move |_, tx| Ok(tx.drop_oob_staging(&session)?))
-            .await?;
-        tracing::info!(admin = %a.name, session = %sid, "abandoned OOB import session dropped for a new one");
-    }
-    tokio::spawn(reap_when_idle(Arc::downgrade(&d), reg.clone(), id.clone()));
-    tracing::info!(admin = %a.name, session = %id, replace = opts.replace, prune = opts.prune, "OOB import started");
-    Ok((
-        StatusCode::CREATED,
-        Json(OobImportSession {
-            id,
-            idle_timeout_secs: IMPORT_IDLE_SECS,
-        }),
-    )
-        .into_response())
+    let opts: OobImportStart = json_body(req, MAX_CONTROL_BODY).await?;
+    let session = imports::start(&d, &a, opts).await?;
+    Ok((StatusCode::CREATED, Json(session)).into_response())
 }
 
-/// A session of `admin` with no request for this long is taken to be
-/// abandoned (its client was killed) when the same administrator needs a
-/// slot: a live upload sends a chunk every fraction of a second, and a
-/// long commit holds the session's lock.
-const ABANDONED_AFTER: Duration = Duration::from_secs(30);
-
-/// With every slot taken, close `admin`'s abandoned sessions and return
-/// their ids (the caller drops their staging tables). Other
-/// administrators' sessions are left alone.
-fn evict_abandoned(map: &mut HashMap<String, Arc<Slot>>, admin: &str) -> Vec<String> {
-    let abandoned: Vec<String> = map
-        .iter()
-        .filter(|(_, slot)| {
-            slot.state.try_lock().is_ok_and(|s| {
-                s.admin == admin && !s.closed && s.last_used.elapsed() >= ABANDONED_AFTER
-            })
-        })
-        .map(|(sid, _)| sid.clone())
-        .collect();
-    for sid in &abandoned {
-        if let Some(slot) = map.remove(sid)
-            && let Ok(mut s) = slot.state.try_lock()
-        {
-            slot.close(&mut s);
-        }
-    }
-    abandoned
-}
-
-/// End a session nobody has used for [`IMPORT_IDLE_SECS`] and drop what it
-/// staged. Holds the daemon only weakly, so a stopped daemon can close its
-/// store without waiting for this task.
-async fn reap_when_idle(d: std::sync::Weak<Daemon>, reg: Shared, sid: String) {
-    let limit = Duration::from_secs(IMPORT_IDLE_SECS);
-    loop {
-        tokio::time::sleep(limit / 5).await;
-        let Ok(slot) = reg.get(&sid) else {
-            return; // committed or aborted
-        };
-        let mut s = slot.state.lock().await;
-        if s.closed {
-            return;
-        }
-        if s.last_used.elapsed() <= limit {
-            continue;
-        }
-        // Closed under the lock: a late chunk cannot race the drop.
-        slot.close(&mut s);
-        reg.remove(&sid);
-        let Some(d) = d.upgrade() else { return };
-        let id = sid.clone();
-        match d.write(move |_, tx| Ok(tx.drop_oob_staging(&id)?)).await {
-            Ok(()) => tracing::info!(session = %sid, "idle OOB import session dropped"),
-            Err(e) => {
-                tracing::warn!(session = %sid, error = ?e, "could not drop idle import staging")
-            }
-        }
-        return;
-    }
-}
-
-/// The session's state, locked, checked to belong to this administrator
-/// and to be open.
-async fn lock_open<'a>(
-    slot: &'a Slot,
-    admin: &str,
-) -> Result<tokio::sync::MutexGuard<'a, Session>, ApiError> {
-    let guard = slot.state.lock().await;
-    if guard.closed || guard.admin != admin {
-        return Err(ApiError::not_found("no such import session"));
-    }
-    Ok(guard)
-}
-
-/// A chunk: read and checked outside the session's lock (at most
-/// [`CHUNKS_IN_FLIGHT`] at a time per session), then staged in order.
 async fn chunk(
     State(d): State<Arc<Daemon>>,
-    Extension(reg): Extension<Shared>,
     AdminAuth(a): AdminAuth,
     Path(sid): Path<String>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let slot = reg.get(&sid)?;
-    {
-        let mut s = lock_open(&slot, &a.name).await?;
-        s.last_used = Instant::now();
-    }
-    // A permit before the body is read: this bounds the chunks in memory.
-    let _permit = slot
-        .in_flight
-        .acquire()
-        .await
-        .map_err(|_| ApiError::not_found("no such import session"))?;
-    let body = body_bytes(req, MAX_CHUNK_BODY).await?;
-    let body_sha = sha256(&body);
-    let c: OobImportChunk = parse_json(&body)?;
-    drop(body);
-    let next = *slot.next_seq.borrow();
-    if c.seq.checked_add(1) == Some(next) {
-        // The answer to this chunk was lost; it is staged already.
-        let s = lock_open(&slot, &a.name).await?;
-        return resent(&s, c.seq, &body_sha);
-    }
-    if c.seq < next || c.seq >= next.saturating_add(CHUNKS_IN_FLIGHT) {
-        return Err(ApiError::conflict(format!(
-            "expected chunk {next}, got {}",
-            c.seq
-        )));
-    }
-    if c.entries.len() > MAX_OOB_BATCH {
-        return Err(ApiError::bad_request(format!(
-            "at most {MAX_OOB_BATCH} entries per chunk"
-        )));
-    }
-    let records = validate_parallel(c.entries, d.now()).await?;
-
-    // Wait for the chunks before this one to be staged.
-    let mut turn = slot.next_seq.subscribe();
-    match tokio::time::timeout(ORDER_WAIT, turn.wait_for(|n| *n >= c.seq)).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(_)) => return Err(ApiError::not_found("no such import session")),
-        Err(_) => {
-            return Err(ApiError::conflict(format!(
-                "chunk {} did not arrive in time before chunk {}",
-                c.seq.saturating_sub(1),
-                c.seq
-            )));
-        }
-    }
-    let mut s = lock_open(&slot, &a.name).await?;
-    if c.seq.checked_add(1) == Some(s.next_seq) {
-        // Sent twice, and the other copy was staged first.
-        return resent(&s, c.seq, &body_sha);
-    }
-    if c.seq != s.next_seq {
-        return Err(ApiError::conflict(format!(
-            "expected chunk {}, got {}",
-            s.next_seq, c.seq
-        )));
-    }
-    if s.staged + records.len() as u64 > MAX_IMPORT_ENTRIES {
-        return Err(ApiError::bad_request(format!(
-            "an import holds at most {MAX_IMPORT_ENTRIES} entries"
-        )));
-    }
-    let session = s.id.clone();
-    let staged = d
-        .write(move |_, tx| {
-            let (staged, errors) = tx.stage_oob(&session, &records)?;
-            if !errors.is_empty() {
-                return Err(refused(errors));
-            }
-            Ok(staged)
-        })
-        .await?;
-    s.staged = staged;
-    s.last_body = body_sha;
-    s.next_seq += 1;
-    s.last_used = Instant::now();
-    slot.next_seq.send_replace(s.next_seq);
-    Ok(Json(OobImportChunkAck { seq: c.seq, staged }).into_response())
-}
-
-/// The answer to the last staged chunk sent again: acknowledged if it is
-/// the same request, a conflict if other entries came under its number.
-fn resent(s: &Session, seq: u64, body_sha: &[u8; 32]) -> Result<Response, ApiError> {
-    if s.last_body != *body_sha {
-        return Err(ApiError::conflict(format!(
-            "chunk {seq} was staged already with other content; send the next chunk ({})",
-            s.next_seq
-        )));
-    }
-    Ok(Json(OobImportChunkAck {
-        seq,
-        staged: s.staged,
-    })
-    .into_response())
-}
-
-/// Check a chunk on all cores: parsing keys is the expensive part. Problems
-/// come back with indexes into the chunk, as one error listing all of them.
-async fn validate_parallel(
-    entries: Vec<idprov_proto::admin::OobEntryInput>,
-    now: i64,
-) -> Result<Vec<OobRecord>, ApiError> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, 8);
-    let per = entries.len().div_ceil(threads).max(1);
-    let entries = Arc::new(entries);
-    let mut tasks = Vec::new();
-    for start in (0..entries.len()).step_by(per) {
-        let entries = entries.clone();
-        tasks.push(tokio::task::spawn_blocking(move || {
-            let end = (start + per).min(entries.len());
-            (start, validate_oob(&entries[start..end], now))
-        }));
-    }
-    let mut records = Vec::with_capacity(entries.len());
-    let mut errors: Vec<EntryError> = Vec::new();
-    for t in tasks {
-        let (start, r) = t
-            .await
-            .map_err(|_| ApiError::new(ErrorCode::Internal, "validation task failed"))?;
-        match r {
-            Ok(part) => records.extend(part),
-            Err(e) if !e.details.is_empty() => errors.extend(e.details.into_iter().map(|mut x| {
-                x.index += start;
-                x
-            })),
-            Err(e) => return Err(e),
-        }
-    }
-    if !errors.is_empty() {
-        return Err(refused(errors));
-    }
-    Ok(records)
-}
-
-fn refused(errors: Vec<EntryError>) -> ApiError {
-    ApiError::bad_request(format!(
-        "{} entries refused; nothing was stored",
-        errors.len()
-    ))
-    .with_details(errors)
+    // The ticket before the body: it bounds the chunks in memory.
+    let ticket = imports::chunk_ticket(&d, &a, &sid).await?;
+    let body = body_bytes(req, MAX_CHUNK_BODY, None).await?;
+    let ack = imports::chunk(&d, &a, ticket, &body).await?;
+    Ok(Json(ack).into_response())
 }
 
 async fn commit(
     State(d): State<Arc<Daemon>>,
-    Extension(reg): Extension<Shared>,
     AdminAuth(a): AdminAuth,
     Path(sid): Path<String>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let slot = reg.get(&sid)?;
-    let mut s = lock_open(&slot, &a.name).await?;
-    let c: OobImportCommit = json_body(req, 64 * 1024).await?;
-    // Whatever happens now, the session ends.
-    slot.close(&mut s);
-    reg.remove(&sid);
-    if c.expected_entries != s.staged {
-        let session = sid.clone();
-        d.write(move |_, tx| Ok(tx.drop_oob_staging(&session)?))
-            .await?;
-        return Err(ApiError::conflict(format!(
-            "the daemon staged {} entries but the commit expects {}; nothing was imported (the session is closed)",
-            s.staged, c.expected_entries
-        )));
-    }
-    let opts = CommitOptions {
-        replace: s.replace,
-        prune: s.prune,
-        dry_run: c.dry_run,
-        expected_entries: c.expected_entries,
-        now: d.now(),
-    };
-    let session = s.id.clone();
-    let actor = a.clone();
-    let outcome = d
-        .write(move |_, tx| {
-            let result = match tx.commit_oob_import(&session, opts)? {
-                Ok(r) => r,
-                Err(errors) => return Err(refused(errors)),
-            };
-            if opts.dry_run {
-                return Ok((result, Vec::new()));
-            }
-            let e = tx.append_audit(draft(
-                opts.now,
-                &format!("admin:{}", actor.name),
-                "oob_import",
-                None,
-                Some(&actor.source),
-                format!(
-                    "added {}, changed {}, unchanged {}, removed {}",
-                    result.added, result.changed, result.unchanged, result.removed
-                ),
-            ))?;
-            let count = tx.oob_count()?;
-            Ok((
-                result,
-                vec![
-                    AdminEvent::OobChanged { count },
-                    AdminEvent::Audit { entry: e },
-                ],
-            ))
-        })
-        .await;
-    match outcome {
-        Ok((result, events)) => {
-            d.publish(events);
-            tracing::info!(admin = %a.name, session = %sid, added = result.added, changed = result.changed,
-                unchanged = result.unchanged, removed = result.removed, dry_run = result.dry_run, "OOB import finished");
-            Ok(Json(result).into_response())
-        }
-        Err(e) => {
-            // The commit transaction was aborted; drop what was staged.
-            let session = sid.clone();
-            if let Err(drop_err) = d
-                .write(move |_, tx| Ok(tx.drop_oob_staging(&session)?))
-                .await
-            {
-                tracing::warn!(session = %sid, error = ?drop_err, "could not drop import staging");
-            }
-            Err(e)
-        }
-    }
+    // The session must exist before its body is read (as before the split).
+    let c: OobImportCommit = json_body(req, MAX_CONTROL_BODY).await?;
+    Ok(Json(imports::commit(&d, &a, &sid, c).await?).into_response())
 }
 
 async fn abort(
     State(d): State<Arc<Daemon>>,
-    Extension(reg): Extension<Shared>,
     AdminAuth(a): AdminAuth,
     Path(sid): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let slot = reg.get(&sid)?;
-    let mut s = lock_open(&slot, &a.name).await?;
-    slot.close(&mut s);
-    reg.remove(&sid);
-    let session = s.id.clone();
-    d.write(move |_, tx| Ok(tx.drop_oob_staging(&session)?))
-        .await?;
-    tracing::info!(admin = %a.name, session = %sid, "OOB import aborted");
+    imports::abort(&d, &a, &sid).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// A JSON body up to `limit` bytes (these routes carry chunks far larger
-/// than the general body limit, and only for an authenticated admin).
+/// A JSON body up to `limit` bytes (no time limit: see the module doc).
 async fn json_body<T: DeserializeOwned>(req: Request, limit: usize) -> Result<T, ApiError> {
-    let bytes = body_bytes(req, limit).await?;
-    parse_json(&bytes)
-}
-
-/// The raw body of a JSON request, at most `limit` bytes.
-async fn body_bytes(req: Request, limit: usize) -> Result<axum::body::Bytes, ApiError> {
-    let ct = req
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .eq_ignore_ascii_case("application/json")
-    {
-        return Err(ApiError::new(
-            ErrorCode::UnsupportedMediaType,
-            "Content-Type must be application/json",
-        ));
-    }
-    axum::body::to_bytes(req.into_body(), limit)
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                ErrorCode::PayloadTooLarge,
-                format!("request body larger than {limit} bytes, or broken"),
-            )
-        })
-}
-
-fn sha256(bytes: &[u8]) -> [u8; 32] {
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
-}
-
-fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    parse_json(&body_bytes(req, limit, None).await?)
 }

@@ -237,7 +237,7 @@ fn crl_phase(n: usize) -> Result<()> {
         let t = Instant::now();
         let doc = store
             .write(|tx| idprovd::crl::regenerate(tx, &pki, &cfg, now))
-            .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         times.push(t.elapsed());
         size = doc.der.len();
         anyhow::ensure!(
