@@ -16,6 +16,7 @@ use idprov_proto::{DeviceId, PublicKey};
 
 use crate::daemon::{Daemon, draft};
 use crate::error::Error;
+use crate::storage::Change;
 use crate::store::{DeviceRecord, KeyRecord, OobRecord, secret_hash};
 
 /// Who is acting, and from where (for the audit log).
@@ -63,16 +64,14 @@ fn check_reason(r: &Option<String>) -> Result<(), Error> {
 }
 
 impl Daemon {
-    pub async fn list_pending(
-        self: &Arc<Self>,
-        q: ListQuery,
-    ) -> Result<Page<PendingView>, Error> {
+    pub async fn list_pending(self: &Arc<Self>, q: ListQuery) -> Result<Page<PendingView>, Error> {
         let n = limit(&q);
-        self.read(move |_, rx| {
-            let (items, next, total) = rx.list_pending(q.after.as_deref(), n, |p| {
-                let mac = p.mac.map(|m| m.to_string()).unwrap_or_default();
-                matches(&q.q, &[p.device_id.as_str(), &mac, &p.kid, &p.source])
-            })?;
+        self.read(move |_, v| {
+            let (items, next, total) =
+                v.list_pending(q.after.as_deref(), n, &|p: &crate::store::PendingRecord| {
+                    let mac = p.mac.map(|m| m.to_string()).unwrap_or_default();
+                    matches(&q.q, &[p.device_id.as_str(), &mac, &p.kid, &p.source])
+                })?;
             Ok(Page {
                 items: items.iter().map(|p| p.view()).collect(),
                 next,
@@ -82,19 +81,18 @@ impl Daemon {
         .await
     }
 
-    pub async fn list_devices(
-        self: &Arc<Self>,
-        q: ListQuery,
-    ) -> Result<Page<DeviceView>, Error> {
+    pub async fn list_devices(self: &Arc<Self>, q: ListQuery) -> Result<Page<DeviceView>, Error> {
         let n = limit(&q);
-        self.read(move |_, rx| {
-            let (items, next, total) = rx.list_devices(q.after.as_deref(), n, |d| {
-                let mac = d.mac.map(|m| m.to_string()).unwrap_or_default();
-                let kids: Vec<&str> = d.keys.iter().map(|k| k.kid.as_str()).collect();
-                let mut fields = vec![d.device_id.as_str(), mac.as_str(), d.admitted_by.as_str()];
-                fields.extend(kids);
-                matches(&q.q, &fields)
-            })?;
+        self.read(move |_, v| {
+            let (items, next, total) =
+                v.list_devices(q.after.as_deref(), n, &|d: &DeviceRecord| {
+                    let mac = d.mac.map(|m| m.to_string()).unwrap_or_default();
+                    let kids: Vec<&str> = d.keys.iter().map(|k| k.kid.as_str()).collect();
+                    let mut fields =
+                        vec![d.device_id.as_str(), mac.as_str(), d.admitted_by.as_str()];
+                    fields.extend(kids);
+                    matches(&q.q, &fields)
+                })?;
             Ok(Page {
                 items: items.iter().map(|d| d.view()).collect(),
                 next,
@@ -105,8 +103,8 @@ impl Daemon {
     }
 
     pub async fn get_device(self: &Arc<Self>, id: DeviceId) -> Result<DeviceView, Error> {
-        self.read(move |_, rx| {
-            rx.device(id.as_str())?
+        self.read(move |_, v| {
+            v.device(id.as_str())?
                 .map(|d| d.view())
                 .ok_or_else(|| Error::not_found(format!("no device {id}")))
         })
@@ -115,8 +113,8 @@ impl Daemon {
 
     pub async fn list_oob(self: &Arc<Self>, q: ListQuery) -> Result<Page<OobEntryView>, Error> {
         let n = limit(&q);
-        self.read(move |_, rx| {
-            let (items, next, total) = rx.list_oob(q.after.as_deref(), n, |o| {
+        self.read(move |_, v| {
+            let (items, next, total) = v.list_oob(q.after.as_deref(), n, &|o: &OobRecord| {
                 let mac = o.mac.map(|m| m.to_string()).unwrap_or_default();
                 let kid = o.kid.clone().unwrap_or_default();
                 let note = o.note.clone().unwrap_or_default();
@@ -167,10 +165,10 @@ impl Daemon {
             Error::bad_request("revision is required: pass the revision you decided on")
         })?;
         let now = self.now();
-        let (view, events) = self
-            .write(move |_, tx| {
-                let Some(p) = tx.pending(id.as_str())? else {
-                    if tx.device(id.as_str())?.is_some() {
+        let view = self
+            .transact(move |_, v, u| {
+                let Some(p) = v.pending(id.as_str())? else {
+                    if v.device(id.as_str())?.is_some() {
                         return Err(Error::conflict(
                             "another administrator decided this device first",
                         ));
@@ -203,8 +201,8 @@ impl Daemon {
                     revision: 1,
                     status_reason: reason.clone(),
                 };
-                tx.delete_pending(id.as_str())?;
-                tx.put_device(id.as_str(), &dev)?;
+                u.change(Change::DeletePending(id.clone()));
+                u.put_device(&dev);
                 let action = if status == DeviceStatus::Active {
                     "pending_approved"
                 } else {
@@ -214,26 +212,21 @@ impl Daemon {
                     Some(r) => format!("key {}; reason: {r}", p.kid),
                     None => format!("key {}", p.kid),
                 };
-                let e = tx.append_audit(draft(
+                u.audit(draft(
                     now,
                     &actor.label(),
                     action,
                     Some(id.as_str()),
                     Some(&actor.source),
                     detail,
-                ))?;
+                ));
                 let view = dev.view();
-                Ok((
-                    view.clone(),
-                    vec![
-                        AdminEvent::PendingRemoved { device_id: id.clone() },
-                        AdminEvent::DeviceUpserted { device: view },
-                        AdminEvent::Audit { entry: e },
-                    ],
-                ))
+                let out = view.clone();
+                u.event(AdminEvent::PendingRemoved { device_id: id.clone() });
+                u.event(AdminEvent::DeviceUpserted { device: view });
+                Ok(out)
             })
             .await?;
-        self.publish(events);
         Ok(view)
     }
 
@@ -248,9 +241,9 @@ impl Daemon {
     ) -> Result<DeviceView, Error> {
         check_reason(&reason)?;
         let now = self.now();
-        let (view, events) = self
-            .write(move |_, tx| {
-                let mut dev = tx
+        let view = self
+            .transact(move |_, v, u| {
+                let mut dev = v
                     .device(id.as_str())?
                     .ok_or_else(|| Error::not_found(format!("no device {id}")))?;
                 if let Some(r) = revision
@@ -267,63 +260,50 @@ impl Daemon {
                 dev.status = DeviceStatus::Revoked;
                 dev.status_reason = reason.clone();
                 dev.revision += 1;
-                tx.put_device(id.as_str(), &dev)?;
-                crate::keys_admin::on_device_revoked(tx, &dev, now)?;
-                let e = tx.append_audit(draft(
+                u.put_device(&dev);
+                crate::keys_admin::on_device_revoked(v, u, &dev, now)?;
+                u.audit(draft(
                     now,
                     &actor.label(),
                     "device_revoked",
                     Some(id.as_str()),
                     Some(&actor.source),
-                    reason.unwrap_or_default(),
-                ))?;
+                    reason.clone().unwrap_or_default(),
+                ));
                 let view = dev.view();
-                Ok((
-                    view.clone(),
-                    vec![
-                        AdminEvent::DeviceUpserted { device: view },
-                        AdminEvent::Audit { entry: e },
-                    ],
-                ))
+                let out = view.clone();
+                u.event(AdminEvent::DeviceUpserted { device: view });
+                Ok(out)
             })
             .await?;
-        self.publish(events);
         self.crl_changed().await;
         Ok(view)
     }
 
     /// Forget a device. Its tokens die with it (they name the record's
     /// epoch); a device with the same id later starts over as unknown.
-    pub async fn remove_device(
-        self: &Arc<Self>,
-        id: DeviceId,
-        actor: Actor,
-    ) -> Result<(), Error> {
+    pub async fn remove_device(self: &Arc<Self>, id: DeviceId, actor: Actor) -> Result<(), Error> {
         let now = self.now();
-        let events = self
-            .write(move |_, tx| {
-                let dev = tx
-                    .device(id.as_str())?
-                    .ok_or_else(|| Error::not_found(format!("no device {id}")))?;
-                crate::keys_admin::on_device_removed(tx, &dev, now)?;
-                tx.delete_device(id.as_str())?;
-                let e = tx.append_audit(draft(
-                    now,
-                    &actor.label(),
-                    "device_removed",
-                    Some(id.as_str()),
-                    Some(&actor.source),
-                    format!("status was {:?}", dev.status),
-                ))?;
-                Ok(vec![
-                    AdminEvent::DeviceRemoved {
-                        device_id: id.clone(),
-                    },
-                    AdminEvent::Audit { entry: e },
-                ])
-            })
-            .await?;
-        self.publish(events);
+        self.transact(move |_, v, u| {
+            let dev = v
+                .device(id.as_str())?
+                .ok_or_else(|| Error::not_found(format!("no device {id}")))?;
+            crate::keys_admin::on_device_removed(v, u, &dev, now)?;
+            u.change(Change::DeleteDevice(id.clone()));
+            u.audit(draft(
+                now,
+                &actor.label(),
+                "device_removed",
+                Some(id.as_str()),
+                Some(&actor.source),
+                format!("status was {:?}", dev.status),
+            ));
+            u.event(AdminEvent::DeviceRemoved {
+                device_id: id.clone(),
+            });
+            Ok(())
+        })
+        .await?;
         self.crl_changed().await;
         Ok(())
     }
@@ -342,8 +322,8 @@ impl Daemon {
         let now = self.now();
         let records = validate_oob(&req.entries, now)?;
         let (replace, dry_run) = (req.replace, req.dry_run);
-        let (result, events) = self
-            .write(move |_, tx| {
+        let result = self
+            .transact(move |_, v, u| {
                 let mut result = OobUpsertResult {
                     dry_run,
                     ..Default::default()
@@ -356,10 +336,10 @@ impl Daemon {
                     .iter()
                     .map(|r| (r.device_id.to_string(), r.mac))
                     .collect();
-                for (index, mut rec) in records.into_iter().enumerate() {
+                for (index, mut rec) in records.iter().cloned().enumerate() {
                     let id = rec.device_id.to_string();
                     if let Some(mac) = rec.mac
-                        && let Some(owner) = tx.oob_mac_owner(&mac.to_string())?
+                        && let Some(owner) = v.oob_mac_owner(&mac.to_string())?
                         && owner != id
                         && batch_macs.get(&owner).is_none_or(|m| *m == Some(mac))
                     {
@@ -370,11 +350,11 @@ impl Daemon {
                         });
                         continue;
                     }
-                    match tx.oob(&id)? {
+                    match v.oob(&id)? {
                         None => {
                             result.added.push(rec.device_id.clone());
                             if !dry_run {
-                                tx.put_oob(&rec)?;
+                                u.change(Change::PutOob(rec.clone()));
                             }
                         }
                         Some(old) => {
@@ -408,7 +388,7 @@ impl Daemon {
                             rec.created_at = old.created_at;
                             result.changed.push(rec.device_id.clone());
                             if !dry_run {
-                                tx.put_oob(&rec)?;
+                                u.change(Change::PutOob(rec.clone()));
                             }
                         }
                     }
@@ -420,11 +400,10 @@ impl Daemon {
                     ));
                 }
                 if dry_run {
-                    // Nothing written; dropping the transaction stores nothing
-                    // either, but make it explicit by returning before audit.
-                    return Ok((result, Vec::new()));
+                    // Nothing recorded in the unit: nothing is written.
+                    return Ok(result);
                 }
-                let e = tx.append_audit(draft(
+                u.audit(draft(
                     now,
                     &actor.label(),
                     "oob_upsert",
@@ -436,46 +415,42 @@ impl Daemon {
                         result.changed.len(),
                         result.unchanged
                     ),
-                ))?;
-                let count = tx.oob_count()?;
-                Ok((
-                    result,
-                    vec![AdminEvent::OobChanged { count }, AdminEvent::Audit { entry: e }],
-                ))
+                ));
+                // The count once this batch is applied.
+                let count = v.oob_count()? + result.added.len() as u64;
+                u.event(AdminEvent::OobChanged { count });
+                Ok(result)
             })
             .await?;
-        self.publish(events);
         Ok(result)
     }
 
     pub async fn remove_oob(self: &Arc<Self>, id: DeviceId, actor: Actor) -> Result<(), Error> {
         let now = self.now();
-        let events = self
-            .write(move |_, tx| {
-                if !tx.delete_oob(id.as_str())? {
-                    return Err(Error::not_found(format!("no OOB entry for {id}")));
-                }
-                let e = tx.append_audit(draft(
-                    now,
-                    &actor.label(),
-                    "oob_removed",
-                    Some(id.as_str()),
-                    Some(&actor.source),
-                    String::new(),
-                ))?;
-                let count = tx.oob_count()?;
-                Ok(vec![
-                    AdminEvent::OobChanged { count },
-                    AdminEvent::Audit { entry: e },
-                ])
-            })
-            .await?;
-        self.publish(events);
+        self.transact(move |_, v, u| {
+            if v.oob(id.as_str())?.is_none() {
+                return Err(Error::not_found(format!("no OOB entry for {id}")));
+            }
+            u.change(Change::DeleteOob(id.clone()));
+            u.audit(draft(
+                now,
+                &actor.label(),
+                "oob_removed",
+                Some(id.as_str()),
+                Some(&actor.source),
+                String::new(),
+            ));
+            // The count once this removal is applied.
+            let count = v.oob_count()?.saturating_sub(1);
+            u.event(AdminEvent::OobChanged { count });
+            Ok(())
+        })
+        .await?;
         Ok(())
     }
 
     pub async fn provisioning_state(self: &Arc<Self>) -> Result<ProvisioningState, Error> {
-        self.read(|_, rx| Ok(rx.provisioning()?)).await
+        self.read(|_, v| Ok(v.provisioning()?)).await
     }
 
     pub async fn set_provisioning(
@@ -485,10 +460,10 @@ impl Daemon {
     ) -> Result<ProvisioningState, Error> {
         check_reason(&state.reason)?;
         let now = self.now();
-        let (state, events) = self
-            .write(move |_, tx| {
-                tx.set_provisioning(&state)?;
-                let e = tx.append_audit(draft(
+        let state = self
+            .transact(move |_, _, u| {
+                u.change(Change::SetProvisioning(state.clone()));
+                u.audit(draft(
                     now,
                     &actor.label(),
                     if state.paused {
@@ -499,17 +474,14 @@ impl Daemon {
                     None,
                     Some(&actor.source),
                     state.reason.clone().unwrap_or_default(),
-                ))?;
-                Ok((
-                    state.clone(),
-                    vec![
-                        AdminEvent::Provisioning { state },
-                        AdminEvent::Audit { entry: e },
-                    ],
-                ))
+                ));
+                let out = state.clone();
+                u.event(AdminEvent::Provisioning {
+                    state: state.clone(),
+                });
+                Ok(out)
             })
             .await?;
-        self.publish(events);
         Ok(state)
     }
 
@@ -521,8 +493,8 @@ impl Daemon {
                 .parse::<u64>()
                 .map_err(|_| Error::bad_request("after must be an audit sequence number"))?,
         };
-        self.read(move |_, rx| {
-            let (items, next, total) = rx.audit_page(after, n, q.q.as_deref())?;
+        self.read(move |_, v| {
+            let (items, next, total) = v.audit_page(after, n, q.q.as_deref())?;
             let next = next.map(|s| s.to_string());
             Ok(Page { items, next, total })
         })
@@ -550,10 +522,7 @@ fn same_secret(old: &OobRecord, new: &OobRecord) -> bool {
 
 /// Parse and check every entry before anything touches the store; report
 /// all problems at once.
-pub(crate) fn validate_oob(
-    entries: &[OobEntryInput],
-    now: i64,
-) -> Result<Vec<OobRecord>, Error> {
+pub(crate) fn validate_oob(entries: &[OobEntryInput], now: i64) -> Result<Vec<OobRecord>, Error> {
     let mut errors = Vec::new();
     let mut out = Vec::with_capacity(entries.len());
     let mut seen_ids = HashSet::new();

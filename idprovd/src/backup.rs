@@ -23,7 +23,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use aws_lc_rs::digest;
-use idprov_proto::admin::AdminEvent;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
@@ -31,7 +30,7 @@ use crate::Daemon;
 use crate::admins::{ADMINS_FILE, FIRST_PROFILE};
 use crate::error::Error;
 use crate::pki::{CA_CERT, CA_KEY, IDENTITY, SERVER_CERT, SERVER_KEY, SIGNING_KEY};
-use crate::store::{STORE_FILE, SnapshotCounts, Store, StoreError};
+use crate::store::{RedbStore, STORE_FILE, SnapshotCounts, StoreError};
 
 pub const FORMAT: &str = "idprov-backup/1";
 pub const MANIFEST: &str = "idprov-backup.json";
@@ -124,19 +123,18 @@ impl Daemon {
             manifest.counts.devices, manifest.counts.oob
         );
         let admin = format!("admin:{}", actor.name);
-        let entry = self
-            .write(move |_, tx| {
-                Ok(tx.append_audit(crate::daemon::draft(
-                    now,
-                    &admin,
-                    "backup_exported",
-                    None,
-                    Some(&src),
-                    detail,
-                ))?)
-            })
-            .await?;
-        self.publish(vec![AdminEvent::Audit { entry }]);
+        self.transact(move |_, _, u| {
+            u.audit(crate::daemon::draft(
+                now,
+                &admin,
+                "backup_exported",
+                None,
+                Some(&src),
+                detail.clone(),
+            ));
+            Ok(())
+        })
+        .await?;
         tracing::info!(
             admin = %actor.name,
             bytes = size,
@@ -456,7 +454,7 @@ pub fn restore(archive: &Path, dir: &Path, force: bool) -> Result<Manifest, Back
             "the CA does not match the manifest".into(),
         ));
     }
-    drop(Store::open(&sdir, &identity.daemon_id, false)?);
+    drop(RedbStore::open(&sdir, &identity.daemon_id, false)?);
 
     let staged = staging.keep();
     let place = || -> Result<(), BackupError> {

@@ -18,7 +18,8 @@ use rustls_pki_types::CertificateDer;
 use crate::daemon::{Daemon, draft};
 use crate::error::Error;
 use crate::proof;
-use crate::store::{CertRecord, DeviceRecord, KeyRecord, RetiredKey, Tx};
+use crate::storage::{Change, StoreView, Unit};
+use crate::store::{CertRecord, DeviceRecord, KeyRecord, RetiredKey};
 use crate::x509::{CheckedCsr, build_certificate, check_csr, client_cert_identity};
 
 /// The device port's client-certificate verifier: a certificate is optional,
@@ -70,23 +71,22 @@ impl Daemon {
     /// answer. An Err aborts the whole transaction: no token either.
     pub fn attach_certificate(
         &self,
-        tx: &mut Tx<'_>,
+        v: &dyn StoreView,
+        u: &mut Unit,
+        dev: &DeviceRecord,
         creds: &mut Credentials,
         csr: Option<&CheckedCsr>,
         now: i64,
     ) -> Result<(), Error> {
         let Some(csr) = csr else { return Ok(()) };
-        let dev = tx
-            .device(creds.device_id.as_str())?
-            .ok_or(Error::InvalidToken)?;
         let kid = csr.key.thumbprint();
-        if !dev.key(kid).is_some_and(|k| k.is_usable(now)) || tx.retired_key(kid)?.is_some() {
+        if !dev.key(kid).is_some_and(|k| k.is_usable(now)) || v.retired_key(kid)?.is_some() {
             tracing::info!(device_id = %dev.device_id, kid, "CSR key is not a key of the device");
             return Err(Error::bad_request(
                 crate::x509::CsrError::NotDeviceKey.to_string(),
             ));
         }
-        let (pem, chain) = self.certify(tx, &dev, &csr.key, now)?;
+        let (pem, chain) = self.certify(u, dev, &csr.key, now)?;
         creds.certificate = Some(pem);
         creds.ca_chain = chain;
         Ok(())
@@ -95,7 +95,7 @@ impl Daemon {
     /// Sign and record a certificate for `key` of `dev`.
     fn certify(
         &self,
-        tx: &mut Tx<'_>,
+        u: &mut Unit,
         dev: &DeviceRecord,
         key: &PublicKey,
         now: i64,
@@ -108,7 +108,7 @@ impl Daemon {
             self.cfg.certificates.lifetime,
         )
         .map_err(|e| Error::internal("the daemon could not sign a certificate", e))?;
-        tx.put_cert(&CertRecord {
+        u.change(Change::PutCert(CertRecord {
             serial: issued.serial.clone(),
             device_id: dev.device_id.clone(),
             device_epoch: dev.epoch,
@@ -119,7 +119,7 @@ impl Daemon {
             revoked_at: None,
             revocation_reason: None,
             pem: issued.pem.clone(),
-        })?;
+        }));
         tracing::info!(device_id = %dev.device_id, serial = %issued.serial, "certificate issued");
         Ok((issued.pem, vec![self.pki.ca_cert_pem.clone()]))
     }
@@ -137,11 +137,11 @@ impl Daemon {
         let kid = key.thumbprint().to_string();
         let now = self.now();
         let verdict = self
-            .read(move |_, rx| {
-                if let Some(r) = rx.retired_key(&kid)? {
+            .read(move |_, v| {
+                if let Some(r) = v.retired_key(&kid)? {
                     return Ok(Err(format!("key was retired ({}) at {}", r.why, r.at)));
                 }
-                let cas = rx.registry_cas()?;
+                let cas = v.registry_cas()?;
                 if cas.is_empty() {
                     return Ok(Ok(()));
                 }
@@ -150,7 +150,7 @@ impl Daemon {
                 {
                     return Ok(Err(reason));
                 }
-                let oob_key = rx
+                let oob_key = v
                     .oob(&id)?
                     .and_then(|o| o.public_key)
                     .and_then(|pem| PublicKey::from_pem(&pem, None).ok());
@@ -181,43 +181,39 @@ impl Daemon {
         let (serial, kid) = client_cert_identity(&cert).ok_or_else(invalid_client_cert)?;
         let now = self.now();
         let s = serial.clone();
-        let rec = self.read(move |_, rx| Ok(rx.cert(&s)?)).await?;
+        let rec = self.read(move |_, v| Ok(v.cert(&s)?)).await?;
         let Some(rec) = rec.filter(|r| r.kid == kid) else {
             tracing::info!(%source, %serial, "client certificate unknown to the store");
             return Err(invalid_client_cert());
         };
         let csr = self.prepare_csr(req.csr.as_deref(), &rec.device_id)?;
-        let (creds, events) = self
-            .write(move |d, tx| {
-                d.preflight(tx, now)?;
+        let creds = self
+            .transact(move |d, v, u| {
+                d.preflight(v, u, now)?;
                 // Re-read in the transaction: a revocation that committed a
                 // moment ago wins (rule 4).
-                let rec = tx.cert(&rec.serial)?.ok_or_else(invalid_client_cert)?;
-                let mut dev = live_cert_device(tx, &rec, now).map_err(|why| {
+                let rec = v.cert(&rec.serial)?.ok_or_else(invalid_client_cert)?;
+                let mut dev = live_cert_device(v, &rec, now).map_err(|why| {
                     tracing::info!(serial = %rec.serial, why, "client certificate refused");
                     invalid_client_cert()
                 })?;
-                let mut creds = d.issue(tx, &mut dev, &rec.kid, now)?;
+                let mut creds = d.issue(u, &mut dev, &rec.kid, now)?;
                 match &csr {
-                    Some(c) => d.attach_certificate(tx, &mut creds, Some(c), now)?,
+                    Some(c) => d.attach_certificate(v, u, &dev, &mut creds, Some(c), now)?,
                     None => {
                         let key = dev
                             .key(&rec.kid)
                             .and_then(|k| PublicKey::from_pem(&k.pem, Some(k.format)).ok())
                             .ok_or_else(invalid_client_cert)?;
-                        let (pem, chain) = d.certify(tx, &dev, &key, now)?;
+                        let (pem, chain) = d.certify(u, &dev, &key, now)?;
                         creds.certificate = Some(pem);
                         creds.ca_chain = chain;
                     }
                 }
-                let dev = tx.device(dev.device_id.as_str())?.unwrap_or(dev);
-                Ok((
-                    creds,
-                    vec![AdminEvent::DeviceUpserted { device: dev.view() }],
-                ))
+                u.event(AdminEvent::DeviceUpserted { device: dev.view() });
+                Ok(creds)
             })
             .await?;
-        self.publish(events);
         // Committed: count the token and the certificate it always carries.
         self.metrics.token_issued();
         self.metrics.certificate_issued();
@@ -244,7 +240,7 @@ impl Daemon {
             .and_then(|h| h.kid)
             .ok_or(Error::InvalidProof)?;
         let id = req.device_id.to_string();
-        let dev = self.read(move |_, rx| Ok(rx.device(&id)?)).await?;
+        let dev = self.read(move |_, v| Ok(v.device(&id)?)).await?;
         let current = dev
             .as_ref()
             .filter(|d| d.status == DeviceStatus::Active)
@@ -274,12 +270,12 @@ impl Daemon {
         let device_id = req.device_id.clone();
         let expires_at = req.expires_at;
         let src = source.ip().to_string();
-        let (resp, events) = self
-            .write(move |d, tx| {
-                d.preflight(tx, now)?;
-                d.consume_proof(tx, device_id.as_str(), &p1)?;
-                d.consume_proof(tx, device_id.as_str(), &p2)?;
-                let mut dev = tx
+        let resp = self
+            .transact(move |d, v, u| {
+                d.preflight(v, u, now)?;
+                d.consume_proof(v, u, device_id.as_str(), &p1)?;
+                d.consume_proof(v, u, device_id.as_str(), &p2)?;
+                let mut dev = v
                     .device(device_id.as_str())?
                     .filter(|x| x.status == DeviceStatus::Active)
                     .ok_or(Error::InvalidProof)?;
@@ -287,38 +283,36 @@ impl Daemon {
                     return Err(Error::InvalidProof);
                 }
                 let detail = format!("key {} added, proven with key {kid}", new_key.thumbprint());
-                add_key_tx(tx, &mut dev, &new_key, expires_at, now)?;
-                let e = tx.append_audit(draft(
+                add_key_tx(v, u, &mut dev, &new_key, expires_at, now)?;
+                u.audit(draft(
                     now,
                     &format!("device:{device_id}"),
                     "key_added",
                     Some(device_id.as_str()),
                     Some(&src),
                     detail,
-                ))?;
-                Ok((
-                    keys_response(&dev),
-                    vec![
-                        AdminEvent::DeviceUpserted { device: dev.view() },
-                        AdminEvent::Audit { entry: e },
-                    ],
-                ))
+                ));
+                u.event(AdminEvent::DeviceUpserted { device: dev.view() });
+                Ok(keys_response(&dev))
             })
             .await?;
-        self.publish(events);
         Ok(resp)
     }
 }
 
 /// The device a client certificate belongs to, if every check passes.
-fn live_cert_device(tx: &Tx<'_>, rec: &CertRecord, now: i64) -> Result<DeviceRecord, &'static str> {
+fn live_cert_device(
+    v: &dyn StoreView,
+    rec: &CertRecord,
+    now: i64,
+) -> Result<DeviceRecord, &'static str> {
     if rec.revoked_at.is_some() {
         return Err("certificate revoked");
     }
     if now < rec.not_before || now >= rec.not_after {
         return Err("certificate outside its validity");
     }
-    let dev = tx
+    let dev = v
         .device(rec.device_id.as_str())
         .map_err(|_| "store error")?
         .ok_or("device removed")?;
@@ -338,22 +332,21 @@ fn live_cert_device(tx: &Tx<'_>, rec: &CertRecord, now: i64) -> Result<DeviceRec
 /// if the device would hold more than [`MAX_DEVICE_KEYS`]. Expired keys are
 /// retired on the way, so they never count and never come back.
 pub(crate) fn add_key_tx(
-    tx: &mut Tx<'_>,
+    v: &dyn StoreView,
+    u: &mut Unit,
     dev: &mut DeviceRecord,
     key: &PublicKey,
     expires_at: Option<i64>,
     now: i64,
 ) -> Result<(), Error> {
     let kid = key.thumbprint();
-    if tx.retired_key(kid)?.is_some() {
+    if v.retired_key(kid)?.is_some() {
         return Err(Error::conflict(
             "this key was removed or revoked before; a retired key never comes back",
         ));
     }
     if dev.key(kid).is_some() {
-        return Err(Error::conflict(
-            "the key is already a key of this device",
-        ));
+        return Err(Error::conflict("the key is already a key of this device"));
     }
     let expired: Vec<KeyRecord> = dev
         .keys
@@ -362,14 +355,14 @@ pub(crate) fn add_key_tx(
         .cloned()
         .collect();
     for k in &expired {
-        tx.retire_key(
-            &k.kid,
-            &RetiredKey {
+        u.change(Change::RetireKey {
+            kid: k.kid.clone(),
+            record: RetiredKey {
                 device_id: dev.device_id.clone(),
                 at: now,
                 why: "expired".into(),
             },
-        )?;
+        });
     }
     dev.keys.retain(|k| k.is_usable(now));
     if dev.keys.len() >= MAX_DEVICE_KEYS {
@@ -385,7 +378,7 @@ pub(crate) fn add_key_tx(
         expires_at,
     });
     dev.revision += 1;
-    tx.put_device(dev.device_id.as_str(), dev)?;
+    u.put_device(dev);
     Ok(())
 }
 

@@ -19,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 use crate::daemon::Daemon;
 use crate::error::Error;
 use crate::pki::Pki;
-use crate::store::{CrlState, Store, Tx};
+use crate::storage::{Change, Store, StoreView, Unit};
+use crate::store::CrlState;
 use crate::x509::CertConfig;
 
 /// RFC 5280 reason codes the daemon uses.
@@ -70,22 +71,20 @@ pub struct X509State {
 impl X509State {
     /// At startup: create the tables if needed, and load the stored CRL or
     /// sign a new one if it is missing, stale or behind the store.
-    pub fn load(store: &Store, pki: &Pki, cfg: &CertConfig, now: i64) -> anyhow::Result<Self> {
-        store
-            .ensure_x509_tables()
-            .context("creating the X.509 tables")?;
+    pub fn load(store: &dyn Store, pki: &Pki, cfg: &CertConfig, now: i64) -> anyhow::Result<Self> {
         let stored = store
-            .read(|rx| -> Result<_, crate::store::StoreError> {
-                Ok((rx.crl()?, rx.revocation_version()?))
-            })
+            .read_with(|v| Ok((v.crl()?, v.revocation_version()?)))
             .context("reading the stored CRL")?;
         let doc = match stored {
             (Some((der, state)), version) if !needs_refresh(&state, version, now, cfg) => {
                 CrlDoc::new(der, state)
             }
-            _ => store
-                .write(|tx| regenerate(tx, pki, cfg, now))
-                .map_err(|e| anyhow::anyhow!("signing the CRL: {e}"))?,
+            _ => {
+                store
+                    .transact_with(|v, u| regenerate(v, u, pki, cfg, now))
+                    .map_err(|e| anyhow::anyhow!("signing the CRL: {e}"))?
+                    .0
+            }
         };
         Ok(X509State {
             current: RwLock::new(Arc::new(doc)),
@@ -118,14 +117,20 @@ fn needs_refresh(state: &CrlState, version: u64, now: i64, cfg: &CertConfig) -> 
 
 /// Build, sign and store a CRL from the entries in the store, in `tx`.
 pub fn regenerate(
-    tx: &mut Tx<'_>,
+    v: &dyn StoreView,
+    u: &mut Unit,
     pki: &Pki,
     cfg: &CertConfig,
     now: i64,
 ) -> Result<CrlDoc, Error> {
-    let entries = tx.crl_entries(now)?;
-    let version = tx.revocation_version()?;
-    let number = tx.crl_state()?.map(|s| s.number).unwrap_or(0) + 1;
+    // Entries of expired certificates go (an expired certificate is
+    // refused anyway).
+    let (entries, expired) = v.crl_entries(now)?;
+    if !expired.is_empty() {
+        u.change(Change::DropCrlEntries(expired));
+    }
+    let version = v.revocation_version()?;
+    let number = v.crl()?.map(|(_, s)| s.number).unwrap_or(0) + 1;
     let validity = cfg.crl_validity.as_secs().max(2) as i64;
     let state = CrlState {
         number,
@@ -136,7 +141,10 @@ pub fn regenerate(
     };
     let der = sign(pki, &entries, &state)
         .map_err(|e| Error::internal("the daemon could not sign its CRL", e))?;
-    tx.put_crl(&der, &state)?;
+    u.change(Change::PutCrl {
+        der: der.clone(),
+        state: state.clone(),
+    });
     Ok(CrlDoc::new(der, state))
 }
 
@@ -182,7 +190,7 @@ impl Daemon {
         let _one = self.x509.regen.lock().await;
         let now = self.now();
         let doc = self
-            .write(move |d, tx| regenerate(tx, &d.pki, &d.cfg.certificates, now))
+            .transact(move |d, v, u| regenerate(v, u, &d.pki, &d.cfg.certificates, now))
             .await?;
         tracing::info!(
             number = doc.state.number,
@@ -205,7 +213,7 @@ impl Daemon {
         let state = self.x509.current().state.clone();
         let now = self.now();
         let cfg = self.cfg.certificates.clone();
-        self.read(move |_, rx| Ok(needs_refresh(&state, rx.revocation_version()?, now, &cfg)))
+        self.read(move |_, v| Ok(needs_refresh(&state, v.revocation_version()?, now, &cfg)))
             .await
     }
 }

@@ -29,7 +29,8 @@ use std::time::{Duration, Instant};
 use idprov_proto::MacAddr;
 use serde::{Deserialize, Serialize};
 
-use crate::store::{StoreResult, Tx};
+use crate::storage::{Change, StoreView, Unit};
+use crate::store::StoreResult;
 
 pub const REPEAT_PROVISION: &str = "repeat_provision";
 pub const KEY_REUSED: &str = "key_reused";
@@ -83,7 +84,8 @@ pub struct Observed {
 
 /// The flags a request raises, checked inside its transaction.
 pub fn check(
-    tx: &mut Tx<'_>,
+    v: &dyn StoreView,
+    u: &mut Unit,
     cfg: &FlagConfig,
     device_id: &str,
     kid: &str,
@@ -91,7 +93,7 @@ pub fn check(
     seen: &Observed,
 ) -> StoreResult<Vec<Flag>> {
     let mut out = Vec::new();
-    let others = tx.others_with_key(device_id, kid)?;
+    let others = others_with_key(v, u, device_id, kid)?;
     if !others.is_empty() {
         out.push(Flag {
             name: KEY_REUSED,
@@ -99,7 +101,7 @@ pub fn check(
         });
     }
     if let Some(mac) = claimed_mac {
-        let others = tx.others_with_mac(device_id, mac)?;
+        let others = others_with_mac(v, u, device_id, mac)?;
         if !others.is_empty() {
             out.push(Flag {
                 name: MAC_REUSED,
@@ -126,6 +128,60 @@ pub fn check(
             name: PROOF_FAILURES,
             detail: format!("{} refused proofs recently", seen.recent_failures),
         });
+    }
+    Ok(out)
+}
+
+/// Other device IDs (devices or pending) that hold `kid` now. Index
+/// entries that no longer hold are dropped with the decision's unit.
+fn others_with_key(
+    v: &dyn StoreView,
+    u: &mut Unit,
+    device_id: &str,
+    kid: &str,
+) -> StoreResult<Vec<String>> {
+    let mut out = Vec::new();
+    for other in v.ids_with_key(kid, device_id)? {
+        let live = v.device(&other)?.is_some_and(|d| d.key(kid).is_some())
+            || v.pending(&other)?.is_some_and(|p| p.kid == kid);
+        if live {
+            out.push(other);
+        } else {
+            u.change(Change::ForgetKeyHolder {
+                kid: kid.to_string(),
+                device_id: other,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Other device IDs (devices, pending, or OOB entries) bound to `mac`.
+fn others_with_mac(
+    v: &dyn StoreView,
+    u: &mut Unit,
+    device_id: &str,
+    mac: MacAddr,
+) -> StoreResult<Vec<String>> {
+    let m = mac.to_string();
+    let mut out = Vec::new();
+    for other in v.ids_with_mac(&m, device_id)? {
+        let live = v.device(&other)?.is_some_and(|d| d.mac == Some(mac))
+            || v.pending(&other)?.is_some_and(|p| p.mac == Some(mac));
+        if live {
+            out.push(other);
+        } else {
+            u.change(Change::ForgetMacHolder {
+                mac: m.clone(),
+                device_id: other,
+            });
+        }
+    }
+    if let Some(owner) = v.oob_mac_owner(&m)?
+        && owner != device_id
+        && !out.contains(&owner)
+    {
+        out.push(owner);
     }
     Ok(out)
 }

@@ -20,7 +20,8 @@ use crate::crl::reason;
 use crate::daemon::{Daemon, draft};
 use crate::error::Error;
 use crate::registry::{MAX_REGISTRY_CAS, check_wrapped, parse_ca};
-use crate::store::{DeviceRecord, RetiredKey, Tx};
+use crate::storage::{Change, StoreView, Unit};
+use crate::store::{CertRecord, DeviceRecord, RetiredKey};
 
 const MAX_REASON: usize = 256;
 
@@ -38,11 +39,11 @@ fn label(a: &Actor) -> String {
 }
 
 fn device_for_change(
-    tx: &Tx<'_>,
+    v: &dyn StoreView,
     id: &DeviceId,
     revision: Option<u64>,
 ) -> Result<DeviceRecord, Error> {
-    let dev = tx
+    let dev = v
         .device(id.as_str())?
         .ok_or_else(|| Error::not_found(format!("no device {id}")))?;
     if let Some(r) = revision
@@ -58,74 +59,129 @@ fn device_for_change(
 
 /// Parse a key an administrator gives and check it against registry CAs.
 fn admin_key(
-    tx: &Tx<'_>,
+    v: &dyn StoreView,
     pem: &str,
     format: Option<idprov_proto::KeyFormat>,
     now: i64,
 ) -> Result<PublicKey, Error> {
     let key = PublicKey::from_pem(pem, format)
         .map_err(|e| Error::bad_request(format!("public_key: {e}")))?;
-    check_wrapped(&key, &tx.registry_cas()?, now).map_err(Error::bad_request)?;
+    check_wrapped(&key, &v.registry_cas()?, now).map_err(Error::bad_request)?;
     Ok(key)
 }
 
-/// Retire a key for good and revoke its certificates. Returns how many
-/// certificates were revoked.
+/// Retire a key for good: it never comes back (I4).
+fn retire_key(u: &mut Unit, dev: &DeviceRecord, kid: &str, why: &str, now: i64) {
+    u.change(Change::RetireKey {
+        kid: kid.to_string(),
+        record: RetiredKey {
+            device_id: dev.device_id.clone(),
+            at: now,
+            why: why.to_string(),
+        },
+    });
+}
+
+/// Revoke every live certificate of `device` (only those of key `kid` if
+/// given). Returns how many.
+fn revoke_device_certs(
+    v: &dyn StoreView,
+    u: &mut Unit,
+    device: &DeviceRecord,
+    kid: Option<&str>,
+    now: i64,
+    why: &str,
+    code: u8,
+) -> Result<usize, Error> {
+    let mut n = 0;
+    for cert in v.device_certs(device.device_id.as_str())? {
+        if kid.is_some_and(|k| k != cert.kid) || cert.not_after < now {
+            continue;
+        }
+        if revoke_cert(u, cert, now, why, code).is_some() {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Mark a certificate revoked and list it in the CRL; `None` if it was
+/// already revoked. Never undone (I4).
+fn revoke_cert(
+    u: &mut Unit,
+    mut cert: CertRecord,
+    now: i64,
+    why: &str,
+    code: u8,
+) -> Option<CertRecord> {
+    if cert.revoked_at.is_some() {
+        return None;
+    }
+    cert.revoked_at = Some(now);
+    cert.revocation_reason = Some(why.to_string());
+    u.change(Change::RevokeCert {
+        cert: cert.clone(),
+        code,
+    });
+    Some(cert)
+}
+
+/// Retire a key and revoke its certificates. Returns how many certificates
+/// were revoked.
 fn retire_key_tx(
-    tx: &mut Tx<'_>,
+    v: &dyn StoreView,
+    u: &mut Unit,
     dev: &DeviceRecord,
     kid: &str,
     why: &str,
     code: u8,
     now: i64,
 ) -> Result<usize, Error> {
-    tx.retire_key(
-        kid,
-        &RetiredKey {
-            device_id: dev.device_id.clone(),
-            at: now,
-            why: why.to_string(),
-        },
-    )?;
-    Ok(tx.revoke_device_certs(dev.device_id.as_str(), Some(kid), now, why, code)?)
+    retire_key(u, dev, kid, why, now);
+    revoke_device_certs(v, u, dev, Some(kid), now, why, code)
 }
 
 /// Hook for device revocation (admin_ops): retire every key and revoke every
 /// certificate of the device, in the revoking transaction.
 pub(crate) fn on_device_revoked(
-    tx: &mut Tx<'_>,
+    v: &dyn StoreView,
+    u: &mut Unit,
     dev: &DeviceRecord,
     now: i64,
 ) -> Result<(), Error> {
     for k in &dev.keys {
-        retire_key_tx(
-            tx,
-            dev,
-            &k.kid,
-            "device_revoked",
-            reason::PRIVILEGE_WITHDRAWN,
-            now,
-        )?;
+        retire_key(u, dev, &k.kid, "device_revoked", now);
     }
+    revoke_device_certs(
+        v,
+        u,
+        dev,
+        None,
+        now,
+        "device_revoked",
+        reason::PRIVILEGE_WITHDRAWN,
+    )?;
     Ok(())
 }
 
 /// Hook for device removal (admin_ops): its certificates go on the CRL (the
 /// keys stay usable for a later, fresh admission of the same device).
 pub(crate) fn on_device_removed(
-    tx: &mut Tx<'_>,
+    v: &dyn StoreView,
+    u: &mut Unit,
     dev: &DeviceRecord,
     now: i64,
 ) -> Result<(), Error> {
-    tx.revoke_device_certs(
-        dev.device_id.as_str(),
+    revoke_device_certs(
+        v,
+        u,
+        dev,
         None,
         now,
         "device_removed",
         reason::CESSATION_OF_OPERATION,
-    )
-    .map(drop)
-    .map_err(Into::into)
+    )?;
+    Ok(())
 }
 
 impl Daemon {
@@ -139,32 +195,27 @@ impl Daemon {
         if req.expires_at.is_some_and(|e| e <= now) {
             return Err(Error::bad_request("expires_at is in the past"));
         }
-        let (resp, events) = self
-            .write(move |_, tx| {
-                let mut dev = device_for_change(tx, &id, req.revision)?;
+        let resp = self
+            .transact(move |_, v, u| {
+                let mut dev = device_for_change(v, &id, req.revision)?;
                 if dev.status != DeviceStatus::Active {
                     return Err(Error::conflict("the device is not active"));
                 }
-                let key = admin_key(tx, &req.public_key, req.key_format, now)?;
-                add_key_tx(tx, &mut dev, &key, req.expires_at, now)?;
-                let e = tx.append_audit(draft(
+                let key = admin_key(v, &req.public_key, req.key_format, now)?;
+                add_key_tx(v, u, &mut dev, &key, req.expires_at, now)?;
+                u.audit(draft(
                     now,
                     &label(&actor),
                     "key_added",
                     Some(id.as_str()),
                     Some(&actor.source),
                     format!("key {}", key.thumbprint()),
-                ))?;
-                Ok((
-                    keys_response(&dev),
-                    vec![
-                        AdminEvent::DeviceUpserted { device: dev.view() },
-                        AdminEvent::Audit { entry: e },
-                    ],
-                ))
+                ));
+                let out = keys_response(&dev);
+                u.event(AdminEvent::DeviceUpserted { device: dev.view() });
+                Ok(out)
             })
             .await?;
-        self.publish(events);
         Ok(resp)
     }
 
@@ -182,9 +233,9 @@ impl Daemon {
     ) -> Result<KeysResponse, Error> {
         check_reason(why.as_deref())?;
         let now = self.now();
-        let (resp, events) = self
-            .write(move |_, tx| {
-                let mut dev = device_for_change(tx, &id, revision)?;
+        let resp = self
+            .transact(move |_, v, u| {
+                let mut dev = device_for_change(v, &id, revision)?;
                 if dev.key(&kid).is_none() {
                     return Err(Error::not_found(format!("device {id} has no key {kid}")));
                 }
@@ -193,11 +244,11 @@ impl Daemon {
                 } else {
                     ("key_removed", reason::SUPERSEDED, "removed")
                 };
-                let n = retire_key_tx(tx, &dev, &kid, tag, code, now)?;
+                let n = retire_key_tx(v, u, &dev, &kid, tag, code, now)?;
                 dev.keys.retain(|k| k.kid != kid);
                 dev.revision += 1;
-                tx.put_device(id.as_str(), &dev)?;
-                let e = tx.append_audit(draft(
+                u.put_device(&dev);
+                u.audit(draft(
                     now,
                     &label(&actor),
                     action,
@@ -205,19 +256,16 @@ impl Daemon {
                     Some(&actor.source),
                     format!(
                         "key {kid}; {n} certificates revoked{}",
-                        why.map(|w| format!("; reason: {w}")).unwrap_or_default()
+                        why.as_ref()
+                            .map(|w| format!("; reason: {w}"))
+                            .unwrap_or_default()
                     ),
-                ))?;
-                Ok((
-                    keys_response(&dev),
-                    vec![
-                        AdminEvent::DeviceUpserted { device: dev.view() },
-                        AdminEvent::Audit { entry: e },
-                    ],
-                ))
+                ));
+                let out = keys_response(&dev);
+                u.event(AdminEvent::DeviceUpserted { device: dev.view() });
+                Ok(out)
             })
             .await?;
-        self.publish(events);
         self.crl_changed().await;
         Ok(resp)
     }
@@ -226,9 +274,8 @@ impl Daemon {
         self: &Arc<Self>,
         id: DeviceId,
     ) -> Result<Vec<CertificateView>, Error> {
-        self.read(move |_, rx| {
-            Ok(rx
-                .device_certs(id.as_str())?
+        self.read(move |_, v| {
+            Ok(v.device_certs(id.as_str())?
                 .iter()
                 .map(|c| c.view())
                 .collect())
@@ -236,13 +283,10 @@ impl Daemon {
         .await
     }
 
-    pub async fn certificate(
-        self: &Arc<Self>,
-        serial: String,
-    ) -> Result<CertificateView, Error> {
+    pub async fn certificate(self: &Arc<Self>, serial: String) -> Result<CertificateView, Error> {
         let serial = normalise_serial(&serial)?;
-        self.read(move |_, rx| {
-            rx.cert(&serial)?
+        self.read(move |_, v| {
+            v.cert(&serial)?
                 .map(|c| c.view())
                 .ok_or_else(|| Error::not_found(format!("no certificate with serial {serial}")))
         })
@@ -258,27 +302,27 @@ impl Daemon {
         check_reason(why.as_deref())?;
         let serial = normalise_serial(&serial)?;
         let now = self.now();
-        let (view, events) = self
-            .write(move |_, tx| {
-                let mut rec = tx.cert(&serial)?.ok_or_else(|| {
+        let view = self
+            .transact(move |_, v, u| {
+                let rec = v.cert(&serial)?.ok_or_else(|| {
                     Error::not_found(format!("no certificate with serial {serial}"))
                 })?;
                 let tag = why.clone().unwrap_or_else(|| "revoked".into());
-                if !tx.revoke_cert(&mut rec, now, &tag, reason::UNSPECIFIED)? {
+                let Some(rec) = revoke_cert(u, rec, now, &tag, reason::UNSPECIFIED) else {
                     return Err(Error::conflict("the certificate is already revoked"));
-                }
-                let e = tx.append_audit(draft(
+                };
+                u.audit(draft(
                     now,
                     &label(&actor),
                     "certificate_revoked",
                     Some(rec.device_id.as_str()),
                     Some(&actor.source),
                     format!("serial {serial}; reason: {tag}"),
-                ))?;
-                Ok((rec.view(), vec![AdminEvent::Audit { entry: e }]))
+                ));
+                let out = rec.view();
+                Ok(out)
             })
             .await?;
-        self.publish(events);
         self.crl_changed().await;
         Ok(view)
     }
@@ -299,31 +343,31 @@ impl Daemon {
         }
         check_reason(Some(&req.reason))?;
         let now = self.now();
-        let (view, events) = self
-            .write(move |_, tx| {
-                let mut dev = device_for_change(tx, &id, req.revision)?;
+        let view = self
+            .transact(move |_, v, u| {
+                let mut dev = device_for_change(v, &id, req.revision)?;
                 if dev.status != DeviceStatus::Active {
                     return Err(Error::conflict(
                         "only an active device can be re-provisioned; a revoked device stays revoked",
                     ));
                 }
-                let key = admin_key(tx, &req.public_key, req.key_format, now)?;
-                if tx.retired_key(key.thumbprint())?.is_some() || dev.key(key.thumbprint()).is_some()
+                let key = admin_key(v, &req.public_key, req.key_format, now)?;
+                if v.retired_key(key.thumbprint())?.is_some() || dev.key(key.thumbprint()).is_some()
                 {
                     return Err(Error::conflict(
                         "the new key must be a fresh key: this one is (or was) a key of a device",
                     ));
                 }
                 let old: Vec<String> = dev.keys.iter().map(|k| k.kid.clone()).collect();
-                let mut revoked = 0;
                 for kid in &old {
-                    revoked +=
-                        retire_key_tx(tx, &dev, kid, "reprovisioned", reason::SUPERSEDED, now)?;
+                    retire_key(u, &dev, kid, "reprovisioned", now);
                 }
-                // Certificates of keys removed earlier are already revoked;
-                // any left (none expected) go too.
-                revoked += tx.revoke_device_certs(
-                    id.as_str(),
+                // Every live certificate of the device goes, whichever key it
+                // certifies (those of keys removed earlier are revoked already).
+                let revoked = revoke_device_certs(
+                    v,
+                    u,
+                    &dev,
                     None,
                     now,
                     "reprovisioned",
@@ -335,8 +379,8 @@ impl Daemon {
                     dev.mac = req.mac;
                 }
                 dev.flags.retain(|f| f != "key_mismatch");
-                add_key_tx(tx, &mut dev, &key, None, now)?;
-                let e = tx.append_audit(draft(
+                add_key_tx(v, u, &mut dev, &key, None, now)?;
+                u.audit(draft(
                     now,
                     &label(&actor),
                     "device_reprovisioned",
@@ -348,24 +392,19 @@ impl Daemon {
                         key.thumbprint(),
                         req.reason
                     ),
-                ))?;
+                ));
                 let view = dev.view();
-                Ok((
-                    view.clone(),
-                    vec![
-                        AdminEvent::DeviceUpserted { device: view },
-                        AdminEvent::Audit { entry: e },
-                    ],
-                ))
+                let out = view.clone();
+                u.event(AdminEvent::DeviceUpserted { device: view });
+                Ok(out)
             })
             .await?;
-        self.publish(events);
         self.crl_changed().await;
         Ok(view)
     }
 
     pub async fn registry_cas(self: &Arc<Self>) -> Result<Vec<RegistryCaView>, Error> {
-        self.read(|_, rx| Ok(rx.registry_cas()?.iter().map(|c| c.view()).collect()))
+        self.read(|_, v| Ok(v.registry_cas()?.iter().map(|c| c.view()).collect()))
             .await
     }
 
@@ -378,9 +417,9 @@ impl Daemon {
         let now = self.now();
         rec.added_at = now;
         rec.added_by = label(&actor);
-        let (view, events) = self
-            .write(move |_, tx| {
-                let cas = tx.registry_cas()?;
+        let view = self
+            .transact(move |_, v, u| {
+                let cas = v.registry_cas()?;
                 if cas.iter().any(|c| c.fingerprint == rec.fingerprint) {
                     return Err(Error::conflict("this CA is already registered"));
                 }
@@ -389,19 +428,19 @@ impl Daemon {
                         "at most {MAX_REGISTRY_CAS} registry CAs; remove one first"
                     )));
                 }
-                tx.put_registry_ca(&rec)?;
-                let e = tx.append_audit(draft(
+                u.change(Change::PutRegistryCa(rec.clone()));
+                u.audit(draft(
                     now,
                     &label(&actor),
                     "registry_ca_added",
                     None,
                     Some(&actor.source),
                     format!("{} ({})", rec.fingerprint, rec.subject),
-                ))?;
-                Ok((rec.view(), vec![AdminEvent::Audit { entry: e }]))
+                ));
+                let out = rec.view();
+                Ok(out)
             })
             .await?;
-        self.publish(events);
         Ok(view)
     }
 
@@ -417,23 +456,22 @@ impl Daemon {
             ));
         }
         let now = self.now();
-        let events = self
-            .write(move |_, tx| {
-                if !tx.delete_registry_ca(&fp)? {
-                    return Err(Error::not_found(format!("no registry CA {fp}")));
-                }
-                let e = tx.append_audit(draft(
-                    now,
-                    &label(&actor),
-                    "registry_ca_removed",
-                    None,
-                    Some(&actor.source),
-                    fp.clone(),
-                ))?;
-                Ok(vec![AdminEvent::Audit { entry: e }])
-            })
-            .await?;
-        self.publish(events);
+        self.transact(move |_, v, u| {
+            if !v.registry_cas()?.iter().any(|c| c.fingerprint == fp) {
+                return Err(Error::not_found(format!("no registry CA {fp}")));
+            }
+            u.change(Change::DeleteRegistryCa(fp.clone()));
+            u.audit(draft(
+                now,
+                &label(&actor),
+                "registry_ca_removed",
+                None,
+                Some(&actor.source),
+                fp.clone(),
+            ));
+            Ok(())
+        })
+        .await?;
         Ok(())
     }
 

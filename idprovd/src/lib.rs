@@ -16,8 +16,8 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod crl;
-pub mod error;
 pub mod daemon;
+pub mod error;
 pub mod flags;
 pub mod http;
 pub mod keys_admin;
@@ -28,10 +28,12 @@ pub mod neighbour;
 pub mod oob_import;
 pub mod pki;
 pub mod proof;
+pub mod provision;
 pub mod ratelimit;
 pub mod registry;
 pub mod server;
 pub mod service;
+pub mod storage;
 pub mod store;
 pub mod tokens;
 pub mod x509;
@@ -96,11 +98,13 @@ pub async fn start(
     let names = cfg.server_names.clone();
     let addrs = cfg.server_addresses.clone();
     let certs_cfg = cfg.certificates.clone();
-    let (pki, store, x509) = tokio::task::spawn_blocking(move || -> Result<_> {
+    let (pki, (store, commits), x509) = tokio::task::spawn_blocking(move || -> Result<_> {
         let pki = pki::Pki::load_or_create(&dir, now, &names, &addrs)?;
-        let store = store::Store::open(&dir, &pki.identity.daemon_id, pki.created)?;
-        let x509 = crl::X509State::load(&store, &pki, &certs_cfg, now)?;
-        Ok((pki, store, x509))
+        let redb = store::RedbStore::open(&dir, &pki.identity.daemon_id, pki.created)?;
+        let commits = redb.commit_histogram();
+        let store: storage::SharedStore = Arc::new(redb);
+        let x509 = crl::X509State::load(store.as_ref(), &pki, &certs_cfg, now)?;
+        Ok((pki, (store, commits), x509))
     })
     .await
     .context("startup task")??;
@@ -127,7 +131,7 @@ pub async fn start(
         Some(l) => Some(l.local_addr().context("metrics listener address")?),
         None => None,
     };
-    let metrics = Arc::new(metrics::Metrics::new(store.commit_histogram()));
+    let metrics = Arc::new(metrics::Metrics::new(commits));
     let (events, _) = broadcast::channel::<AdminEvent>(4096);
     let cfg_limits = cfg.rate_limit.clone();
     let cfg_window = cfg.flags.proof_failure_window;

@@ -300,12 +300,12 @@ impl Daemon {
         let d = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
             d.store
-                .read(|rx| -> Result<_, crate::store::StoreError> {
-                    let p = rx.provisioning()?;
+                .read_with(|v| {
+                    let p = v.provisioning()?;
                     Ok(StoreSnapshot {
-                        pending: rx.pending_count()?,
-                        devices: rx.device_count()?,
-                        oob_entries: rx.oob_count()?,
+                        pending: v.pending_count()?,
+                        devices: v.device_count()?,
+                        oob_entries: v.oob_count()?,
                         paused: p.paused,
                         pause_reason: p.reason,
                     })
@@ -322,4 +322,3 @@ impl Daemon {
 pub fn commit_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 16))
 }
-

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use idprov_proto::admin::{Alert, AlertKind, ProvisioningState};
+use idprov_proto::admin::{AdminEvent, Alert, AlertKind, ProvisioningState};
 use idprov_proto::{SERVICE_TYPE, dnssd};
 use mdns_sd::{ResolvedService, ServiceDaemon, ServiceEvent};
 use serde::{Deserialize, Serialize};
@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::Daemon;
 use crate::daemon::draft;
 use crate::error::Error;
+use crate::storage::Change;
 
 /// Alerts kept in memory for the admin API (all are in the audit log).
 const KEEP: usize = 256;
@@ -181,9 +182,9 @@ impl Daemon {
         let pause = self.cfg.monitor.on_rogue == OnRogue::Pause;
         let id = self.alerts.next.fetch_add(1, Ordering::Relaxed) + 1;
         let draft_alert = a.clone();
-        let (alert, mut events) = self
-            .write(move |_, tx| {
-                let a = draft_alert;
+        let (paused, events) = self
+            .transact_unpublished(move |_, v, u| {
+                let a = &draft_alert;
                 let detail = format!(
                     "{}: {} ({}{})",
                     a.kind.as_str(),
@@ -191,55 +192,58 @@ impl Daemon {
                     a.addresses.join(", "),
                     a.port.map(|p| format!(" port {p}")).unwrap_or_default()
                 );
-                let entry = tx.append_audit(draft(
+                u.audit(draft(
                     now,
                     "daemon",
                     "security_alert",
                     Some(&a.instance),
                     a.addresses.first().map(String::as_str),
                     format!("{detail}; {}", a.detail),
-                ))?;
-                let mut events = vec![idprov_proto::admin::AdminEvent::Audit {
-                    entry: entry.clone(),
-                }];
-                let mut paused = false;
-                if pause && !tx.provisioning()?.paused {
-                    let state = ProvisioningState {
-                        paused: true,
-                        reason: Some(format!(
-                            "paused by alert {id} ({}); resume once checked",
-                            a.kind.as_str()
-                        )),
-                    };
-                    tx.set_provisioning(&state)?;
-                    let e = tx.append_audit(draft(
-                        now,
-                        "daemon",
-                        "provisioning_paused",
-                        None,
-                        None,
-                        state.reason.clone().unwrap_or_default(),
-                    ))?;
-                    events.push(idprov_proto::admin::AdminEvent::Provisioning { state });
-                    events.push(idprov_proto::admin::AdminEvent::Audit { entry: e });
-                    paused = true;
+                ));
+                if !pause || v.provisioning()?.paused {
+                    return Ok(false);
                 }
-                let alert = Alert {
-                    id,
-                    at: now,
-                    kind: a.kind,
-                    instance: a.instance,
-                    addresses: a.addresses,
-                    port: a.port,
-                    daemon_id: a.daemon_id,
-                    ca_fingerprint: a.ca_fingerprint,
-                    detail: a.detail,
-                    paused,
-                    audit_seq: entry.seq,
+                let state = ProvisioningState {
+                    paused: true,
+                    reason: Some(format!(
+                        "paused by alert {id} ({}); resume once checked",
+                        a.kind.as_str()
+                    )),
                 };
-                Ok((alert, events))
+                u.change(Change::SetProvisioning(state.clone()));
+                u.audit(draft(
+                    now,
+                    "daemon",
+                    "provisioning_paused",
+                    None,
+                    None,
+                    state.reason.clone().unwrap_or_default(),
+                ));
+                u.event(AdminEvent::Provisioning { state });
+                Ok(true)
             })
             .await?;
+        // The alert names its audit entry, the first this unit appended.
+        let audit_seq = events
+            .iter()
+            .find_map(|e| match e {
+                AdminEvent::Audit { entry } => Some(entry.seq),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let alert = Alert {
+            id,
+            at: now,
+            kind: a.kind,
+            instance: a.instance,
+            addresses: a.addresses,
+            port: a.port,
+            daemon_id: a.daemon_id,
+            ca_fingerprint: a.ca_fingerprint,
+            detail: a.detail,
+            paused,
+            audit_seq,
+        };
         tracing::warn!(
             alert = alert.id,
             kind = alert.kind.as_str(),
@@ -250,10 +254,10 @@ impl Daemon {
         );
         self.metrics.alert(alert.kind.as_str());
         self.alerts.push(alert.clone());
-        events.push(idprov_proto::admin::AdminEvent::Alert {
-            alert: alert.clone(),
-        });
         self.publish(events);
+        self.publish(vec![AdminEvent::Alert {
+            alert: alert.clone(),
+        }]);
         Ok(Some(alert))
     }
 }

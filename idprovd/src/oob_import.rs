@@ -24,8 +24,8 @@ use idprov_proto::oob_import::{
 
 use crate::Daemon;
 use crate::admin_ops::{Actor, validate_oob};
-use crate::error::Error;
 use crate::daemon::draft;
+use crate::error::Error;
 use crate::store::{CommitOptions, OobRecord};
 
 /// Import sessions open at once (each may hold one chunk in memory).
@@ -94,9 +94,7 @@ impl Imports {
     /// else is "not found", so ids cannot be probed.
     fn get(&self, sid: &str) -> Result<Arc<Slot>, Error> {
         self.lock().get(sid).cloned().ok_or_else(|| {
-            Error::not_found(
-                "no such import session (expired, finished, or the daemon restarted)",
-            )
+            Error::not_found("no such import session (expired, finished, or the daemon restarted)")
         })
     }
 
@@ -112,8 +110,8 @@ async fn sweep_once(d: &Arc<Daemon>, reg: &Imports) -> Result<(), Error> {
         return Ok(());
     }
     let live: HashSet<String> = reg.lock().keys().cloned().collect();
-    d.write(move |_, tx| {
-        let n = tx.drop_stale_oob_staging(&live)?;
+    d.with_store(move |s| {
+        let n = s.drop_stale_oob_staging(&live)?;
         if n > 0 {
             tracing::info!(tables = n, "dropped staging tables of unfinished imports");
         }
@@ -166,8 +164,7 @@ pub async fn start(
     };
     for sid in evicted {
         let session = sid.clone();
-        d.write(move |_, tx| Ok(tx.drop_oob_staging(&session)?))
-            .await?;
+        d.with_store(move |s| s.drop_oob_staging(&session)).await?;
         tracing::info!(admin = %a.name, session = %sid, "abandoned OOB import session dropped for a new one");
     }
     tokio::spawn(reap_when_idle(Arc::downgrade(d), id.clone()));
@@ -230,7 +227,7 @@ async fn reap_when_idle(d: std::sync::Weak<Daemon>, sid: String) {
         slot.close(&mut s);
         reg.remove(&sid);
         let id = sid.clone();
-        match d.write(move |_, tx| Ok(tx.drop_oob_staging(&id)?)).await {
+        match d.with_store(move |s| s.drop_oob_staging(&id)).await {
             Ok(()) => tracing::info!(session = %sid, "idle OOB import session dropped"),
             Err(e) => {
                 tracing::warn!(session = %sid, error = ?e, "could not drop idle import staging")
@@ -339,8 +336,8 @@ pub async fn chunk(
     }
     let session = s.id.clone();
     let staged = d
-        .write(move |_, tx| {
-            let (staged, errors) = tx.stage_oob(&session, &records)?;
+        .with_store(move |st| {
+            let (staged, errors) = st.stage_oob(&session, &records)?;
             if !errors.is_empty() {
                 return Err(refused(errors));
             }
@@ -435,8 +432,7 @@ pub async fn commit(
     reg.remove(&sid);
     if c.expected_entries != s.staged {
         let session = sid.clone();
-        d.write(move |_, tx| Ok(tx.drop_oob_staging(&session)?))
-            .await?;
+        d.with_store(move |s| s.drop_oob_staging(&session)).await?;
         return Err(Error::conflict(format!(
             "the daemon staged {} entries but the commit expects {}; nothing was imported (the session is closed)",
             s.staged, c.expected_entries
@@ -452,38 +448,31 @@ pub async fn commit(
     let session = s.id.clone();
     let actor = a.clone();
     let outcome = d
-        .write(move |_, tx| {
-            let result = match tx.commit_oob_import(&session, opts)? {
-                Ok(r) => r,
-                Err(errors) => return Err(refused(errors)),
-            };
-            if opts.dry_run {
-                return Ok((result, Vec::new()));
-            }
-            let e = tx.append_audit(draft(
-                opts.now,
-                &format!("admin:{}", actor.name),
-                "oob_import",
-                None,
-                Some(&actor.source),
-                format!(
-                    "added {}, changed {}, unchanged {}, removed {}",
-                    result.added, result.changed, result.unchanged, result.removed
-                ),
-            ))?;
-            let count = tx.oob_count()?;
-            Ok((
-                result,
-                vec![
-                    AdminEvent::OobChanged { count },
-                    AdminEvent::Audit { entry: e },
-                ],
-            ))
+        .with_store(move |st| {
+            let committed = st.commit_oob_import(&session, opts, &mut |result| {
+                Some(draft(
+                    opts.now,
+                    &format!("admin:{}", actor.name),
+                    "oob_import",
+                    None,
+                    Some(&actor.source),
+                    format!(
+                        "added {}, changed {}, unchanged {}, removed {}",
+                        result.added, result.changed, result.unchanged, result.removed
+                    ),
+                ))
+            })?;
+            committed.map_err(refused)
         })
         .await;
     match outcome {
-        Ok((result, events)) => {
-            d.publish(events);
+        Ok((result, entry, count)) => {
+            if let Some(entry) = entry {
+                d.publish(vec![
+                    AdminEvent::OobChanged { count },
+                    AdminEvent::Audit { entry },
+                ]);
+            }
             tracing::info!(admin = %a.name, session = %sid, added = result.added, changed = result.changed,
                 unchanged = result.unchanged, removed = result.removed, dry_run = result.dry_run, "OOB import finished");
             Ok(result)
@@ -491,10 +480,7 @@ pub async fn commit(
         Err(e) => {
             // The commit transaction was aborted; drop what was staged.
             let session = sid.clone();
-            if let Err(drop_err) = d
-                .write(move |_, tx| Ok(tx.drop_oob_staging(&session)?))
-                .await
-            {
+            if let Err(drop_err) = d.with_store(move |s| s.drop_oob_staging(&session)).await {
                 tracing::warn!(session = %sid, error = ?drop_err, "could not drop import staging");
             }
             Err(e)
@@ -510,8 +496,7 @@ pub async fn abort(d: &Arc<Daemon>, a: &Actor, sid: &str) -> Result<(), Error> {
     slot.close(&mut s);
     reg.remove(&sid);
     let session = s.id.clone();
-    d.write(move |_, tx| Ok(tx.drop_oob_staging(&session)?))
-        .await?;
+    d.with_store(move |s| s.drop_oob_staging(&session)).await?;
     tracing::info!(admin = %a.name, session = %sid, "OOB import aborted");
     Ok(())
 }
@@ -524,6 +509,5 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| Error::bad_request(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| Error::bad_request(format!("invalid JSON body: {e}")))
 }

@@ -139,9 +139,7 @@ async fn expired_proof_ids_and_token_records_are_purged() -> R {
     let counts = |d: &TestDaemon| -> anyhow::Result<(u64, u64)> {
         d.daemon
             .store
-            .write(|tx| -> Result<_, idprovd::store::StoreError> {
-                Ok((tx.replay_count()?, tx.token_count()?))
-            })
+            .read_with(|v| Ok((v.replay_count()?, v.token_count()?)))
             .map_err(|e| anyhow::anyhow!("{e}"))
     };
     assert_eq!(counts(&d)?, (1, 1));

@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::extract::State;
 use http::header;
 use idprov_proto::admin::paths;
 

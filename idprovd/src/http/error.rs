@@ -92,7 +92,9 @@ impl From<Error> for ApiError {
             Error::Conflict(_) => ApiError::new(C::Conflict, message),
             Error::Paused => ApiError::new(C::ProvisioningPaused, message).retry(60),
             Error::ClockRegressed => ApiError::new(C::ClockRegressed, message).retry(60),
-            Error::SlowDown { retry_after } => ApiError::new(C::SlowDown, message).retry(retry_after),
+            Error::SlowDown { retry_after } => {
+                ApiError::new(C::SlowDown, message).retry(retry_after)
+            }
             Error::PendingFull { retry_after } => {
                 ApiError::new(C::PendingFull, message).retry(retry_after)
             }

@@ -51,10 +51,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .merge(oob_import::routes())
         .merge(x509::routes())
         .merge(backup::routes())
-        .route(
-            metrics::READYZ,
-            axum::routing::get(metrics::readyz),
-        )
+        .route(metrics::READYZ, axum::routing::get(metrics::readyz))
         .route_layer(middleware::from_fn(metrics::mark_endpoint))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
@@ -67,10 +64,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
             d.clone(),
             ratelimit::limit_sources,
         ))
-        .layer(middleware::from_fn_with_state(
-            d.clone(),
-            metrics::track,
-        ))
+        .layer(middleware::from_fn_with_state(d.clone(), metrics::track))
         .layer(middleware::from_fn(request_id))
         .with_state(d)
 }

@@ -20,10 +20,7 @@ use crate::Daemon;
 pub async fn limit_sources(State(d): State<Arc<Daemon>>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
     let limited = path == paths::PROVISION || path == paths::RENEW;
-    let peer = req
-        .extensions()
-        .get::<ConnInfo>()
-        .map(|c| c.peer.ip());
+    let peer = req.extensions().get::<ConnInfo>().map(|c| c.peer.ip());
     let Some(peer) = peer.filter(|_| limited) else {
         return next.run(req).await;
     };

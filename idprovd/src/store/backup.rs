@@ -16,7 +16,7 @@ use redb::{
 use super::identity::{KEY_IDS, MAC_IDS};
 use super::x509::{CERTS, CERTS_BY_DEVICE, CRL_ENTRIES, REGISTRY_CAS, RETIRED_KEYS, X509_META};
 use super::{
-    AUDIT, DEVICES, META, OOB, OOB_MAC, PENDING, REPLAY, REPLAY_EXP, Store, StoreError,
+    AUDIT, DEVICES, META, OOB, OOB_MAC, PENDING, REPLAY, REPLAY_EXP, RedbStore, StoreError,
     StoreResult, TOKENS, TOKENS_EXP,
 };
 
@@ -35,7 +35,7 @@ pub struct SnapshotCounts {
     pub certificates: u64,
 }
 
-impl Store {
+impl RedbStore {
     /// Copy every table of one snapshot into a new database in `dst` (an
     /// empty file). Refuses when the store has a table this code does not
     /// know, rather than making a backup that silently lacks it.

@@ -18,7 +18,7 @@ pub(crate) const KEY_IDS: TableDefinition<(&str, &str), ()> = TableDefinition::n
 pub(crate) const MAC_IDS: TableDefinition<(&str, &str), ()> = TableDefinition::new("mac_ids");
 
 /// Most other IDs reported per key or MAC (the flag needs one).
-const MAX_OTHERS: usize = 16;
+pub(super) const MAX_OTHERS: usize = 16;
 
 impl Tx<'_> {
     /// Remember that `device_id` used `kid` (and `mac`).

@@ -6,11 +6,13 @@
 //! Values are JSON (small, debuggable, schema-tolerant); keys are device ids,
 //! so lists page by id with a range scan.
 
+mod apply;
 mod audit;
 mod backup;
 mod identity;
 mod oob_import;
 mod records;
+mod view;
 mod x509;
 
 use std::path::{Path, PathBuf};
@@ -48,8 +50,8 @@ pub(crate) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audi
 const SCHEMA_KEY: &str = "schema";
 const SCHEMA: &[u8] = b"idprov-store/1";
 const DAEMON_ID_KEY: &str = "daemon_id";
-const CLOCK_KEY: &str = "clock_high_water";
-const PROVISIONING_KEY: &str = "provisioning";
+pub(crate) const CLOCK_KEY: &str = "clock_high_water";
+pub(crate) const PROVISIONING_KEY: &str = "provisioning";
 pub const STORE_FILE: &str = "idprov.redb";
 
 #[derive(Debug, thiserror::Error)]
@@ -102,17 +104,17 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 /// The daemon's one handle on its database. Cheap to clone.
 #[derive(Clone)]
-pub struct Store {
+pub struct RedbStore {
     db: Arc<Database>,
     path: PathBuf,
     /// Durable commit latency, exported as `idprov_store_commit_seconds`.
     commit_seconds: prometheus_client::metrics::histogram::Histogram,
 }
 
-impl Store {
+impl RedbStore {
     /// Open the store in `dir`. `create` is true only when the data dir was
     /// just initialised; otherwise a missing file is an error.
-    pub fn open(dir: &Path, daemon_id: &str, create: bool) -> StoreResult<Store> {
+    pub fn open(dir: &Path, daemon_id: &str, create: bool) -> StoreResult<RedbStore> {
         let path = dir.join(STORE_FILE);
         let exists = path.exists();
         if !exists && !create {
@@ -123,7 +125,7 @@ impl Store {
         } else {
             Database::create(&path).map_err(|e| open_error(&path, e))?
         };
-        let store = Store {
+        let store = RedbStore {
             db: Arc::new(db),
             path: path.clone(),
             commit_seconds: crate::metrics::commit_histogram(),
@@ -133,6 +135,8 @@ impl Store {
         } else {
             store.init(daemon_id)?;
         }
+        // Stores older than the X.509 tables get them now.
+        store.ensure_x509_tables()?;
         Ok(store)
     }
 

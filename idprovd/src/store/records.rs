@@ -85,6 +85,9 @@ impl KeyRecord {
     }
 }
 
+/// How `admitted_by` names an administrator: `admin:NAME`.
+pub const ADMIN_PREFIX: &str = "admin:";
+
 /// An admitted (or rejected) device.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct DeviceRecord {
@@ -118,6 +121,12 @@ impl DeviceRecord {
         if !self.flags.iter().any(|f| f == flag) {
             self.flags.push(flag.to_string());
         }
+    }
+
+    /// Was the device admitted by an administrator's approval (`admin:NAME`)
+    /// rather than by a rule?
+    pub fn approved_by_admin(&self) -> bool {
+        self.admitted_by.starts_with(ADMIN_PREFIX)
     }
 
     pub fn view(&self) -> DeviceView {

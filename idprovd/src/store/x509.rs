@@ -7,7 +7,7 @@ use idprov_proto::x509::{CertificateView, RegistryCaView};
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use super::{Rx, Store, StoreResult, Tx, decode, encode};
+use super::{RedbStore, Rx, StoreResult, Tx, decode, encode};
 
 /// Serial (lower-case hex) → [`CertRecord`].
 pub(crate) const CERTS: TableDefinition<&str, &[u8]> = TableDefinition::new("x509_certs");
@@ -28,9 +28,9 @@ pub(crate) const REGISTRY_CAS: TableDefinition<&str, &[u8]> =
 /// generation (u64 big-endian), bumped by every change the CRL must show.
 pub(crate) const X509_META: TableDefinition<&str, &[u8]> = TableDefinition::new("x509_meta");
 
-const CRL_DER: &str = "crl";
-const CRL_STATE: &str = "crl_info";
-const VERSION: &str = "version";
+pub(super) const CRL_DER: &str = "crl";
+pub(super) const CRL_STATE: &str = "crl_info";
+pub(super) const VERSION: &str = "version";
 
 /// Every issued certificate.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -109,7 +109,7 @@ pub struct CrlState {
     pub revoked: u64,
 }
 
-impl Store {
+impl RedbStore {
     /// Create the tables of this module if this store predates them, so
     /// readers never meet a missing table.
     pub fn ensure_x509_tables(&self) -> StoreResult<()> {
@@ -125,7 +125,7 @@ impl Store {
     }
 }
 
-fn be_u64(v: Option<&[u8]>) -> u64 {
+pub(super) fn be_u64(v: Option<&[u8]>) -> u64 {
     v.and_then(|b| <[u8; 8]>::try_from(b).ok())
         .map(u64::from_be_bytes)
         .unwrap_or(0)

@@ -20,7 +20,7 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use idprov_proto::admin::DeviceStatus;
 use idprov_proto::{DeviceId, PublicKey};
-use idprovd::store::{AuditDraft, DeviceRecord, KeyRecord, OobRecord, Store, TokenRecord};
+use idprovd::store::{AuditDraft, DeviceRecord, KeyRecord, OobRecord, RedbStore, TokenRecord};
 
 #[derive(Parser)]
 struct Args {
@@ -193,7 +193,7 @@ fn fill(dir: &Path, n: usize) -> Result<()> {
     let identity: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("identity.json"))?)?;
     let daemon_id = identity["daemon_id"].as_str().context("daemon_id")?;
-    let store = Store::open(dir, daemon_id, false)?;
+    let store = RedbStore::open(dir, daemon_id, false)?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs() as i64;

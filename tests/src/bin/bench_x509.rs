@@ -22,7 +22,7 @@ use idprov_proto::admin::{MAX_OOB_BATCH, OobUpsertRequest};
 use idprov_proto::device::{ProofEndpoint, paths};
 use idprov_tests::bench::{BenchDaemon, cpu_secs, pct};
 use idprov_tests::{DeviceKey, oob_entry, post_json};
-use idprovd::store::{CertRecord, Store};
+use idprovd::store::{CertRecord, RedbStore};
 
 #[derive(Parser)]
 struct Args {
@@ -195,7 +195,7 @@ fn crl_phase(n: usize) -> Result<()> {
     let dir = tmp.path().join("data");
     let now = unix_now();
     let pki = idprovd::pki::Pki::load_or_create(&dir, now, &[], &[])?;
-    let store = Store::open(&dir, &pki.identity.daemon_id, true)?;
+    let store = RedbStore::open(&dir, &pki.identity.daemon_id, true)?;
     store.ensure_x509_tables()?;
     let t = Instant::now();
     let dummy_pem = pki.ca_cert_pem.clone();
@@ -235,9 +235,10 @@ fn crl_phase(n: usize) -> Result<()> {
     let mut size = 0;
     for _ in 0..5 {
         let t = Instant::now();
-        let doc = store
-            .write(|tx| idprovd::crl::regenerate(tx, &pki, &cfg, now))
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let doc = (&store as &dyn idprovd::storage::Store)
+            .transact_with(|v, u| idprovd::crl::regenerate(v, u, &pki, &cfg, now))
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .0;
         times.push(t.elapsed());
         size = doc.der.len();
         anyhow::ensure!(

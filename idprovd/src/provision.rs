@@ -1,0 +1,696 @@
+//! Flow 3, the provisioning decision: a device we know, a device the OOB
+//! list names, or an unknown device that waits for an administrator. The
+//! matching rules are pure functions ([`match_oob`], [`known_device`]) with
+//! table tests; [`Daemon::provision_tx`] reads what they need and records
+//! the outcome in a [`Unit`].
+
+use idprov_proto::admin::{AdminEvent, DeviceStatus};
+use idprov_proto::device::{Credentials, PendingAnswer, ProvisionRequest};
+use idprov_proto::{MacAddr, PublicKey};
+
+use crate::daemon::{Daemon, draft, new_device};
+use crate::error::Error;
+use crate::flags::{self, Flag, Observed};
+use crate::proof::VerifiedProof;
+use crate::storage::{Change, StoreView, Unit};
+use crate::store::{DeviceRecord, OobRecord, PendingRecord, secret_hash};
+use crate::x509::CheckedCsr;
+
+/// What a provisioning request decided, with the rule that decided it (the
+/// `rule` label of `idprov_provisioning_decisions_total`).
+#[derive(Debug)]
+pub enum Outcome {
+    Issued(Credentials, Admission),
+    Pending(PendingAnswer, Waiting),
+    Refused(Refusal),
+}
+
+/// Why a device got a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// A known device presented one of its keys.
+    DeviceKey,
+    /// The first token of a device an administrator approved.
+    Admin,
+    OobKey,
+    OobMac,
+    OobSecret,
+}
+
+/// Why a device waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waiting {
+    New,
+    /// New, with flags raised.
+    Flagged,
+    Repeat,
+    MacChanged,
+}
+
+/// Why a device was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    NotActive,
+    KeyMismatch,
+    OobMismatch,
+    KeyConflict,
+}
+
+impl Admission {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Admission::DeviceKey => "device_key",
+            Admission::Admin => "admin",
+            Admission::OobKey => "oob_key",
+            Admission::OobMac => "oob_mac",
+            Admission::OobSecret => "oob_secret",
+        }
+    }
+}
+
+impl Waiting {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Waiting::New => "new",
+            Waiting::Flagged => "flagged",
+            Waiting::Repeat => "repeat",
+            Waiting::MacChanged => "mac_changed",
+        }
+    }
+}
+
+impl Refusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::NotActive => "not_active",
+            Refusal::KeyMismatch => "key_mismatch",
+            Refusal::OobMismatch => "oob_mismatch",
+            Refusal::KeyConflict => "key_conflict",
+        }
+    }
+}
+
+/// What of an OOB entry a request failed to match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mismatch {
+    Key,
+    Mac,
+    Secret,
+}
+
+impl Mismatch {
+    fn as_str(self) -> &'static str {
+        match self {
+            Mismatch::Key => "public key",
+            Mismatch::Mac => "MAC",
+            Mismatch::Secret => "one-time secret",
+        }
+    }
+}
+
+/// The OOB matching rule: every credential the entry names must match (a
+/// one-time secret also must be unused); the strongest one names the rule.
+pub fn match_oob(
+    entry: &OobRecord,
+    kid: &str,
+    mac: Option<MacAddr>,
+    secret: Option<&idprov_proto::Secret>,
+) -> Result<Admission, Vec<Mismatch>> {
+    let mut mismatch = Vec::new();
+    if entry.kid.as_deref().is_some_and(|k| k != kid) {
+        mismatch.push(Mismatch::Key);
+    }
+    if entry.mac.is_some() && entry.mac != mac {
+        mismatch.push(Mismatch::Mac);
+    }
+    if let (Some(hash), Some(salt)) = (&entry.secret_hash, &entry.secret_salt) {
+        let given = secret.map(|s| secret_hash(salt, s.expose()));
+        let matches = given
+            .is_some_and(|g| subtle::ConstantTimeEq::ct_eq(g.as_bytes(), hash.as_bytes()).into());
+        if !matches || entry.secret_consumed_at.is_some() {
+            mismatch.push(Mismatch::Secret);
+        }
+    }
+    if !mismatch.is_empty() {
+        return Err(mismatch);
+    }
+    Ok(if entry.kid.is_some() {
+        Admission::OobKey
+    } else if entry.mac.is_some() {
+        Admission::OobMac
+    } else {
+        Admission::OobSecret
+    })
+}
+
+/// The known-device rule: an active device presenting one of its usable
+/// keys is served; which rule that is depends on whether it is the first
+/// token after an administrator's approval.
+pub fn known_device(dev: &DeviceRecord, kid: &str, now: i64) -> Result<Admission, Refusal> {
+    if dev.status != DeviceStatus::Active {
+        return Err(Refusal::NotActive);
+    }
+    if !dev.key(kid).is_some_and(|k| k.is_usable(now)) {
+        return Err(Refusal::KeyMismatch);
+    }
+    Ok(if dev.tokens_issued == 0 && dev.approved_by_admin() {
+        Admission::Admin
+    } else {
+        Admission::DeviceKey
+    })
+}
+
+/// One provisioning request, checked (proof verified, CSR parsed).
+pub(crate) struct Ask<'a> {
+    pub req: &'a ProvisionRequest,
+    pub key: &'a PublicKey,
+    pub proof: &'a VerifiedProof,
+    pub csr: Option<&'a CheckedCsr>,
+    pub now: i64,
+    pub src: String,
+    pub seen: &'a Observed,
+}
+
+impl Ask<'_> {
+    fn id(&self) -> &str {
+        self.req.device_id.as_str()
+    }
+    fn kid(&self) -> &str {
+        self.key.thumbprint()
+    }
+    fn audit(&self, u: &mut Unit, actor: &str, action: &str, detail: String) {
+        u.audit(draft(
+            self.now,
+            actor,
+            action,
+            Some(self.id()),
+            Some(&self.src),
+            detail,
+        ));
+    }
+}
+
+impl Daemon {
+    /// Decide a provisioning request and record the decision in `u`.
+    pub(crate) fn provision_tx(
+        &self,
+        v: &dyn StoreView,
+        u: &mut Unit,
+        ask: &Ask<'_>,
+    ) -> Result<Outcome, Error> {
+        let (id, now) = (ask.id(), ask.now);
+        self.preflight(v, u, now)?;
+        self.consume_proof(v, u, id, ask.proof)?;
+
+        // 1. A device we already know: its key must be one of its keys.
+        if let Some(dev) = v.device(id)? {
+            return self.known_tx(v, u, ask, dev);
+        }
+
+        // 2. The OOB list. A flagged match is held in pending (flags.rs).
+        let mut held = None;
+        if let Some(entry) = v.oob(id)?.filter(|e| !e.is_expired(now)) {
+            let secret = ask.req.secret.as_ref();
+            match match_oob(&entry, ask.kid(), ask.req.mac, secret) {
+                Err(mismatch) => {
+                    let what: Vec<_> = mismatch.iter().map(|m| m.as_str()).collect();
+                    let detail = format!("{} does not match the OOB entry", what.join(", "));
+                    ask.audit(u, &format!("device:{id}"), "refused_oob_mismatch", detail);
+                    return Ok(Outcome::Refused(Refusal::OobMismatch));
+                }
+                Ok(rule) => {
+                    let raised = self.raised_flags(v, u, ask)?;
+                    if flags::holds(&self.cfg.flags, &raised) {
+                        held = Some(raised);
+                    } else {
+                        return self.admit_oob(v, u, ask, entry, rule, &raised);
+                    }
+                }
+            }
+        }
+
+        // 3. Unknown (or held): wait for an administrator.
+        self.pending_tx(v, u, ask, held)
+    }
+
+    fn raised_flags(
+        &self,
+        v: &dyn StoreView,
+        u: &mut Unit,
+        ask: &Ask<'_>,
+    ) -> Result<Vec<Flag>, Error> {
+        Ok(flags::check(
+            v,
+            u,
+            &self.cfg.flags,
+            ask.id(),
+            ask.kid(),
+            ask.req.mac,
+            ask.seen,
+        )?)
+    }
+
+    fn known_tx(
+        &self,
+        v: &dyn StoreView,
+        u: &mut Unit,
+        ask: &Ask<'_>,
+        mut dev: DeviceRecord,
+    ) -> Result<Outcome, Error> {
+        let (id, now) = (ask.id(), ask.now);
+        let rule = match known_device(&dev, ask.kid(), now) {
+            Ok(rule) => rule,
+            Err(Refusal::KeyMismatch) => {
+                dev.add_flag("key_mismatch");
+                dev.revision += 1;
+                u.upsert_device(&dev);
+                let detail = format!("presented key {} is not a key of this device", ask.kid());
+                ask.audit(u, &format!("device:{id}"), "refused_key_mismatch", detail);
+                return Ok(Outcome::Refused(Refusal::KeyMismatch));
+            }
+            Err(refusal) => {
+                tracing::info!(device_id = id, status = ?dev.status, "refused: not active");
+                return Ok(Outcome::Refused(refusal));
+            }
+        };
+        let live_keys = dev.keys.iter().filter(|k| k.is_usable(now)).count();
+        if live_keys > 1 && ask.proof.kid.is_none() {
+            tracing::info!(device_id = id, "proof without kid for a multi-key device");
+            self.metrics.proof_failure("kid_missing");
+            return Err(Error::InvalidProof);
+        }
+        let mut raised = self.raised_flags(v, u, ask)?;
+        let lifetime = self.cfg.tokens.lifetime.as_secs() as i64;
+        if let Some(last) = dev.last_issued_at.filter(|t| t + lifetime > now) {
+            raised.push(Flag {
+                name: flags::REPEAT_PROVISION,
+                detail: format!("asked again while the token issued at {last} is valid"),
+            });
+        }
+        self.flag_device(u, &mut dev, &raised, now, &ask.src);
+        let creds = self.issue_with_cert(v, u, &mut dev, ask)?;
+        u.event(AdminEvent::DeviceUpserted { device: dev.view() });
+        Ok(Outcome::Issued(creds, rule))
+    }
+
+    /// A token, and a certificate when the request carried a CSR.
+    fn issue_with_cert(
+        &self,
+        v: &dyn StoreView,
+        u: &mut Unit,
+        dev: &mut DeviceRecord,
+        ask: &Ask<'_>,
+    ) -> Result<Credentials, Error> {
+        let mut creds = self.issue(u, dev, ask.kid(), ask.now)?;
+        self.attach_certificate(v, u, dev, &mut creds, ask.csr, ask.now)?;
+        Ok(creds)
+    }
+
+    /// Admit a device the OOB list names (flow 3), issuing its first token.
+    fn admit_oob(
+        &self,
+        v: &dyn StoreView,
+        u: &mut Unit,
+        ask: &Ask<'_>,
+        mut entry: OobRecord,
+        rule: Admission,
+        raised: &[Flag],
+    ) -> Result<Outcome, Error> {
+        let (id, now) = (ask.id(), ask.now);
+        if entry.secret_hash.is_some() {
+            entry.secret_consumed_at = Some(now);
+            entry.updated_at = now;
+            u.change(Change::PutOob(entry));
+        }
+        let mut dev = new_device(ask.req, ask.key, now, rule.as_str());
+        u.change(Change::NoteIdentity {
+            device_id: ask.req.device_id.clone(),
+            kid: ask.kid().to_string(),
+            mac: ask.req.mac,
+        });
+        self.flag_device(u, &mut dev, raised, now, &ask.src);
+        if v.pending(id)?.is_some() {
+            u.change(Change::DeletePending(ask.req.device_id.clone()));
+            u.event(AdminEvent::PendingRemoved {
+                device_id: ask.req.device_id.clone(),
+            });
+        }
+        let detail = format!("admitted by {}, key {}", rule.as_str(), ask.kid());
+        ask.audit(u, "daemon", "device_admitted", detail);
+        let creds = self.issue_with_cert(v, u, &mut dev, ask)?;
+        u.event(AdminEvent::DeviceUpserted { device: dev.view() });
+        Ok(Outcome::Issued(creds, rule))
+    }
+
+    /// Record a request for an unknown device, or one whose OOB match was
+    /// `held` for its flags, in the pending queue.
+    fn pending_tx(
+        &self,
+        v: &dyn StoreView,
+        u: &mut Unit,
+        ask: &Ask<'_>,
+        held: Option<Vec<Flag>>,
+    ) -> Result<Outcome, Error> {
+        let (id, now, req) = (ask.id(), ask.now, ask.req);
+        let was_held = held.is_some();
+        let raised = match held {
+            Some(f) => f,
+            None => self.raised_flags(v, u, ask)?,
+        };
+        let retry = self.cfg.pending.retry_after.as_secs().max(1);
+        let answer = PendingAnswer {
+            device_id: req.device_id.clone(),
+            retry_after_secs: retry,
+            verification_code: ask.key.verification_code(),
+        };
+        let rule = match v.pending(id)? {
+            Some(mut p) => {
+                if p.kid != ask.kid() {
+                    // Someone else claims this id with another key: keep the
+                    // first request, flag it, refuse this one.
+                    p.add_flag("key_conflict");
+                    p.revision += 1;
+                    u.change(Change::PutPending(p.clone()));
+                    u.event(AdminEvent::PendingUpserted { pending: p.view() });
+                    let detail = format!("key {} differs from the pending request's", ask.kid());
+                    ask.audit(
+                        u,
+                        &format!("device:{id}"),
+                        "refused_pending_key_conflict",
+                        detail,
+                    );
+                    return Ok(Outcome::Refused(Refusal::KeyConflict));
+                }
+                let earliest = p.last_seen + (retry as i64) / 2;
+                if now < earliest {
+                    // Abort: nothing is recorded, the proof is not consumed.
+                    let wait = (p.last_seen + retry as i64 - now).max(1) as u64;
+                    return Err(Error::SlowDown { retry_after: wait });
+                }
+                let rule = if p.mac != req.mac {
+                    p.add_flag("mac_changed");
+                    Waiting::MacChanged
+                } else {
+                    Waiting::Repeat
+                };
+                let fresh: Vec<_> = raised
+                    .iter()
+                    .filter(|f| !p.flags.iter().any(|g| g == f.name))
+                    .cloned()
+                    .collect();
+                for f in &fresh {
+                    p.add_flag(f.name);
+                }
+                p.last_seen = now;
+                p.attempts += 1;
+                p.source = ask.src.clone();
+                p.revision += 1;
+                u.change(Change::PutPending(p.clone()));
+                u.event(AdminEvent::PendingUpserted { pending: p.view() });
+                if !fresh.is_empty() {
+                    ask.audit(u, "daemon", "request_flagged", flags::describe(&fresh));
+                }
+                rule
+            }
+            None => {
+                if v.pending_count()? >= self.cfg.pending.cap {
+                    return Err(Error::PendingFull { retry_after: retry });
+                }
+                let p = PendingRecord {
+                    device_id: req.device_id.clone(),
+                    key_format: ask.key.format(),
+                    kid: ask.kid().to_string(),
+                    public_key: ask.key.pem().to_string(),
+                    mac: req.mac,
+                    source: ask.src.clone(),
+                    first_seen: now,
+                    last_seen: now,
+                    attempts: 1,
+                    flags: raised.iter().map(|f| f.name.to_string()).collect(),
+                    revision: 1,
+                };
+                u.change(Change::PutPending(p.clone()));
+                u.change(Change::NoteIdentity {
+                    device_id: req.device_id.clone(),
+                    kid: ask.kid().to_string(),
+                    mac: req.mac,
+                });
+                let why = if was_held {
+                    "listed out of band but flagged, held for an administrator"
+                } else {
+                    "unknown device"
+                };
+                let mut detail = format!("{why}, key {}", ask.kid());
+                if !raised.is_empty() {
+                    detail.push_str("; flags: ");
+                    detail.push_str(&flags::describe(&raised));
+                }
+                let action = if raised.is_empty() {
+                    "pending_added"
+                } else {
+                    "pending_added_flagged"
+                };
+                u.event(AdminEvent::PendingUpserted { pending: p.view() });
+                ask.audit(u, &format!("device:{id}"), action, detail);
+                if raised.is_empty() {
+                    Waiting::New
+                } else {
+                    Waiting::Flagged
+                }
+            }
+        };
+        Ok(Outcome::Pending(answer, rule))
+    }
+
+    /// Add newly raised flags to a device record (the caller stores it) and
+    /// audit them; flags already on the record are not audited again.
+    fn flag_device(
+        &self,
+        u: &mut Unit,
+        dev: &mut DeviceRecord,
+        raised: &[Flag],
+        now: i64,
+        src: &str,
+    ) {
+        let fresh: Vec<_> = raised
+            .iter()
+            .filter(|f| !dev.flags.iter().any(|g| g == f.name))
+            .cloned()
+            .collect();
+        if fresh.is_empty() {
+            return;
+        }
+        for f in &fresh {
+            dev.add_flag(f.name);
+        }
+        dev.revision += 1;
+        let id = dev.device_id.as_str();
+        tracing::warn!(device_id = id, flags = %flags::describe(&fresh), "device flagged");
+        u.audit(draft(
+            now,
+            "daemon",
+            "device_flagged",
+            Some(id),
+            Some(src),
+            flags::describe(&fresh),
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::KeyRecord;
+    use idprov_proto::KeyFormat;
+
+    fn entry(kid: Option<&str>, mac: Option<MacAddr>, secret: Option<&str>) -> OobRecord {
+        let salt = secret.map(|_| "salt".to_string());
+        OobRecord {
+            device_id: "d1".parse().unwrap_or_else(|_| unreachable!()),
+            public_key: None,
+            key_format: None,
+            kid: kid.map(str::to_string),
+            mac,
+            secret_hash: secret.map(|s| secret_hash("salt", s)),
+            secret_salt: salt,
+            secret_consumed_at: None,
+            expires_at: None,
+            note: None,
+            created_at: 0,
+            updated_at: 0,
+            secret_plain_for_compare: None,
+        }
+    }
+
+    const M1: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
+    const M2: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
+
+    #[test]
+    fn oob_matching_table() {
+        let s = |v: &str| idprov_proto::Secret::new(v);
+        let good = s("secret-one");
+        let bad = s("secret-two");
+        use Admission::*;
+        use Mismatch::*;
+        // (entry, presented kid, mac, secret) → outcome
+        let rows: Vec<(
+            OobRecord,
+            &str,
+            Option<MacAddr>,
+            Option<&idprov_proto::Secret>,
+            Result<Admission, Vec<Mismatch>>,
+        )> = vec![
+            (entry(Some("k1"), None, None), "k1", None, None, Ok(OobKey)),
+            (
+                entry(Some("k1"), None, None),
+                "k2",
+                None,
+                None,
+                Err(vec![Key]),
+            ),
+            (
+                entry(None, Some(M1), None),
+                "k9",
+                Some(M1),
+                None,
+                Ok(OobMac),
+            ),
+            (
+                entry(None, Some(M1), None),
+                "k9",
+                Some(M2),
+                None,
+                Err(vec![Mac]),
+            ),
+            (
+                entry(None, Some(M1), None),
+                "k9",
+                None,
+                None,
+                Err(vec![Mac]),
+            ),
+            (
+                entry(None, None, Some("secret-one")),
+                "k9",
+                None,
+                Some(&good),
+                Ok(OobSecret),
+            ),
+            (
+                entry(None, None, Some("secret-one")),
+                "k9",
+                None,
+                Some(&bad),
+                Err(vec![Secret]),
+            ),
+            (
+                entry(None, None, Some("secret-one")),
+                "k9",
+                None,
+                None,
+                Err(vec![Secret]),
+            ),
+            (
+                entry(Some("k1"), Some(M1), Some("secret-one")),
+                "k1",
+                Some(M1),
+                Some(&good),
+                Ok(OobKey),
+            ),
+            (
+                entry(Some("k1"), Some(M1), Some("secret-one")),
+                "k2",
+                Some(M2),
+                Some(&bad),
+                Err(vec![Key, Mac, Secret]),
+            ),
+            (
+                entry(None, Some(M1), Some("secret-one")),
+                "k9",
+                Some(M1),
+                Some(&good),
+                Ok(OobMac),
+            ),
+        ];
+        for (i, (e, kid, mac, secret, want)) in rows.into_iter().enumerate() {
+            assert_eq!(match_oob(&e, kid, mac, secret), want, "row {i}");
+        }
+    }
+
+    #[test]
+    fn a_used_secret_never_matches_again() {
+        let mut e = entry(None, None, Some("secret-one"));
+        e.secret_consumed_at = Some(5);
+        let s = idprov_proto::Secret::new("secret-one");
+        assert_eq!(
+            match_oob(&e, "k", None, Some(&s)),
+            Err(vec![Mismatch::Secret])
+        );
+    }
+
+    fn device(status: DeviceStatus, admitted_by: &str, tokens: u64) -> DeviceRecord {
+        DeviceRecord {
+            device_id: "d1".parse().unwrap_or_else(|_| unreachable!()),
+            status,
+            epoch: 1,
+            keys: vec![
+                KeyRecord {
+                    kid: "k1".into(),
+                    format: KeyFormat::ES256_PEM,
+                    pem: String::new(),
+                    added_at: 0,
+                    expires_at: None,
+                },
+                KeyRecord {
+                    kid: "old".into(),
+                    format: KeyFormat::ES256_PEM,
+                    pem: String::new(),
+                    added_at: 0,
+                    expires_at: Some(10),
+                },
+            ],
+            mac: None,
+            admitted_by: admitted_by.into(),
+            created_at: 0,
+            last_issued_at: None,
+            tokens_issued: tokens,
+            flags: Vec::new(),
+            revision: 1,
+            status_reason: None,
+        }
+    }
+
+    #[test]
+    fn known_device_table() {
+        use DeviceStatus::*;
+        let rows = [
+            (device(Active, "oob_key", 3), "k1", Ok(Admission::DeviceKey)),
+            (device(Active, "admin:alice", 0), "k1", Ok(Admission::Admin)),
+            (
+                device(Active, "admin:alice", 1),
+                "k1",
+                Ok(Admission::DeviceKey),
+            ),
+            (device(Active, "oob_key", 0), "k1", Ok(Admission::DeviceKey)),
+            (
+                device(Active, "oob_key", 3),
+                "k2",
+                Err(Refusal::KeyMismatch),
+            ),
+            (
+                device(Active, "oob_key", 3),
+                "old",
+                Err(Refusal::KeyMismatch),
+            ),
+            (device(Revoked, "oob_key", 3), "k1", Err(Refusal::NotActive)),
+            (
+                device(Rejected, "admin:bob", 0),
+                "k1",
+                Err(Refusal::NotActive),
+            ),
+        ];
+        for (i, (dev, kid, want)) in rows.into_iter().enumerate() {
+            assert_eq!(known_device(&dev, kid, 100), want, "row {i}");
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! The redb backend's side of [`storage::Store`]: a decision runs in one
+//! write transaction, then its unit's changes are applied in order and the
+//! transaction is committed durably (`Durability::Immediate`).
+
+use std::collections::HashSet;
+use std::fs::File;
+
+use idprov_proto::admin::{AdminEvent, AuditEntry};
+use idprov_proto::error::EntryError;
+use idprov_proto::oob_import::OobImportResult;
+use redb::{Durability, ReadableDatabase, ReadableTable};
+
+use super::identity::{KEY_IDS, MAC_IDS};
+use super::x509::{CERTS, CRL_ENTRIES};
+use super::{
+    AuditDraft, CLOCK_KEY, CommitOptions, META, OobRecord, RedbStore, Rx, SnapshotCounts,
+    StoreError, StoreResult, Tx, encode,
+};
+use crate::error::Error;
+use crate::storage::{self, Change, Decide, Unit};
+
+impl Tx<'_> {
+    /// Apply a unit's changes in order; returns the audit entries appended.
+    pub(crate) fn apply(&mut self, changes: Vec<Change>) -> StoreResult<Vec<AuditEntry>> {
+        let mut audit = Vec::new();
+        for c in changes {
+            match c {
+                Change::PutDevice(d) => self.put_device(d.device_id.as_str(), &d)?,
+                Change::DeleteDevice(id) => drop(self.delete_device(id.as_str())?),
+                Change::PutPending(p) => self.put_pending(p.device_id.as_str(), &p)?,
+                Change::DeletePending(id) => drop(self.delete_pending(id.as_str())?),
+                Change::PutOob(r) => self.put_oob(&r)?,
+                Change::DeleteOob(id) => drop(self.delete_oob(id.as_str())?),
+                Change::PutToken(t) => self.put_token(&t)?,
+                Change::RememberProof { key, until } => drop(self.remember_proof(&key, until)?),
+                Change::PurgeExpired { now, max } => {
+                    self.purge_replay(now, max)?;
+                    self.purge_tokens(now, max)?;
+                }
+                Change::AdvanceClock(now) => self.advance_clock(now)?,
+                Change::SetProvisioning(s) => self.set_provisioning(&s)?,
+                Change::NoteIdentity {
+                    device_id,
+                    kid,
+                    mac,
+                } => self.note_identity(device_id.as_str(), &kid, mac)?,
+                Change::ForgetKeyHolder { kid, device_id } => {
+                    self.tx
+                        .open_table(KEY_IDS)?
+                        .remove((kid.as_str(), device_id.as_str()))?;
+                }
+                Change::ForgetMacHolder { mac, device_id } => {
+                    self.tx
+                        .open_table(MAC_IDS)?
+                        .remove((mac.as_str(), device_id.as_str()))?;
+                }
+                Change::Audit(d) => audit.push(self.append_audit(d)?),
+                Change::PutCert(c) => self.put_cert(&c)?,
+                Change::RevokeCert { cert, code } => {
+                    let at = cert.revoked_at.unwrap_or(cert.issued_at);
+                    let bytes = encode(&cert)?;
+                    self.tx
+                        .open_table(CERTS)?
+                        .insert(cert.serial.as_str(), bytes.as_slice())?;
+                    self.tx
+                        .open_table(CRL_ENTRIES)?
+                        .insert(cert.serial.as_str(), (at, cert.not_after, code))?;
+                    self.bump_revocation_version()?;
+                }
+                Change::RetireKey { kid, record } => self.retire_key(&kid, &record)?,
+                Change::PutRegistryCa(r) => self.put_registry_ca(&r)?,
+                Change::DeleteRegistryCa(fp) => drop(self.delete_registry_ca(&fp)?),
+                Change::PutCrl { der, state } => self.put_crl(&der, &state)?,
+                Change::DropCrlEntries(serials) => {
+                    let mut t = self.tx.open_table(CRL_ENTRIES)?;
+                    for s in serials {
+                        t.remove(s.as_str())?;
+                    }
+                }
+            }
+        }
+        Ok(audit)
+    }
+
+    /// Raise the persisted clock high-water mark (never lowers it).
+    fn advance_clock(&mut self, now: i64) -> StoreResult<()> {
+        let mut meta = self.tx.open_table(META)?;
+        let hwm = meta
+            .get(CLOCK_KEY)?
+            .and_then(|v| <[u8; 8]>::try_from(v.value()).ok())
+            .map(i64::from_be_bytes)
+            .unwrap_or(i64::MIN);
+        if now > hwm {
+            meta.insert(CLOCK_KEY, now.to_be_bytes().as_slice())?;
+        }
+        Ok(())
+    }
+}
+
+impl storage::Store for RedbStore {
+    fn read(
+        &self,
+        read: &mut dyn FnMut(&dyn storage::StoreView) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let rtx = self.db.begin_read().map_err(StoreError::from)?;
+        read(&Rx { tx: rtx })
+    }
+
+    fn transact(&self, decide: &mut Decide<'_>) -> Result<Vec<AdminEvent>, Error> {
+        let mut wtx = self.db.begin_write().map_err(StoreError::from)?;
+        wtx.set_durability(Durability::Immediate)
+            .map_err(StoreError::from)?;
+        let mut tx = Tx { tx: &wtx };
+        let mut unit = Unit::new();
+        decide(&tx, &mut unit)?;
+        if unit.is_empty() {
+            // Nothing to write: dropping the transaction aborts it.
+            let (_, committer) = unit.into_changes();
+            return Ok(committer.events(Vec::new()));
+        }
+        let (changes, committer) = unit.into_changes();
+        let audit = tx.apply(changes)?;
+        let started = std::time::Instant::now();
+        wtx.commit().map_err(StoreError::from)?;
+        self.commit_seconds.observe(started.elapsed().as_secs_f64());
+        Ok(committer.events(audit))
+    }
+
+    fn stage_oob(&self, sid: &str, records: &[OobRecord]) -> Result<(u64, Vec<EntryError>), Error> {
+        self.write(|tx| {
+            let (staged, errors) = tx.stage_oob(sid, records)?;
+            if !errors.is_empty() {
+                // Abort: a refused chunk stages nothing.
+                return Err(Error::Invalid {
+                    message: String::new(),
+                    details: errors,
+                });
+            }
+            Ok((staged, Vec::new()))
+        })
+        .or_else(|e| match e {
+            Error::Invalid { details, .. } => Ok((0, details)),
+            other => Err(other),
+        })
+    }
+
+    fn commit_oob_import(
+        &self,
+        sid: &str,
+        opts: CommitOptions,
+        audit: &mut dyn FnMut(&OobImportResult) -> Option<AuditDraft>,
+    ) -> Result<Result<(OobImportResult, Option<AuditEntry>, u64), Vec<EntryError>>, Error> {
+        self.write(|tx| {
+            let result = match tx.commit_oob_import(sid, opts)? {
+                Ok(r) => r,
+                Err(errors) => {
+                    return Err(Error::Invalid {
+                        message: String::new(),
+                        details: errors,
+                    });
+                }
+            };
+            if opts.dry_run {
+                return Ok(Ok((result, None, 0)));
+            }
+            let entry = match audit(&result) {
+                Some(d) => Some(tx.append_audit(d)?),
+                None => None,
+            };
+            let count = storage::StoreView::oob_count(&*tx)?;
+            Ok(Ok((result, entry, count)))
+        })
+        .or_else(|e| match e {
+            Error::Invalid { details, .. } => Ok(Err(details)),
+            other => Err(other),
+        })
+    }
+
+    fn drop_oob_staging(&self, sid: &str) -> Result<(), Error> {
+        self.write(|tx| Ok(tx.drop_oob_staging(sid)?))
+    }
+
+    fn drop_stale_oob_staging(&self, live: &HashSet<String>) -> Result<usize, Error> {
+        self.write(|tx| Ok(tx.drop_stale_oob_staging(live)?))
+    }
+
+    fn snapshot_into(&self, dst: File) -> StoreResult<SnapshotCounts> {
+        RedbStore::snapshot_into(self, dst)
+    }
+
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+}
