@@ -21,7 +21,7 @@ use crate::storage::{self, Change, Decide, Unit};
 
 impl Tx<'_> {
     /// Apply a unit's changes in order; returns the audit entries appended.
-    pub(crate) fn apply(&mut self, changes: Vec<Change>) -> StoreResult<Vec<AuditEntry>> {
+    pub fn apply(&mut self, changes: Vec<Change>) -> StoreResult<Vec<AuditEntry>> {
         let mut audit = Vec::new();
         for c in changes {
             match c {

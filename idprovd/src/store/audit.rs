@@ -5,7 +5,7 @@ use idprov_proto::admin::AuditEntry;
 use redb::ReadableTable;
 use serde::Serialize;
 
-use super::{AUDIT, Rx, StoreError, StoreResult, Tx, decode, encode};
+use super::{AUDIT, StoreResult, Tx, decode, encode};
 
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -90,58 +90,3 @@ impl Tx<'_> {
         Ok(e)
     }
 }
-
-impl Rx {
-    /// Entries with seq > `after`, oldest first, filtered by substring.
-    pub fn audit_page(
-        &self,
-        after: u64,
-        limit: usize,
-        q: Option<&str>,
-    ) -> StoreResult<(Vec<AuditEntry>, Option<u64>, u64)> {
-        let t = self.tx.open_table(AUDIT)?;
-        let total = redb::ReadableTableMetadata::len(&t)?;
-        let mut out = Vec::new();
-        let mut last = None;
-        let mut more = false;
-        for item in t.range(after.saturating_add(1)..)? {
-            let (k, v) = item?;
-            let e: AuditEntry = decode("audit", v.value())?;
-            let keep = q.is_none_or(|q| {
-                let q = q.to_lowercase();
-                [&e.actor, &e.action, &e.detail]
-                    .iter()
-                    .any(|s| s.to_lowercase().contains(&q))
-                    || e.target
-                        .as_deref()
-                        .is_some_and(|s| s.to_lowercase().contains(&q))
-                    || e.source
-                        .as_deref()
-                        .is_some_and(|s| s.to_lowercase().contains(&q))
-            });
-            if keep {
-                if out.len() == limit {
-                    more = true;
-                    break;
-                }
-                out.push(e);
-                last = Some(k.value());
-            }
-        }
-        Ok((out, if more { last } else { None }, total))
-    }
-
-    /// The whole chain, in order, for verification.
-    pub fn audit_all(&self) -> StoreResult<Vec<AuditEntry>> {
-        let t = self.tx.open_table(AUDIT)?;
-        let mut out = Vec::new();
-        for item in t.iter()? {
-            let (_, v) = item?;
-            out.push(decode("audit", v.value())?);
-        }
-        Ok(out)
-    }
-}
-
-#[allow(dead_code)]
-fn _assert_error_type(_: StoreError) {}

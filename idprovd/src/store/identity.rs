@@ -8,7 +8,7 @@
 //! ever admitted or queued (the pending cap bounds the queue).
 
 use idprov_proto::MacAddr;
-use redb::{ReadableTable, TableDefinition};
+use redb::TableDefinition;
 
 use super::{StoreResult, Tx};
 
@@ -36,70 +36,5 @@ impl Tx<'_> {
                 .insert((m.as_str(), device_id), ())?;
         }
         Ok(())
-    }
-
-    /// Other device IDs (devices or pending) that hold `kid` now.
-    pub fn others_with_key(&mut self, device_id: &str, kid: &str) -> StoreResult<Vec<String>> {
-        let candidates = self.index_ids(KEY_IDS, kid, device_id)?;
-        let mut out = Vec::new();
-        for other in candidates {
-            let live = self.device(&other)?.is_some_and(|d| d.key(kid).is_some())
-                || self.pending(&other)?.is_some_and(|p| p.kid == kid);
-            if live {
-                out.push(other);
-            } else {
-                self.tx.open_table(KEY_IDS)?.remove((kid, other.as_str()))?;
-            }
-        }
-        Ok(out)
-    }
-
-    /// Other device IDs (devices, pending, or OOB entries) bound to `mac`.
-    pub fn others_with_mac(&mut self, device_id: &str, mac: MacAddr) -> StoreResult<Vec<String>> {
-        let m = mac.to_string();
-        let candidates = self.index_ids(MAC_IDS, &m, device_id)?;
-        let mut out = Vec::new();
-        for other in candidates {
-            let live = self.device(&other)?.is_some_and(|d| d.mac == Some(mac))
-                || self.pending(&other)?.is_some_and(|p| p.mac == Some(mac));
-            if live {
-                out.push(other);
-            } else {
-                self.tx
-                    .open_table(MAC_IDS)?
-                    .remove((m.as_str(), other.as_str()))?;
-            }
-        }
-        if let Some(owner) = self.oob_mac_owner(&m)?
-            && owner != device_id
-            && !out.contains(&owner)
-        {
-            out.push(owner);
-        }
-        Ok(out)
-    }
-
-    fn index_ids(
-        &self,
-        table: TableDefinition<(&str, &str), ()>,
-        value: &str,
-        except: &str,
-    ) -> StoreResult<Vec<String>> {
-        let t = self.tx.open_table(table)?;
-        let mut out = Vec::new();
-        for item in t.range((value, "")..)? {
-            let (k, _) = item?;
-            let (v, id) = k.value();
-            if v != value {
-                break;
-            }
-            if id != except {
-                out.push(id.to_string());
-                if out.len() == MAX_OTHERS {
-                    break;
-                }
-            }
-        }
-        Ok(out)
     }
 }

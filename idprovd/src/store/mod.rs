@@ -25,6 +25,8 @@ use redb::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::storage::StoreView;
+
 pub use audit::{AuditDraft, GENESIS_HASH, audit_hash, verify_chain};
 pub use backup::SnapshotCounts;
 pub use oob_import::CommitOptions;
@@ -256,14 +258,9 @@ pub struct Rx {
     tx: ReadTransaction,
 }
 
-macro_rules! json_table_accessors {
-    ($get:ident, $put:ident, $del:ident, $table:ident, $ty:ty) => {
+macro_rules! json_table_writes {
+    ($put:ident, $del:ident, $table:ident, $ty:ty) => {
         impl Tx<'_> {
-            pub fn $get(&self, id: &str) -> StoreResult<Option<$ty>> {
-                let t = self.tx.open_table($table)?;
-                let v = t.get(id)?;
-                v.map(|v| decode(id, v.value())).transpose()
-            }
             pub fn $put(&mut self, id: &str, rec: &$ty) -> StoreResult<()> {
                 let bytes = encode(rec)?;
                 self.tx.open_table($table)?.insert(id, bytes.as_slice())?;
@@ -273,30 +270,19 @@ macro_rules! json_table_accessors {
                 Ok(self.tx.open_table($table)?.remove(id)?.is_some())
             }
         }
-        impl Rx {
-            pub fn $get(&self, id: &str) -> StoreResult<Option<$ty>> {
-                let t = self.tx.open_table($table)?;
-                let v = t.get(id)?;
-                v.map(|v| decode(id, v.value())).transpose()
-            }
-        }
     };
 }
 
-json_table_accessors!(device, put_device, delete_device, DEVICES, DeviceRecord);
-json_table_accessors!(pending, put_pending, delete_pending, PENDING, PendingRecord);
-json_table_accessors!(oob, put_oob_raw, delete_oob_raw, OOB, OobRecord);
-json_table_accessors!(token, put_token_raw, delete_token_raw, TOKENS, TokenRecord);
+json_table_writes!(put_device, delete_device, DEVICES, DeviceRecord);
+json_table_writes!(put_pending, delete_pending, PENDING, PendingRecord);
+json_table_writes!(put_oob_raw, delete_oob_raw, OOB, OobRecord);
+json_table_writes!(put_token_raw, delete_token_raw, TOKENS, TokenRecord);
 
 impl Tx<'_> {
-    pub fn pending_count(&self) -> StoreResult<u64> {
-        Ok(self.tx.open_table(PENDING)?.len()?)
-    }
-
     /// Insert or replace an OOB entry, keeping the MAC index in step.
     pub fn put_oob(&mut self, rec: &OobRecord) -> StoreResult<()> {
         let id = rec.device_id.as_str();
-        let old = self.oob(id)?;
+        let old = StoreView::oob(self, id)?;
         let mut macs = self.tx.open_table(OOB_MAC)?;
         if let Some(old_mac) = old.as_ref().and_then(|o| o.mac) {
             // Only our own mapping: in one batch another entry may already
@@ -315,7 +301,7 @@ impl Tx<'_> {
     }
 
     pub fn delete_oob(&mut self, id: &str) -> StoreResult<bool> {
-        if let Some(old) = self.oob(id)? {
+        if let Some(old) = StoreView::oob(self, id)? {
             if let Some(mac) = old.mac {
                 let mut macs = self.tx.open_table(OOB_MAC)?;
                 let key = mac.to_string();
@@ -330,16 +316,6 @@ impl Tx<'_> {
         Ok(false)
     }
 
-    /// Which device id an OOB entry binds this MAC to, if any.
-    pub fn oob_mac_owner(&self, mac: &str) -> StoreResult<Option<String>> {
-        let t = self.tx.open_table(OOB_MAC)?;
-        Ok(t.get(mac)?.map(|v| v.value().to_string()))
-    }
-
-    pub fn oob_count(&self) -> StoreResult<u64> {
-        Ok(self.tx.open_table(OOB)?.len()?)
-    }
-
     // ---- replay cache ----
 
     /// Remember a proof id until `expires`. Returns false if it was already
@@ -352,14 +328,6 @@ impl Tx<'_> {
         t.insert(key, expires)?;
         self.tx.open_table(REPLAY_EXP)?.insert((expires, key), ())?;
         Ok(true)
-    }
-
-    pub fn replay_count(&self) -> StoreResult<u64> {
-        Ok(self.tx.open_table(REPLAY)?.len()?)
-    }
-
-    pub fn token_count(&self) -> StoreResult<u64> {
-        Ok(self.tx.open_table(TOKENS)?.len()?)
     }
 
     /// Forget proof ids whose memory ended before `now`; at most `max`.
@@ -409,44 +377,7 @@ impl Tx<'_> {
         self.purge_expired(TOKENS_EXP, TOKENS, now, max)
     }
 
-    // ---- pending expiry ----
-
-    /// Pending requests last seen before `cutoff`.
-    pub fn stale_pending(&self, cutoff: i64, max: usize) -> StoreResult<Vec<PendingRecord>> {
-        let t = self.tx.open_table(PENDING)?;
-        let mut out = Vec::new();
-        for item in t.iter()? {
-            let (k, v) = item?;
-            let rec: PendingRecord = decode(k.value(), v.value())?;
-            if rec.last_seen < cutoff {
-                out.push(rec);
-                if out.len() >= max {
-                    break;
-                }
-            }
-        }
-        Ok(out)
-    }
-
     // ---- meta ----
-
-    /// Advance the persisted clock high-water mark; refuse a clock that went
-    /// back more than `tolerance` seconds (security rule 9).
-    pub fn check_clock(&mut self, now: i64, tolerance: i64) -> StoreResult<bool> {
-        let mut meta = self.tx.open_table(META)?;
-        let hwm = meta
-            .get(CLOCK_KEY)?
-            .and_then(|v| <[u8; 8]>::try_from(v.value()).ok())
-            .map(i64::from_be_bytes)
-            .unwrap_or(i64::MIN);
-        if now + tolerance < hwm {
-            return Ok(false);
-        }
-        if now > hwm {
-            meta.insert(CLOCK_KEY, now.to_be_bytes().as_slice())?;
-        }
-        Ok(true)
-    }
 
     pub fn set_provisioning(
         &mut self,
@@ -457,97 +388,5 @@ impl Tx<'_> {
             .open_table(META)?
             .insert(PROVISIONING_KEY, bytes.as_slice())?;
         Ok(())
-    }
-
-    pub fn provisioning(&self) -> StoreResult<idprov_proto::admin::ProvisioningState> {
-        let meta = self.tx.open_table(META)?;
-        let v = meta.get(PROVISIONING_KEY)?;
-        match v {
-            Some(v) => decode("provisioning", v.value()),
-            None => Ok(idprov_proto::admin::ProvisioningState {
-                paused: false,
-                reason: None,
-            }),
-        }
-    }
-}
-
-/// Keyset paging over a JSON table: entries with key > `after`, filtered,
-/// at most `limit`.
-fn page_table<T: DeserializeOwned>(
-    rx: &ReadTransaction,
-    table: TableDefinition<&str, &[u8]>,
-    after: Option<&str>,
-    limit: usize,
-    keep: impl Fn(&T) -> bool,
-) -> StoreResult<(Vec<T>, Option<String>, u64)> {
-    let t = rx.open_table(table)?;
-    let total = t.len()?;
-    let iter = match after {
-        Some(a) => t.range::<&str>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))?,
-        None => t.range::<&str>(..)?,
-    };
-    let mut out = Vec::new();
-    let mut last = None;
-    let mut more = false;
-    for item in iter {
-        let (k, v) = item?;
-        let rec: T = decode(k.value(), v.value())?;
-        if keep(&rec) {
-            if out.len() == limit {
-                more = true; // a further match exists: there is a next page
-                break;
-            }
-            out.push(rec);
-            last = Some(k.value().to_string());
-        }
-    }
-    Ok((out, if more { last } else { None }, total))
-}
-
-impl Rx {
-    pub fn list_devices(
-        &self,
-        after: Option<&str>,
-        limit: usize,
-        keep: impl Fn(&DeviceRecord) -> bool,
-    ) -> StoreResult<(Vec<DeviceRecord>, Option<String>, u64)> {
-        page_table(&self.tx, DEVICES, after, limit, keep)
-    }
-    pub fn list_pending(
-        &self,
-        after: Option<&str>,
-        limit: usize,
-        keep: impl Fn(&PendingRecord) -> bool,
-    ) -> StoreResult<(Vec<PendingRecord>, Option<String>, u64)> {
-        page_table(&self.tx, PENDING, after, limit, keep)
-    }
-    pub fn list_oob(
-        &self,
-        after: Option<&str>,
-        limit: usize,
-        keep: impl Fn(&OobRecord) -> bool,
-    ) -> StoreResult<(Vec<OobRecord>, Option<String>, u64)> {
-        page_table(&self.tx, OOB, after, limit, keep)
-    }
-    pub fn pending_count(&self) -> StoreResult<u64> {
-        Ok(self.tx.open_table(PENDING)?.len()?)
-    }
-    pub fn device_count(&self) -> StoreResult<u64> {
-        Ok(self.tx.open_table(DEVICES)?.len()?)
-    }
-    pub fn oob_count(&self) -> StoreResult<u64> {
-        Ok(self.tx.open_table(OOB)?.len()?)
-    }
-    pub fn provisioning(&self) -> StoreResult<idprov_proto::admin::ProvisioningState> {
-        let meta = self.tx.open_table(META)?;
-        let v = meta.get(PROVISIONING_KEY)?;
-        match v {
-            Some(v) => decode("provisioning", v.value()),
-            None => Ok(idprov_proto::admin::ProvisioningState {
-                paused: false,
-                reason: None,
-            }),
-        }
     }
 }

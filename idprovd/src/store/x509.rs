@@ -4,10 +4,10 @@
 
 use idprov_proto::DeviceId;
 use idprov_proto::x509::{CertificateView, RegistryCaView};
-use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use super::{RedbStore, Rx, StoreResult, Tx, decode, encode};
+use super::{RedbStore, StoreResult, Tx, encode};
 
 /// Serial (lower-case hex) → [`CertRecord`].
 pub(crate) const CERTS: TableDefinition<&str, &[u8]> = TableDefinition::new("x509_certs");
@@ -143,77 +143,6 @@ impl Tx<'_> {
         Ok(())
     }
 
-    pub fn cert(&self, serial: &str) -> StoreResult<Option<CertRecord>> {
-        let t = self.tx.open_table(CERTS)?;
-        let v = t.get(serial)?;
-        v.map(|v| decode(serial, v.value())).transpose()
-    }
-
-    /// Serials of every certificate issued to `device`.
-    pub fn device_cert_serials(&self, device: &str) -> StoreResult<Vec<String>> {
-        let t = self.tx.open_table(CERTS_BY_DEVICE)?;
-        let mut out = Vec::new();
-        for item in t.range((device, "")..)? {
-            let (k, _) = item?;
-            let (d, s) = k.value();
-            if d != device {
-                break;
-            }
-            out.push(s.to_string());
-        }
-        Ok(out)
-    }
-
-    /// Mark a certificate revoked and list it in the CRL. Returns false if it
-    /// was already revoked. Never undone (I4).
-    pub fn revoke_cert(
-        &mut self,
-        rec: &mut CertRecord,
-        now: i64,
-        reason: &str,
-        code: u8,
-    ) -> StoreResult<bool> {
-        if rec.revoked_at.is_some() {
-            return Ok(false);
-        }
-        rec.revoked_at = Some(now);
-        rec.revocation_reason = Some(reason.to_string());
-        let bytes = encode(&*rec)?;
-        self.tx
-            .open_table(CERTS)?
-            .insert(rec.serial.as_str(), bytes.as_slice())?;
-        self.tx
-            .open_table(CRL_ENTRIES)?
-            .insert(rec.serial.as_str(), (now, rec.not_after, code))?;
-        self.bump_revocation_version()?;
-        Ok(true)
-    }
-
-    /// Revoke every live certificate of `device` (optionally only those of
-    /// one key). Returns how many were revoked.
-    pub fn revoke_device_certs(
-        &mut self,
-        device: &str,
-        kid: Option<&str>,
-        now: i64,
-        reason: &str,
-        code: u8,
-    ) -> StoreResult<usize> {
-        let mut n = 0;
-        for serial in self.device_cert_serials(device)? {
-            let Some(mut rec) = self.cert(&serial)? else {
-                continue;
-            };
-            if kid.is_some_and(|k| k != rec.kid) || rec.not_after < now {
-                continue;
-            }
-            if self.revoke_cert(&mut rec, now, reason, code)? {
-                n += 1;
-            }
-        }
-        Ok(n)
-    }
-
     pub fn bump_revocation_version(&mut self) -> StoreResult<u64> {
         let mut t = self.tx.open_table(X509_META)?;
         let v = be_u64(t.get(VERSION)?.as_ref().map(|v| v.value())) + 1;
@@ -221,45 +150,11 @@ impl Tx<'_> {
         Ok(v)
     }
 
-    pub fn revocation_version(&self) -> StoreResult<u64> {
-        let t = self.tx.open_table(X509_META)?;
-        let v = t.get(VERSION)?;
-        Ok(be_u64(v.as_ref().map(|v| v.value())))
-    }
-
-    /// Every CRL entry whose certificate is still within its validity;
-    /// entries of expired certificates are deleted (an expired certificate
-    /// is refused anyway).
-    pub fn crl_entries(&mut self, now: i64) -> StoreResult<Vec<(String, i64, u8)>> {
-        let mut t = self.tx.open_table(CRL_ENTRIES)?;
-        let mut out = Vec::with_capacity(t.len()? as usize);
-        let mut expired = Vec::new();
-        for item in t.iter()? {
-            let (k, v) = item?;
-            let (at, not_after, code) = v.value();
-            if not_after < now {
-                expired.push(k.value().to_string());
-            } else {
-                out.push((k.value().to_string(), at, code));
-            }
-        }
-        for s in expired {
-            t.remove(s.as_str())?;
-        }
-        Ok(out)
-    }
-
     pub fn put_crl(&mut self, der: &[u8], state: &CrlState) -> StoreResult<()> {
         let mut t = self.tx.open_table(X509_META)?;
         t.insert(CRL_DER, der)?;
         t.insert(CRL_STATE, encode(state)?.as_slice())?;
         Ok(())
-    }
-
-    pub fn crl_state(&self) -> StoreResult<Option<CrlState>> {
-        let t = self.tx.open_table(X509_META)?;
-        let v = t.get(CRL_STATE)?;
-        v.map(|v| decode("crl_info", v.value())).transpose()
     }
 
     // ---- retired keys ----
@@ -270,12 +165,6 @@ impl Tx<'_> {
             .open_table(RETIRED_KEYS)?
             .insert(kid, bytes.as_slice())?;
         Ok(())
-    }
-
-    pub fn retired_key(&self, kid: &str) -> StoreResult<Option<RetiredKey>> {
-        let t = self.tx.open_table(RETIRED_KEYS)?;
-        let v = t.get(kid)?;
-        v.map(|v| decode(kid, v.value())).transpose()
     }
 
     // ---- registry CAs ----
@@ -294,72 +183,5 @@ impl Tx<'_> {
             .open_table(REGISTRY_CAS)?
             .remove(fingerprint)?
             .is_some())
-    }
-
-    pub fn registry_cas(&self) -> StoreResult<Vec<RegistryCaRecord>> {
-        let t = self.tx.open_table(REGISTRY_CAS)?;
-        let mut out = Vec::new();
-        for item in t.iter()? {
-            let (k, v) = item?;
-            out.push(decode(k.value(), v.value())?);
-        }
-        Ok(out)
-    }
-}
-
-impl Rx {
-    pub fn retired_key(&self, kid: &str) -> StoreResult<Option<RetiredKey>> {
-        let t = self.tx.open_table(RETIRED_KEYS)?;
-        let v = t.get(kid)?;
-        v.map(|v| decode(kid, v.value())).transpose()
-    }
-
-    pub fn cert(&self, serial: &str) -> StoreResult<Option<CertRecord>> {
-        let t = self.tx.open_table(CERTS)?;
-        let v = t.get(serial)?;
-        v.map(|v| decode(serial, v.value())).transpose()
-    }
-
-    pub fn device_certs(&self, device: &str) -> StoreResult<Vec<CertRecord>> {
-        let idx = self.tx.open_table(CERTS_BY_DEVICE)?;
-        let t = self.tx.open_table(CERTS)?;
-        let mut out = Vec::new();
-        for item in idx.range((device, "")..)? {
-            let (k, _) = item?;
-            let (d, s) = k.value();
-            if d != device {
-                break;
-            }
-            if let Some(v) = t.get(s)? {
-                out.push(decode(s, v.value())?);
-            }
-        }
-        Ok(out)
-    }
-
-    pub fn crl(&self) -> StoreResult<Option<(Vec<u8>, CrlState)>> {
-        let t = self.tx.open_table(X509_META)?;
-        let der = t.get(CRL_DER)?.map(|v| v.value().to_vec());
-        let state: Option<CrlState> = t
-            .get(CRL_STATE)?
-            .map(|v| decode("crl_info", v.value()))
-            .transpose()?;
-        Ok(der.zip(state))
-    }
-
-    pub fn revocation_version(&self) -> StoreResult<u64> {
-        let t = self.tx.open_table(X509_META)?;
-        let v = t.get(VERSION)?;
-        Ok(be_u64(v.as_ref().map(|v| v.value())))
-    }
-
-    pub fn registry_cas(&self) -> StoreResult<Vec<RegistryCaRecord>> {
-        let t = self.tx.open_table(REGISTRY_CAS)?;
-        let mut out = Vec::new();
-        for item in t.iter()? {
-            let (k, v) = item?;
-            out.push(decode(k.value(), v.value())?);
-        }
-        Ok(out)
     }
 }

@@ -220,7 +220,12 @@ fn crl_phase(n: usize) -> Result<()> {
                     pem: dummy_pem.clone(),
                 };
                 tx.put_cert(&rec)?;
-                tx.revoke_cert(&mut rec, now, "bench", 1)?;
+                rec.revoked_at = Some(now);
+                rec.revocation_reason = Some("bench".into());
+                tx.apply(vec![idprovd::storage::Change::RevokeCert {
+                    cert: rec,
+                    code: 1,
+                }])?;
             }
             Ok(())
         })?;
