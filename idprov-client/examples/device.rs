@@ -217,7 +217,7 @@ fn print_certificate(
             Some(serial)
         }
         Err(e) => {
-            println!("event: certificate unreadable error={e:?} t={t:.3}");
+            println!("event: certificate unreadable error={:?} t={t:.3}", e.report());
             None
         }
     }

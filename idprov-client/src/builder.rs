@@ -117,20 +117,20 @@ impl ClientBuilder {
     pub fn build(self) -> Result<Client, Error> {
         let device_id = self
             .device_id
-            .ok_or_else(|| Error::Config("a device id is required".into()))?;
+            .ok_or_else(|| Error::config("a device id is required"))?;
         let signer: Arc<dyn Signer> = match (self.signer, self.key_file) {
             (Some(s), None) => s,
             (None, Some(path)) => Arc::new(KeySigner::load(&path)?),
             (Some(_), Some(_)) => {
-                return Err(Error::Config(
-                    "give either a key file or a signer, not both".into(),
+                return Err(Error::config(
+                    "give either a key file or a signer, not both",
                 ));
             }
-            (None, None) => return Err(Error::Config("a key file or a signer is required".into())),
+            (None, None) => return Err(Error::config("a key file or a signer is required")),
         };
         let mut trust = self
             .trust
-            .ok_or_else(|| Error::Config("a trust anchor is required: a CA fingerprint, a CA certificate, or explicit trust on first use".into()))?;
+            .ok_or_else(|| Error::config("a trust anchor is required: a CA fingerprint, a CA certificate, or explicit trust on first use"))?;
         if let Trust::CaFingerprint(fp) = &trust {
             trust = Trust::CaFingerprint(normalize_fingerprint(fp)?);
         }
@@ -141,7 +141,7 @@ impl ClientBuilder {
             Some(ServerChoice::Fixed(url)) => {
                 let url = url.trim_end_matches('/').to_string();
                 if !url.starts_with("https://") {
-                    return Err(Error::Config(format!(
+                    return Err(Error::config(format!(
                         "server URL must start with https://: {url}"
                     )));
                 }
@@ -166,7 +166,7 @@ impl ClientBuilder {
                 Ok(s) => s,
                 // The key is still here: provisioning again repairs it.
                 Err(e) => {
-                    tracing::warn!("ignoring unreadable saved credentials: {e}");
+                    tracing::warn!("ignoring unreadable saved credentials: {}", e.report());
                     None
                 }
             },

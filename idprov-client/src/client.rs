@@ -204,7 +204,7 @@ impl Client {
             None => own,
         };
         self.inner.events.emit(Event::RetryScheduled {
-            error: e.to_string(),
+            error: e.report(),
             retry_in: wait,
         });
         Ok(wait)
@@ -307,7 +307,7 @@ impl Client {
             && let Err(e) = dir.save_state(&state)
         {
             // The credentials are good; only a restart would cost a re-provision.
-            tracing::warn!("cannot save credentials: {e}");
+            tracing::warn!("cannot save credentials: {}", e.report());
         }
         if let Ok(mut saved) = self.inner.saved.lock() {
             *saved = Some(state);
@@ -318,7 +318,7 @@ impl Client {
         if let Some(dir) = &self.inner.state
             && let Err(e) = dir.clear_state()
         {
-            tracing::warn!("cannot remove saved credentials: {e}");
+            tracing::warn!("cannot remove saved credentials: {}", e.report());
         }
         if let Ok(mut saved) = self.inner.saved.lock() {
             *saved = None;
@@ -393,11 +393,11 @@ impl Client {
         if ca.is_none() {
             ca = Some(self.establish_ca(&base, advertised_fp.as_deref()).await?);
         }
-        let ca = ca.ok_or_else(|| Error::Untrusted("no CA".into()))?;
+        let ca = ca.ok_or_else(|| Error::untrusted("no CA"))?;
         let api = DaemonApi::new(&base, &ca, inner.clock.clone())?;
         let info = api.info().await?;
         if info.ca_fingerprint.to_ascii_lowercase() != ca.fingerprint() {
-            return Err(Error::Untrusted(format!(
+            return Err(Error::untrusted(format!(
                 "{base} reports CA {} but its certificate chains to the pinned CA {}",
                 idprov_proto::ids::escape_untrusted(&info.ca_fingerprint),
                 ca.fingerprint()
@@ -440,7 +440,7 @@ impl Client {
         let ca = fetch_ca(base).await?;
         match &inner.trust {
             Trust::CaFingerprint(fp) if ca.fingerprint() != fp => {
-                return Err(Error::Untrusted(format!(
+                return Err(Error::untrusted(format!(
                     "{base} presents CA {} but {fp} is pinned",
                     ca.fingerprint()
                 )));
@@ -450,7 +450,7 @@ impl Client {
                 if let Some(adv) = advertised
                     && adv != ca.fingerprint()
                 {
-                    return Err(Error::Untrusted(format!(
+                    return Err(Error::untrusted(format!(
                         "{base} advertises CA {adv} by DNS-SD but presents {}",
                         ca.fingerprint()
                     )));

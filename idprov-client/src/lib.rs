@@ -6,7 +6,7 @@
 //!
 //! # async fn device() -> Result<(), idprov_client::Error> {
 //! let client = Client::builder()
-//!     .device_id("sensor-0042".parse().map_err(|e| idprov_client::Error::Config(format!("{e}")))?)
+//!     .device_id("sensor-0042".parse()?) // an IdError converts to Error::InvalidId
 //!     .key_file("/etc/device/key.pem")
 //!     .trust(Trust::CaFingerprint("3f1c…".into()))
 //!     .state_dir("/var/lib/device/idprov")
@@ -39,6 +39,16 @@
 //!   provisioning and every renewal carry a CSR signed by the device key; the
 //!   issued certificate and CA chain arrive in [`Credentials`], are saved
 //!   with them, and are renewed with the token.
+//!
+//! # Errors
+//!
+//! Every fallible call returns [`Error`]. New variants may be added, so a
+//! `match` needs a wildcard arm; [`Error::is_retryable`] tells whether waiting
+//! can help. Where a lower layer failed (I/O, TLS, HTTP, key parsing, an
+//! identifier's grammar) its error is the variant's
+//! [`source`](std::error::Error::source), not repeated in the message;
+//! [`Error::report`] gives the whole chain on one line. A parse error of a
+//! [`DeviceId`] or [`MacAddr`] converts with `?`.
 
 mod api;
 mod backoff;
@@ -60,7 +70,7 @@ pub use builder::ClientBuilder;
 pub use client::Client;
 pub use csr::certificate_serial;
 pub use discovery::{DiscoveredDaemon, Discovery, DiscoveryOptions};
-pub use error::Error;
+pub use error::{BoxError, Error};
 pub use events::Event;
 pub use idprov_proto::device::Credentials;
 pub use idprov_proto::{DeviceId, KeyAlg, MacAddr, PublicKey, Secret};
