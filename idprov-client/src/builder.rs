@@ -33,9 +33,11 @@ enum MacChoice {
 
 /// Builds a [`Client`]. Device id, key and trust are required; without
 /// [`server`](Self::server) the daemon is found by DNS-SD.
+///
+/// Every mistake is reported by [`build`](Self::build), as an [`Error`].
 #[derive(Default)]
 pub struct ClientBuilder {
-    device_id: Option<DeviceId>,
+    device_id: Option<Result<DeviceId, Error>>,
     signer: Option<Arc<dyn Signer>>,
     key_file: Option<PathBuf>,
     mac: Option<MacChoice>,
@@ -49,8 +51,16 @@ pub struct ClientBuilder {
 }
 
 impl ClientBuilder {
-    pub fn device_id(mut self, id: DeviceId) -> Self {
-        self.device_id = Some(id);
+    /// The device's id: a [`DeviceId`], or a string such as `"sensor-0042"`
+    /// (`[A-Za-z0-9._:-]`, 1–128 characters, starting with a letter or
+    /// digit). A string that is not a valid id makes [`build`](Self::build)
+    /// fail with [`Error::InvalidId`].
+    pub fn device_id<I>(mut self, id: I) -> Self
+    where
+        I: TryInto<DeviceId>,
+        I::Error: Into<Error>,
+    {
+        self.device_id = Some(id.try_into().map_err(Into::into));
         self
     }
     /// A PEM private key file (PKCS#8, SEC1 or PKCS#1; P-256 or RSA).
@@ -117,7 +127,7 @@ impl ClientBuilder {
     pub fn build(self) -> Result<Client, Error> {
         let device_id = self
             .device_id
-            .ok_or_else(|| Error::config("a device id is required"))?;
+            .ok_or_else(|| Error::config("a device id is required"))??;
         let signer: Arc<dyn Signer> = match (self.signer, self.key_file) {
             (Some(s), None) => s,
             (None, Some(path)) => Arc::new(KeySigner::load(&path)?),
@@ -192,5 +202,40 @@ impl ClientBuilder {
                 client_certificate: self.client_certificate,
             }),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_id_takes_an_id_or_a_string_checked_by_build() -> Result<(), Error> {
+        let signer: Arc<dyn Signer> = Arc::new(KeySigner::generate_p256()?.0);
+        let builder = || {
+            Client::builder()
+                .signer(signer.clone())
+                .trust(Trust::TrustOnFirstUse)
+                .server("https://127.0.0.1:8445")
+                .mac(None)
+        };
+        let c = builder().device_id("sensor-1").build()?;
+        assert_eq!(c.device_id().as_str(), "sensor-1");
+        let c = builder().device_id(String::from("sensor-2")).build()?;
+        assert_eq!(c.device_id().as_str(), "sensor-2");
+        let id: DeviceId = "sensor-3".parse()?;
+        assert_eq!(builder().device_id(id.clone()).build()?.device_id(), &id);
+
+        let err = builder().device_id("bad id").build().err();
+        assert!(
+            matches!(
+                err,
+                Some(Error::InvalidId(idprov_proto::IdError::DeviceIdChars))
+            ),
+            "{err:?}"
+        );
+        let err = builder().build().err();
+        assert!(matches!(err, Some(Error::Config { .. })), "{err:?}");
+        Ok(())
     }
 }

@@ -6,7 +6,7 @@
 //!
 //! # async fn device() -> Result<(), idprov_client::Error> {
 //! let client = Client::builder()
-//!     .device_id("sensor-0042".parse()?) // an IdError converts to Error::InvalidId
+//!     .device_id("sensor-0042") // a bad id is an Error::InvalidId from build()
 //!     .key_file("/etc/device/key.pem")
 //!     .trust(Trust::CaFingerprint("3f1c…".into()))
 //!     .state_dir("/var/lib/device/idprov")

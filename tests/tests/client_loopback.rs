@@ -15,7 +15,7 @@ type Log = Arc<Mutex<Vec<Event>>>;
 fn builder(d: &TestDaemon, id: &str, trust: Trust, log: &Log) -> Result<ClientBuilder> {
     let log = log.clone();
     Ok(Client::builder()
-        .device_id(id.parse()?)
+        .device_id(id)
         .server(&d.url)
         .trust(trust)
         .mac(None)
