@@ -9,6 +9,7 @@ use tokio::sync::Mutex;
 
 use crate::backoff::Backoff;
 use crate::client::{Client, Inner};
+#[cfg(feature = "mdns")]
 use crate::discovery::DiscoveryOptions;
 use crate::error::Error;
 use crate::events::{Event, EventFn, EventSink};
@@ -21,6 +22,7 @@ use crate::trust::{PinnedCa, Trust, normalize_fingerprint};
 #[derive(Debug, Clone)]
 pub(crate) enum ServerChoice {
     Fixed(String),
+    #[cfg(feature = "mdns")]
     Discover(DiscoveryOptions),
 }
 
@@ -32,7 +34,8 @@ enum MacChoice {
 }
 
 /// Builds a [`Client`]. Device id, key and trust are required; without
-/// [`server`](Self::server) the daemon is found by DNS-SD.
+/// [`server`](Self::server) the daemon is found by DNS-SD (feature `mdns`;
+/// without that feature a server URL is required too).
 ///
 /// Every mistake is reported by [`build`](Self::build), as an [`Error`].
 #[derive(Default)]
@@ -47,6 +50,7 @@ pub struct ClientBuilder {
     state_dir: Option<PathBuf>,
     backoff: Option<Backoff>,
     on_event: Option<EventFn>,
+    #[cfg(feature = "x509")]
     client_certificate: bool,
 }
 
@@ -85,11 +89,15 @@ impl ClientBuilder {
         self
     }
     /// A fixed daemon URL (`https://hub.local:8445`) instead of DNS-SD.
+    /// Required when the crate is built without the `mdns` feature.
     pub fn server(mut self, url: impl Into<String>) -> Self {
         self.server = Some(ServerChoice::Fixed(url.into()));
         self
     }
     /// Find the daemon by DNS-SD with these timings (the default).
+    ///
+    /// Needs the `mdns` feature (on by default).
+    #[cfg(feature = "mdns")]
     pub fn discovery(mut self, opts: DiscoveryOptions) -> Self {
         self.server = Some(ServerChoice::Discover(opts));
         self
@@ -110,6 +118,9 @@ impl ClientBuilder {
     /// (`certificate`, `ca_chain`). With a state directory they are also
     /// written to `certificate.pem` (leaf, then chain). Saved credentials
     /// without a certificate are not reused: the device provisions again.
+    ///
+    /// Needs the `x509` feature (on by default).
+    #[cfg(feature = "x509")]
     pub fn client_certificate(mut self, on: bool) -> Self {
         self.client_certificate = on;
         self
@@ -157,8 +168,16 @@ impl ClientBuilder {
                 }
                 ServerChoice::Fixed(url)
             }
+            #[cfg(feature = "mdns")]
             Some(d) => d,
+            #[cfg(feature = "mdns")]
             None => ServerChoice::Discover(DiscoveryOptions::default()),
+            #[cfg(not(feature = "mdns"))]
+            None => {
+                return Err(Error::config(
+                    "a server URL is required: finding the daemon by DNS-SD needs the `mdns` feature",
+                ));
+            }
         };
         let mac = match self.mac.unwrap_or(MacChoice::Auto) {
             MacChoice::Given(m) => Some(m),
@@ -199,7 +218,10 @@ impl ClientBuilder {
                 clock,
                 saved: std::sync::Mutex::new(saved),
                 conn: Mutex::new(None),
+                #[cfg(feature = "x509")]
                 client_certificate: self.client_certificate,
+                #[cfg(not(feature = "x509"))]
+                client_certificate: false,
             }),
         })
     }
@@ -236,6 +258,22 @@ mod tests {
         );
         let err = builder().build().err();
         assert!(matches!(err, Some(Error::Config { .. })), "{err:?}");
+        Ok(())
+    }
+
+    #[cfg(not(feature = "mdns"))]
+    #[test]
+    fn without_mdns_a_server_url_is_required() -> Result<(), Error> {
+        let err = Client::builder()
+            .device_id("sensor-1")
+            .signer(Arc::new(KeySigner::generate_p256()?.0))
+            .trust(Trust::TrustOnFirstUse)
+            .build()
+            .err();
+        assert!(
+            matches!(&err, Some(Error::Config { message, .. }) if message.contains("`mdns`")),
+            "{err:?}"
+        );
         Ok(())
     }
 }

@@ -14,7 +14,6 @@ use tokio::sync::Mutex;
 
 use crate::api::{DaemonApi, fetch_ca};
 use crate::backoff::Backoff;
-use crate::discovery::discover;
 use crate::error::Error;
 use crate::events::{Event, EventSink};
 use crate::keeper::Keeper;
@@ -251,7 +250,15 @@ impl Client {
         if !self.inner.client_certificate {
             return Ok(None);
         }
-        crate::csr::build_csr(self.inner.signer.as_ref(), &self.inner.device_id).map(Some)
+        #[cfg(feature = "x509")]
+        {
+            crate::csr::build_csr(self.inner.signer.as_ref(), &self.inner.device_id).map(Some)
+        }
+        // Never asked for without the feature (the builder has no switch).
+        #[cfg(not(feature = "x509"))]
+        {
+            Ok(None)
+        }
     }
 
     /// A proof for `endpoint`, bound to the TLS connection whose exporter
@@ -361,34 +368,13 @@ impl Client {
             .ok()
             .and_then(|s| s.as_ref().map(|s| s.server.clone()))
             .filter(|s| !s.is_empty());
-        let mut advertised_fp = None;
-        let base = match (&inner.server, saved_server) {
-            (ServerChoice::Fixed(url), _) => url.clone(),
-            (ServerChoice::Discover(_), Some(saved)) => saved,
-            (ServerChoice::Discover(opts), None) => {
-                let pinned = match (&ca, &inner.trust) {
-                    (Some(ca), _) => Some(ca.fingerprint().to_string()),
-                    (None, Trust::CaFingerprint(fp)) => Some(fp.clone()),
-                    (None, _) => None,
-                };
-                let found = discover(pinned.as_deref(), *opts).await?;
-                let url = found.chosen.url().ok_or(Error::NotFound(opts.timeout))?;
-                for other in &found.others {
-                    tracing::warn!(
-                        instance = %other.instance,
-                        url = ?other.url(),
-                        ca = ?other.ca_fingerprint,
-                        "another idprov daemon advertises on this network; not using it"
-                    );
-                }
-                advertised_fp = found.chosen.ca_fingerprint.clone();
-                inner.events.emit(Event::Discovered {
-                    server: url.clone(),
-                    daemon_id: found.chosen.daemon_id.clone(),
-                    others: found.others,
-                });
-                url
-            }
+        // The base URL, and the CA fingerprint DNS-SD advertised for it.
+        let (base, advertised_fp): (String, Option<String>) = match (&inner.server, saved_server) {
+            (ServerChoice::Fixed(url), _) => (url.clone(), None),
+            #[cfg(feature = "mdns")]
+            (ServerChoice::Discover(_), Some(saved)) => (saved, None),
+            #[cfg(feature = "mdns")]
+            (ServerChoice::Discover(opts), None) => self.discover(ca.as_ref(), *opts).await?,
         };
         if ca.is_none() {
             ca = Some(self.establish_ca(&base, advertised_fp.as_deref()).await?);
@@ -414,6 +400,39 @@ impl Client {
             proof_lifetime: proof_lifetime(info.proof_max_lifetime_secs),
             info_at: std::time::Instant::now(),
         })
+    }
+
+    /// Find the daemon by DNS-SD: its URL and the CA fingerprint it
+    /// advertises.
+    #[cfg(feature = "mdns")]
+    async fn discover(
+        &self,
+        ca: Option<&PinnedCa>,
+        opts: crate::discovery::DiscoveryOptions,
+    ) -> Result<(String, Option<String>), Error> {
+        let inner = &self.inner;
+        let pinned = match (ca, &inner.trust) {
+            (Some(ca), _) => Some(ca.fingerprint().to_string()),
+            (None, Trust::CaFingerprint(fp)) => Some(fp.clone()),
+            (None, _) => None,
+        };
+        let found = crate::discovery::discover(pinned.as_deref(), opts).await?;
+        let url = found.chosen.url().ok_or(Error::NotFound(opts.timeout))?;
+        for other in &found.others {
+            tracing::warn!(
+                instance = %other.instance,
+                url = ?other.url(),
+                ca = ?other.ca_fingerprint,
+                "another idprov daemon advertises on this network; not using it"
+            );
+        }
+        let advertised_fp = found.chosen.ca_fingerprint.clone();
+        inner.events.emit(Event::Discovered {
+            server: url.clone(),
+            daemon_id: found.chosen.daemon_id.clone(),
+            others: found.others,
+        });
+        Ok((url, advertised_fp))
     }
 
     /// The CA known without asking the daemon: given in full, or saved in the
