@@ -123,7 +123,8 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
 
-    let id = args.id.parse().context("--id")?;
+    // Checked here for a clear message; `device_id` also takes the string.
+    let id: idprov_client::DeviceId = args.id.parse().context("--id")?;
     let trust = match (&args.ca_fingerprint, &args.ca_file, args.tofu) {
         (Some(fp), None, false) => Trust::CaFingerprint(fp.clone()),
         (None, Some(path), false) => Trust::CaCertPem(
@@ -217,7 +218,7 @@ fn print_certificate(
             Some(serial)
         }
         Err(e) => {
-            println!("event: certificate unreadable error={e:?} t={t:.3}");
+            println!("event: certificate unreadable error={:?} t={t:.3}", e.report());
             None
         }
     }

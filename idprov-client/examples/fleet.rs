@@ -165,7 +165,7 @@ async fn main() -> anyhow::Result<()> {
         let c = counters.clone();
         clients.push(
             Client::builder()
-                .device_id(id.parse()?)
+                .device_id(id.as_str())
                 .signer(signer)
                 .trust(trust.clone())
                 .server(&args.server)

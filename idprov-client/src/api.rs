@@ -44,7 +44,7 @@ impl DaemonApi {
             .timeout(REQUEST_TIMEOUT)
             .user_agent(user_agent())
             .build()
-            .map_err(|e| Error::Config(e.to_string()))?;
+            .map_err(|e| Error::config_from("cannot set up the HTTPS client", e))?;
         Ok(DaemonApi {
             http,
             bound_tls: Arc::new(bound_tls),
@@ -63,7 +63,7 @@ impl DaemonApi {
             .get(format!("{}{}", self.base, paths::INFO))
             .send()
             .await
-            .map_err(|e| network(&self.base, &e))?;
+            .map_err(|e| network(&self.base, &format!("GET {}", paths::INFO), e))?;
         let (_, info): (StatusCode, InfoResponse) = self.answer(resp).await?;
         self.clock.observe_unix_secs(info.time);
         Ok(info)
@@ -88,10 +88,10 @@ impl DaemonApi {
         let (status, answer) = self.decode(raw)?;
         match answer {
             ProvisionResponse::Approved(c) => Ok(c),
-            ProvisionResponse::Pending(_) => Err(Error::Protocol {
-                status: status.as_u16(),
-                message: "renewal answered 'pending'".into(),
-            }),
+            ProvisionResponse::Pending(_) => Err(Error::protocol(
+                status.as_u16(),
+                "renewal answered 'pending'",
+            )),
         }
     }
 
@@ -124,10 +124,8 @@ impl DaemonApi {
         }
         let status = raw.status;
         if status.is_success() {
-            let value = serde_json::from_slice(&raw.body).map_err(|e| Error::Protocol {
-                status: status.as_u16(),
-                message: format!("unreadable answer: {e}"),
-            })?;
+            let value = serde_json::from_slice(&raw.body)
+                .map_err(|e| Error::protocol_from(status.as_u16(), "unreadable answer", e))?;
             return Ok((status, value));
         }
         let retry_after = raw
@@ -157,10 +155,8 @@ impl DaemonApi {
             .map(Duration::from_secs);
         let body = read_limited(resp, &self.base).await?;
         if status.is_success() {
-            let value = serde_json::from_slice(&body).map_err(|e| Error::Protocol {
-                status: status.as_u16(),
-                message: format!("unreadable answer: {e}"),
-            })?;
+            let value = serde_json::from_slice(&body)
+                .map_err(|e| Error::protocol_from(status.as_u16(), "unreadable answer", e))?;
             return Ok((status, value));
         }
         Err(api_error(status, retry_after, &body))
@@ -178,10 +174,7 @@ fn base_path(base: &str) -> String {
 fn api_error(status: StatusCode, retry_after: Option<Duration>, body: &[u8]) -> Error {
     let Ok(err) = serde_json::from_slice::<ErrorBody>(body) else {
         let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
-        return Error::Protocol {
-            status: status.as_u16(),
-            message: idprov_proto::ids::escape_untrusted(&text),
-        };
+        return Error::protocol(status.as_u16(), idprov_proto::ids::escape_untrusted(&text));
     };
     let message = idprov_proto::ids::escape_untrusted(&err.message);
     if err.code == ErrorCode::Refused {
@@ -196,33 +189,46 @@ fn api_error(status: StatusCode, retry_after: Option<Duration>, body: &[u8]) -> 
     }
 }
 
-fn network(base: &str, e: &reqwest::Error) -> Error {
-    // The source chain holds the useful part (connection refused, TLS alert).
-    let mut message = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
-        source = s.source();
-    }
+/// A failed exchange with the daemon; `step` says which (`GET /path`).
+fn network(base: &str, step: &str, e: reqwest::Error) -> Error {
     // A certificate the pinned verifier refused is not a network hiccup.
-    if message.contains("invalid peer certificate") || message.contains("UnknownIssuer") {
-        return Error::Untrusted(format!("{base}: {message}"));
+    if refused_certificate(&e) {
+        return Error::untrusted_from(format!("{base}: its TLS certificate was refused"), e);
     }
     Error::Network {
         server: base.to_string(),
-        message,
+        message: step.to_string(),
+        source: Some(e.into()),
     }
+}
+
+/// Whether the TLS layer refused the daemon's certificate, somewhere in the
+/// chain of `e` (rustls's error is wrapped in I/O and HTTP errors, and only
+/// its text survives the wrapping).
+pub(crate) fn refused_certificate(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(c) = next {
+        let text = c.to_string();
+        if text.contains("invalid peer certificate") || text.contains("UnknownIssuer") {
+            return true;
+        }
+        next = c.source();
+    }
+    false
 }
 
 async fn read_limited(mut resp: reqwest::Response, base: &str) -> Result<Vec<u8>, Error> {
     let mut out = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| network(base, &e))? {
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| network(base, "reading the answer", e))?
+    {
         if out.len() + chunk.len() > MAX_BODY {
-            return Err(Error::Protocol {
-                status: resp.status().as_u16(),
-                message: format!("answer longer than {MAX_BODY} bytes"),
-            });
+            return Err(Error::protocol(
+                resp.status().as_u16(),
+                format!("answer longer than {MAX_BODY} bytes"),
+            ));
         }
         out.extend_from_slice(&chunk);
     }
@@ -239,21 +245,19 @@ pub(crate) async fn fetch_ca(base: &str) -> Result<PinnedCa, Error> {
         .timeout(REQUEST_TIMEOUT)
         .user_agent(user_agent())
         .build()
-        .map_err(|e| Error::Config(e.to_string()))?;
+        .map_err(|e| Error::config_from("cannot set up the HTTPS client", e))?;
     let resp = http
         .get(format!("{base}{}", paths::CA))
         .send()
         .await
-        .map_err(|e| network(base, &e))?;
+        .map_err(|e| network(base, &format!("GET {}", paths::CA), e))?;
     let status = resp.status();
     let body = read_limited(resp, base).await?;
     if !status.is_success() {
         return Err(api_error(status, None, &body));
     }
-    let text = String::from_utf8(body).map_err(|_| Error::Protocol {
-        status: status.as_u16(),
-        message: "CA certificate is not PEM text".into(),
-    })?;
+    let text = String::from_utf8(body)
+        .map_err(|e| Error::protocol_from(status.as_u16(), "CA certificate is not PEM text", e))?;
     PinnedCa::from_pem(&text)
 }
 
@@ -286,7 +290,9 @@ mod tests {
     fn non_json_errors_are_protocol_errors_with_escaped_text() {
         let e = api_error(StatusCode::BAD_GATEWAY, None, b"<html>\x1b[2J</html>");
         match e {
-            Error::Protocol { status, message } => {
+            Error::Protocol {
+                status, message, ..
+            } => {
                 assert_eq!(status, 502);
                 assert!(!message.contains('\u{1b}'));
             }

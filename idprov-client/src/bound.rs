@@ -17,7 +17,8 @@ use hyper::body::Bytes;
 use idprov_proto::device::{CHANNEL_BINDING_LABEL, CHANNEL_BINDING_LEN};
 use rustls_pki_types::ServerName;
 
-use crate::error::Error;
+use crate::api::refused_certificate;
+use crate::error::{BoxError, Error};
 
 /// A finished exchange, before its body is decoded.
 pub(crate) struct RawAnswer {
@@ -37,15 +38,17 @@ pub(crate) async fn post_bound<B: serde::Serialize>(
     timeout: Duration,
     build: impl FnOnce(Option<&str>) -> Result<B, Error>,
 ) -> Result<RawAnswer, Error> {
-    let net = |m: String| Error::Network {
+    let net = |step: &str, source: Option<BoxError>| Error::Network {
         server: base.to_string(),
-        message: m,
+        message: step.to_string(),
+        source,
     };
-    let url = reqwest::Url::parse(base).map_err(|e| Error::Config(format!("{base}: {e}")))?;
+    let url =
+        reqwest::Url::parse(base).map_err(|e| Error::config_from(format!("{base}: not a URL"), e))?;
     let port = url.port_or_known_default().unwrap_or(443);
     let host = url
         .host_str()
-        .ok_or_else(|| Error::Config(format!("{base}: no host")))?;
+        .ok_or_else(|| Error::config(format!("{base}: no host")))?;
     let (addr, name): (String, ServerName<'static>) =
         match host.trim_matches(['[', ']']).parse::<std::net::IpAddr>() {
             Ok(ip) => (
@@ -55,23 +58,22 @@ pub(crate) async fn post_bound<B: serde::Serialize>(
             Err(_) => (
                 format!("{host}:{port}"),
                 ServerName::try_from(host.to_string())
-                    .map_err(|e| Error::Config(format!("{base}: {e}")))?,
+                    .map_err(|e| Error::config_from(format!("{base}: not a server name"), e))?,
             ),
         };
     let exchange = async {
         let tcp = tokio::net::TcpStream::connect(&addr)
             .await
-            .map_err(|e| net(format!("connect: {e}")))?;
+            .map_err(|e| net("connect", Some(e.into())))?;
         let _ = tcp.set_nodelay(true);
         let tls = tokio_rustls::TlsConnector::from(tls.clone())
             .connect(name, tcp)
             .await
             .map_err(|e| {
-                let m = e.to_string();
-                if m.contains("invalid peer certificate") || m.contains("UnknownIssuer") {
-                    Error::Untrusted(format!("{base}: {m}"))
+                if refused_certificate(&e) {
+                    Error::untrusted_from(format!("{base}: its TLS certificate was refused"), e)
                 } else {
-                    net(format!("TLS: {m}"))
+                    net("TLS handshake", Some(e.into()))
                 }
             })?;
         let cbt = tls
@@ -81,11 +83,11 @@ pub(crate) async fn post_bound<B: serde::Serialize>(
             .ok()
             .map(|b| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b));
         let body = serde_json::to_vec(&build(cbt.as_deref())?)
-            .map_err(|e| Error::Config(format!("encoding the request: {e}")))?;
+            .map_err(|e| Error::config_from("encoding the request", e))?;
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
                 .await
-                .map_err(|e| net(format!("HTTP: {e}")))?;
+                .map_err(|e| net("HTTP handshake", Some(e.into())))?;
         let driver = tokio::spawn(conn);
         let host = url.host_str().unwrap_or("idprovd").to_string();
         let req = http::Request::post(path)
@@ -93,29 +95,32 @@ pub(crate) async fn post_bound<B: serde::Serialize>(
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(http::header::USER_AGENT, user_agent)
             .body(Full::new(Bytes::from(body)))
-            .map_err(|e| Error::Config(e.to_string()))?;
+            .map_err(|e| Error::config_from("building the request", e))?;
         let resp = sender
             .send_request(req)
             .await
-            .map_err(|e| net(format!("HTTP: {e}")))?;
+            .map_err(|e| net("HTTP request", Some(e.into())))?;
         let (parts, body) = resp.into_parts();
         let body = Limited::new(body, max_body)
             .collect()
             .await
-            .map_err(|e| Error::Protocol {
-                status: parts.status.as_u16(),
-                message: format!("answer unreadable or longer than {max_body} bytes: {e}"),
+            .map_err(|e| {
+                Error::protocol_from(
+                    parts.status.as_u16(),
+                    format!("answer unreadable or longer than {max_body} bytes"),
+                    e,
+                )
             })?
             .to_bytes();
         driver.abort();
         Ok(RawAnswer {
             status: reqwest::StatusCode::from_u16(parts.status.as_u16())
-                .map_err(|e| net(e.to_string()))?,
+                .map_err(|e| net("HTTP status", Some(e.into())))?,
             headers: parts.headers,
             body,
         })
     };
     tokio::time::timeout(timeout, exchange)
         .await
-        .map_err(|_| net(format!("no answer within {timeout:?}")))?
+        .map_err(|_| net(&format!("no answer within {timeout:?}"), None))?
 }

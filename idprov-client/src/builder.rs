@@ -9,6 +9,7 @@ use tokio::sync::Mutex;
 
 use crate::backoff::Backoff;
 use crate::client::{Client, Inner};
+#[cfg(feature = "mdns")]
 use crate::discovery::DiscoveryOptions;
 use crate::error::Error;
 use crate::events::{Event, EventFn, EventSink};
@@ -21,6 +22,7 @@ use crate::trust::{PinnedCa, Trust, normalize_fingerprint};
 #[derive(Debug, Clone)]
 pub(crate) enum ServerChoice {
     Fixed(String),
+    #[cfg(feature = "mdns")]
     Discover(DiscoveryOptions),
 }
 
@@ -32,10 +34,13 @@ enum MacChoice {
 }
 
 /// Builds a [`Client`]. Device id, key and trust are required; without
-/// [`server`](Self::server) the daemon is found by DNS-SD.
+/// [`server`](Self::server) the daemon is found by DNS-SD (feature `mdns`;
+/// without that feature a server URL is required too).
+///
+/// Every mistake is reported by [`build`](Self::build), as an [`Error`].
 #[derive(Default)]
 pub struct ClientBuilder {
-    device_id: Option<DeviceId>,
+    device_id: Option<Result<DeviceId, Error>>,
     signer: Option<Arc<dyn Signer>>,
     key_file: Option<PathBuf>,
     mac: Option<MacChoice>,
@@ -45,12 +50,21 @@ pub struct ClientBuilder {
     state_dir: Option<PathBuf>,
     backoff: Option<Backoff>,
     on_event: Option<EventFn>,
+    #[cfg(feature = "x509")]
     client_certificate: bool,
 }
 
 impl ClientBuilder {
-    pub fn device_id(mut self, id: DeviceId) -> Self {
-        self.device_id = Some(id);
+    /// The device's id: a [`DeviceId`], or a string such as `"sensor-0042"`
+    /// (`[A-Za-z0-9._:-]`, 1–128 characters, starting with a letter or
+    /// digit). A string that is not a valid id makes [`build`](Self::build)
+    /// fail with [`Error::InvalidId`].
+    pub fn device_id<I>(mut self, id: I) -> Self
+    where
+        I: TryInto<DeviceId>,
+        I::Error: Into<Error>,
+    {
+        self.device_id = Some(id.try_into().map_err(Into::into));
         self
     }
     /// A PEM private key file (PKCS#8, SEC1 or PKCS#1; P-256 or RSA).
@@ -75,11 +89,15 @@ impl ClientBuilder {
         self
     }
     /// A fixed daemon URL (`https://hub.local:8445`) instead of DNS-SD.
+    /// Required when the crate is built without the `mdns` feature.
     pub fn server(mut self, url: impl Into<String>) -> Self {
         self.server = Some(ServerChoice::Fixed(url.into()));
         self
     }
     /// Find the daemon by DNS-SD with these timings (the default).
+    ///
+    /// Needs the `mdns` feature (on by default).
+    #[cfg(feature = "mdns")]
     pub fn discovery(mut self, opts: DiscoveryOptions) -> Self {
         self.server = Some(ServerChoice::Discover(opts));
         self
@@ -100,6 +118,9 @@ impl ClientBuilder {
     /// (`certificate`, `ca_chain`). With a state directory they are also
     /// written to `certificate.pem` (leaf, then chain). Saved credentials
     /// without a certificate are not reused: the device provisions again.
+    ///
+    /// Needs the `x509` feature (on by default).
+    #[cfg(feature = "x509")]
     pub fn client_certificate(mut self, on: bool) -> Self {
         self.client_certificate = on;
         self
@@ -117,20 +138,20 @@ impl ClientBuilder {
     pub fn build(self) -> Result<Client, Error> {
         let device_id = self
             .device_id
-            .ok_or_else(|| Error::Config("a device id is required".into()))?;
+            .ok_or_else(|| Error::config("a device id is required"))??;
         let signer: Arc<dyn Signer> = match (self.signer, self.key_file) {
             (Some(s), None) => s,
             (None, Some(path)) => Arc::new(KeySigner::load(&path)?),
             (Some(_), Some(_)) => {
-                return Err(Error::Config(
-                    "give either a key file or a signer, not both".into(),
+                return Err(Error::config(
+                    "give either a key file or a signer, not both",
                 ));
             }
-            (None, None) => return Err(Error::Config("a key file or a signer is required".into())),
+            (None, None) => return Err(Error::config("a key file or a signer is required")),
         };
         let mut trust = self
             .trust
-            .ok_or_else(|| Error::Config("a trust anchor is required: a CA fingerprint, a CA certificate, or explicit trust on first use".into()))?;
+            .ok_or_else(|| Error::config("a trust anchor is required: a CA fingerprint, a CA certificate, or explicit trust on first use"))?;
         if let Trust::CaFingerprint(fp) = &trust {
             trust = Trust::CaFingerprint(normalize_fingerprint(fp)?);
         }
@@ -141,14 +162,22 @@ impl ClientBuilder {
             Some(ServerChoice::Fixed(url)) => {
                 let url = url.trim_end_matches('/').to_string();
                 if !url.starts_with("https://") {
-                    return Err(Error::Config(format!(
+                    return Err(Error::config(format!(
                         "server URL must start with https://: {url}"
                     )));
                 }
                 ServerChoice::Fixed(url)
             }
+            #[cfg(feature = "mdns")]
             Some(d) => d,
+            #[cfg(feature = "mdns")]
             None => ServerChoice::Discover(DiscoveryOptions::default()),
+            #[cfg(not(feature = "mdns"))]
+            None => {
+                return Err(Error::config(
+                    "a server URL is required: finding the daemon by DNS-SD needs the `mdns` feature",
+                ));
+            }
         };
         let mac = match self.mac.unwrap_or(MacChoice::Auto) {
             MacChoice::Given(m) => Some(m),
@@ -166,7 +195,7 @@ impl ClientBuilder {
                 Ok(s) => s,
                 // The key is still here: provisioning again repairs it.
                 Err(e) => {
-                    tracing::warn!("ignoring unreadable saved credentials: {e}");
+                    tracing::warn!("ignoring unreadable saved credentials: {}", e.report());
                     None
                 }
             },
@@ -189,8 +218,62 @@ impl ClientBuilder {
                 clock,
                 saved: std::sync::Mutex::new(saved),
                 conn: Mutex::new(None),
+                #[cfg(feature = "x509")]
                 client_certificate: self.client_certificate,
+                #[cfg(not(feature = "x509"))]
+                client_certificate: false,
             }),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_id_takes_an_id_or_a_string_checked_by_build() -> Result<(), Error> {
+        let signer: Arc<dyn Signer> = Arc::new(KeySigner::generate_p256()?.0);
+        let builder = || {
+            Client::builder()
+                .signer(signer.clone())
+                .trust(Trust::TrustOnFirstUse)
+                .server("https://127.0.0.1:8445")
+                .mac(None)
+        };
+        let c = builder().device_id("sensor-1").build()?;
+        assert_eq!(c.device_id().as_str(), "sensor-1");
+        let c = builder().device_id(String::from("sensor-2")).build()?;
+        assert_eq!(c.device_id().as_str(), "sensor-2");
+        let id: DeviceId = "sensor-3".parse()?;
+        assert_eq!(builder().device_id(id.clone()).build()?.device_id(), &id);
+
+        let err = builder().device_id("bad id").build().err();
+        assert!(
+            matches!(
+                err,
+                Some(Error::InvalidId(idprov_proto::IdError::DeviceIdChars))
+            ),
+            "{err:?}"
+        );
+        let err = builder().build().err();
+        assert!(matches!(err, Some(Error::Config { .. })), "{err:?}");
+        Ok(())
+    }
+
+    #[cfg(not(feature = "mdns"))]
+    #[test]
+    fn without_mdns_a_server_url_is_required() -> Result<(), Error> {
+        let err = Client::builder()
+            .device_id("sensor-1")
+            .signer(Arc::new(KeySigner::generate_p256()?.0))
+            .trust(Trust::TrustOnFirstUse)
+            .build()
+            .err();
+        assert!(
+            matches!(&err, Some(Error::Config { message, .. }) if message.contains("`mdns`")),
+            "{err:?}"
+        );
+        Ok(())
     }
 }

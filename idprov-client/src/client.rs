@@ -14,7 +14,6 @@ use tokio::sync::Mutex;
 
 use crate::api::{DaemonApi, fetch_ca};
 use crate::backoff::Backoff;
-use crate::discovery::discover;
 use crate::error::Error;
 use crate::events::{Event, EventSink};
 use crate::keeper::Keeper;
@@ -204,7 +203,7 @@ impl Client {
             None => own,
         };
         self.inner.events.emit(Event::RetryScheduled {
-            error: e.to_string(),
+            error: e.report(),
             retry_in: wait,
         });
         Ok(wait)
@@ -251,7 +250,15 @@ impl Client {
         if !self.inner.client_certificate {
             return Ok(None);
         }
-        crate::csr::build_csr(self.inner.signer.as_ref(), &self.inner.device_id).map(Some)
+        #[cfg(feature = "x509")]
+        {
+            crate::csr::build_csr(self.inner.signer.as_ref(), &self.inner.device_id).map(Some)
+        }
+        // Never asked for without the feature (the builder has no switch).
+        #[cfg(not(feature = "x509"))]
+        {
+            Ok(None)
+        }
     }
 
     /// A proof for `endpoint`, bound to the TLS connection whose exporter
@@ -307,7 +314,7 @@ impl Client {
             && let Err(e) = dir.save_state(&state)
         {
             // The credentials are good; only a restart would cost a re-provision.
-            tracing::warn!("cannot save credentials: {e}");
+            tracing::warn!("cannot save credentials: {}", e.report());
         }
         if let Ok(mut saved) = self.inner.saved.lock() {
             *saved = Some(state);
@@ -318,7 +325,7 @@ impl Client {
         if let Some(dir) = &self.inner.state
             && let Err(e) = dir.clear_state()
         {
-            tracing::warn!("cannot remove saved credentials: {e}");
+            tracing::warn!("cannot remove saved credentials: {}", e.report());
         }
         if let Ok(mut saved) = self.inner.saved.lock() {
             *saved = None;
@@ -361,43 +368,22 @@ impl Client {
             .ok()
             .and_then(|s| s.as_ref().map(|s| s.server.clone()))
             .filter(|s| !s.is_empty());
-        let mut advertised_fp = None;
-        let base = match (&inner.server, saved_server) {
-            (ServerChoice::Fixed(url), _) => url.clone(),
-            (ServerChoice::Discover(_), Some(saved)) => saved,
-            (ServerChoice::Discover(opts), None) => {
-                let pinned = match (&ca, &inner.trust) {
-                    (Some(ca), _) => Some(ca.fingerprint().to_string()),
-                    (None, Trust::CaFingerprint(fp)) => Some(fp.clone()),
-                    (None, _) => None,
-                };
-                let found = discover(pinned.as_deref(), *opts).await?;
-                let url = found.chosen.url().ok_or(Error::NotFound(opts.timeout))?;
-                for other in &found.others {
-                    tracing::warn!(
-                        instance = %other.instance,
-                        url = ?other.url(),
-                        ca = ?other.ca_fingerprint,
-                        "another idprov daemon advertises on this network; not using it"
-                    );
-                }
-                advertised_fp = found.chosen.ca_fingerprint.clone();
-                inner.events.emit(Event::Discovered {
-                    server: url.clone(),
-                    daemon_id: found.chosen.daemon_id.clone(),
-                    others: found.others,
-                });
-                url
-            }
+        // The base URL, and the CA fingerprint DNS-SD advertised for it.
+        let (base, advertised_fp): (String, Option<String>) = match (&inner.server, saved_server) {
+            (ServerChoice::Fixed(url), _) => (url.clone(), None),
+            #[cfg(feature = "mdns")]
+            (ServerChoice::Discover(_), Some(saved)) => (saved, None),
+            #[cfg(feature = "mdns")]
+            (ServerChoice::Discover(opts), None) => self.discover(ca.as_ref(), *opts).await?,
         };
         if ca.is_none() {
             ca = Some(self.establish_ca(&base, advertised_fp.as_deref()).await?);
         }
-        let ca = ca.ok_or_else(|| Error::Untrusted("no CA".into()))?;
+        let ca = ca.ok_or_else(|| Error::untrusted("no CA"))?;
         let api = DaemonApi::new(&base, &ca, inner.clock.clone())?;
         let info = api.info().await?;
         if info.ca_fingerprint.to_ascii_lowercase() != ca.fingerprint() {
-            return Err(Error::Untrusted(format!(
+            return Err(Error::untrusted(format!(
                 "{base} reports CA {} but its certificate chains to the pinned CA {}",
                 idprov_proto::ids::escape_untrusted(&info.ca_fingerprint),
                 ca.fingerprint()
@@ -414,6 +400,39 @@ impl Client {
             proof_lifetime: proof_lifetime(info.proof_max_lifetime_secs),
             info_at: std::time::Instant::now(),
         })
+    }
+
+    /// Find the daemon by DNS-SD: its URL and the CA fingerprint it
+    /// advertises.
+    #[cfg(feature = "mdns")]
+    async fn discover(
+        &self,
+        ca: Option<&PinnedCa>,
+        opts: crate::discovery::DiscoveryOptions,
+    ) -> Result<(String, Option<String>), Error> {
+        let inner = &self.inner;
+        let pinned = match (ca, &inner.trust) {
+            (Some(ca), _) => Some(ca.fingerprint().to_string()),
+            (None, Trust::CaFingerprint(fp)) => Some(fp.clone()),
+            (None, _) => None,
+        };
+        let found = crate::discovery::discover(pinned.as_deref(), opts).await?;
+        let url = found.chosen.url().ok_or(Error::NotFound(opts.timeout))?;
+        for other in &found.others {
+            tracing::warn!(
+                instance = %other.instance,
+                url = ?other.url(),
+                ca = ?other.ca_fingerprint,
+                "another idprov daemon advertises on this network; not using it"
+            );
+        }
+        let advertised_fp = found.chosen.ca_fingerprint.clone();
+        inner.events.emit(Event::Discovered {
+            server: url.clone(),
+            daemon_id: found.chosen.daemon_id.clone(),
+            others: found.others,
+        });
+        Ok((url, advertised_fp))
     }
 
     /// The CA known without asking the daemon: given in full, or saved in the
@@ -440,7 +459,7 @@ impl Client {
         let ca = fetch_ca(base).await?;
         match &inner.trust {
             Trust::CaFingerprint(fp) if ca.fingerprint() != fp => {
-                return Err(Error::Untrusted(format!(
+                return Err(Error::untrusted(format!(
                     "{base} presents CA {} but {fp} is pinned",
                     ca.fingerprint()
                 )));
@@ -450,7 +469,7 @@ impl Client {
                 if let Some(adv) = advertised
                     && adv != ca.fingerprint()
                 {
-                    return Err(Error::Untrusted(format!(
+                    return Err(Error::untrusted(format!(
                         "{base} advertises CA {adv} by DNS-SD but presents {}",
                         ca.fingerprint()
                     )));

@@ -63,7 +63,7 @@ pub(crate) fn build_csr(signer: &dyn Signer, device: &DeviceId) -> Result<String
     p.distinguished_name = dn;
     let uri = format!("urn:idprov:device:{device}")
         .try_into()
-        .map_err(|e| Error::Config(format!("device id does not fit a URI SAN: {e}")))?;
+        .map_err(|e| Error::config_from("device id does not fit a URI SAN", e))?;
     p.subject_alt_names = vec![SanType::URI(uri)];
     let key = SignerKey {
         signer,
@@ -72,21 +72,20 @@ pub(crate) fn build_csr(signer: &dyn Signer, device: &DeviceId) -> Result<String
     let csr = p.serialize_request(&key).map_err(|e| {
         match key.failure.lock().ok().and_then(|mut f| f.take()) {
             Some(own) => own,
-            None => Error::Signer(format!("cannot build the CSR: {e}")),
+            None => Error::signer_from("cannot build the CSR", e),
         }
     })?;
     csr.pem()
-        .map_err(|e| Error::Signer(format!("cannot encode the CSR: {e}")))
+        .map_err(|e| Error::signer_from("cannot encode the CSR", e))
 }
 
 /// The serial number of a PEM certificate, lower-case hex (as openssl, the
 /// daemon's records and its CRL show it, without separators).
 pub fn certificate_serial(pem: &str) -> Result<String, Error> {
-    let bad = |what: &str| Error::Key(format!("certificate: {what}"));
-    let (_, block) =
-        x509_parser::pem::parse_x509_pem(pem.trim().as_bytes()).map_err(|_| bad("not PEM"))?;
+    let (_, block) = x509_parser::pem::parse_x509_pem(pem.trim().as_bytes())
+        .map_err(|e| Error::key_from("certificate: not PEM", e))?;
     let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&block.contents)
-        .map_err(|_| bad("not an X.509 certificate"))?;
+        .map_err(|e| Error::key_from("certificate: not an X.509 certificate", e))?;
     Ok(cert
         .raw_serial()
         .iter()
@@ -97,7 +96,7 @@ pub fn certificate_serial(pem: &str) -> Result<String, Error> {
 /// `r || s` (32 bytes each) to the DER `SEQUENCE { INTEGER r, INTEGER s }`.
 fn ecdsa_fixed_to_der(sig: &[u8]) -> Result<Vec<u8>, Error> {
     if sig.len() != 64 {
-        return Err(Error::Signer(format!(
+        return Err(Error::signer(format!(
             "ES256 signer returned {} bytes, expected 64 (r || s)",
             sig.len()
         )));
@@ -131,13 +130,13 @@ mod tests {
     use x509_parser::certification_request::X509CertificationRequest;
 
     fn check(signer: &KeySigner) -> Result<(), Error> {
-        let id: DeviceId = "dev-7".parse().map_err(|_| Error::Config("id".into()))?;
+        let id: DeviceId = "dev-7".parse()?;
         let pem = build_csr(signer, &id)?;
         let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
-            .map_err(|e| Error::Config(e.to_string()))?;
+            .map_err(|e| Error::config_from("test setup", e))?;
         assert_eq!(block.label, "CERTIFICATE REQUEST");
         let (_, csr) = X509CertificationRequest::from_der(&block.contents)
-            .map_err(|e| Error::Config(e.to_string()))?;
+            .map_err(|e| Error::config_from("test setup", e))?;
         // Signed by the device key, over the request info, and verifiable
         // as the daemon verifies it.
         let info = &csr.certification_request_info;
@@ -148,7 +147,7 @@ mod tests {
         };
         aws_lc_rs::signature::UnparsedPublicKey::new(alg, signer.public_key().verify_bytes())
             .verify(info.raw, &csr.signature_value.data)
-            .map_err(|_| Error::Signer("CSR signature does not verify".into()))?;
+            .map_err(|e| Error::signer_from("CSR signature does not verify", e))?;
         assert_eq!(info.subject.to_string(), "CN=dev-7");
         Ok(())
     }
@@ -167,8 +166,8 @@ mod tests {
     fn csr_from_an_rsa_key_verifies() -> Result<(), Error> {
         use aws_lc_rs::encoding::AsDer;
         let kp = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
-            .map_err(|_| Error::Key("gen".into()))?;
-        let der = kp.as_der().map_err(|_| Error::Key("der".into()))?;
+            .map_err(|e| Error::key_from("gen", e))?;
+        let der = kp.as_der().map_err(|e| Error::key_from("der", e))?;
         let pem = idprov_proto::keys::pem_encode("PRIVATE KEY", der.as_ref());
         check(&KeySigner::from_pem(&pem)?)
     }

@@ -127,7 +127,10 @@ impl Default for DiscoveryOptions {
 /// Browse for daemons. With `pinned` (a CA fingerprint), choose the one that
 /// advertises it; without, require exactly one compatible daemon.
 pub async fn discover(pinned: Option<&str>, opts: DiscoveryOptions) -> Result<Discovery, Error> {
-    let mdns = ServiceDaemon::new().map_err(|e| Error::Discovery(e.to_string()))?;
+    let mdns = ServiceDaemon::new().map_err(|e| Error::Discovery {
+        message: "cannot start the mDNS responder".into(),
+        source: Some(e.into()),
+    })?;
     let result = browse(&mdns, pinned, opts).await;
     // Stop the responder thread; nothing we registered needs withdrawing.
     let _ = mdns.shutdown();
@@ -141,7 +144,10 @@ async fn browse(
 ) -> Result<Discovery, Error> {
     let events = mdns
         .browse(SERVICE_TYPE)
-        .map_err(|e| Error::Discovery(e.to_string()))?;
+        .map_err(|e| Error::Discovery {
+            message: format!("cannot browse {SERVICE_TYPE}"),
+            source: Some(e.into()),
+        })?;
     let start = Instant::now();
     let mut deadline = start + opts.timeout;
     let mut lingering = false;
@@ -150,7 +156,12 @@ async fn browse(
     loop {
         match tokio::time::timeout_at(deadline, events.recv_async()).await {
             Err(_) => break,
-            Ok(Err(_)) => return Err(Error::Discovery("mDNS responder stopped".into())),
+            Ok(Err(e)) => {
+                return Err(Error::Discovery {
+                    message: "mDNS responder stopped".into(),
+                    source: Some(e.into()),
+                });
+            }
             Ok(Ok(ServiceEvent::ServiceResolved(r))) => {
                 let d = DiscoveredDaemon::from_resolved(&r);
                 tracing::debug!(daemon = %d.summary(), "DNS-SD answer");

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(feature = "mdns")]
 use crate::discovery::DiscoveredDaemon;
 
 /// A state change of the client, passed to the callback given to
@@ -12,6 +13,8 @@ use crate::discovery::DiscoveredDaemon;
 pub enum Event {
     /// DNS-SD found the daemon. `others` are the other advertisers seen
     /// (another CA or protocol version): worth a warning, they may be rogue.
+    /// Only with the `mdns` feature.
+    #[cfg(feature = "mdns")]
     Discovered {
         server: String,
         daemon_id: Option<String>,

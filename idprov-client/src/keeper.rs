@@ -53,9 +53,9 @@ impl Keeper {
         match self.task.take() {
             Some(task) => match task.await {
                 Ok(e) => e,
-                Err(e) => Error::Config(format!("keeper task ended: {e}")),
+                Err(e) => Error::config_from("keeper task ended", e),
             },
-            None => Error::Config("keeper already finished".into()),
+            None => Error::config("keeper already finished"),
         }
     }
 
@@ -125,7 +125,7 @@ async fn run(client: Client, tx: watch::Sender<Credentials>) -> Error {
                         Err(fatal) => {
                             let wait = inner.backoff.cap;
                             inner.events.emit(Event::RetryScheduled {
-                                error: fatal.to_string(),
+                                error: fatal.report(),
                                 retry_in: wait,
                             });
                             wait

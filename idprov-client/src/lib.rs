@@ -6,7 +6,7 @@
 //!
 //! # async fn device() -> Result<(), idprov_client::Error> {
 //! let client = Client::builder()
-//!     .device_id("sensor-0042".parse().map_err(|e| idprov_client::Error::Config(format!("{e}")))?)
+//!     .device_id("sensor-0042") // a bad id is an Error::InvalidId from build()
 //!     .key_file("/etc/device/key.pem")
 //!     .trust(Trust::CaFingerprint("3f1c…".into()))
 //!     .state_dir("/var/lib/device/idprov")
@@ -23,7 +23,7 @@
 //! - **Discovery**: without [`ClientBuilder::server`], the daemon is found by
 //!   DNS-SD (`_idprov._tcp.local.`). With a pinned CA the advertiser whose TXT
 //!   `ca` record matches is used and the others are reported
-//!   ([`Event::Discovered`]).
+//!   (`Event::Discovered`).
 //! - **Trust**: the daemon's TLS certificate must chain to the pinned CA
 //!   ([`Trust`]); DNS-SD answers are never trusted on their own.
 //! - **Provisioning**: a proof of possession (a JWS signed by the device key,
@@ -35,17 +35,42 @@
 //!   directory and reused after a restart.
 //! - **Renewal**: [`Keeper`] renews at half-life (minus jitter), retries with
 //!   backoff, and re-authenticates with the key after an expiry.
-//! - **Client certificates** (opt-in, [`ClientBuilder::client_certificate`]):
+//! - **Client certificates** (opt-in, `ClientBuilder::client_certificate`):
 //!   provisioning and every renewal carry a CSR signed by the device key; the
 //!   issued certificate and CA chain arrive in [`Credentials`], are saved
 //!   with them, and are renewed with the token.
+//!
+//! # Errors
+//!
+//! Every fallible call returns [`Error`]. New variants may be added, so a
+//! `match` needs a wildcard arm; [`Error::is_retryable`] tells whether waiting
+//! can help. Where a lower layer failed (I/O, TLS, HTTP, key parsing, an
+//! identifier's grammar) its error is the variant's
+//! [`source`](std::error::Error::source), not repeated in the message;
+//! [`Error::report`] gives the whole chain on one line. A parse error of a
+//! [`DeviceId`] or [`MacAddr`] converts with `?`.
+//!
+//! # Cargo features
+//!
+//! Both are on by default; with `default-features = false` the client still
+//! provisions and renews against a daemon given by [`ClientBuilder::server`].
+//!
+//! - **`mdns`**: finding the daemon by DNS-SD (the `mdns-sd` crate): the
+//!   `discovery` module, `ClientBuilder::discovery` and `Event::Discovered`.
+//!   Without it, [`ClientBuilder::build`] requires a server URL.
+//! - **`x509`**: client certificates (the `rcgen` and `x509-parser` crates):
+//!   `ClientBuilder::client_certificate` and `certificate_serial`.
+//!   Credentials that carry a certificate are still read and saved without
+//!   it.
 
 mod api;
 mod backoff;
 mod bound;
 mod builder;
 mod client;
+#[cfg(feature = "x509")]
 mod csr;
+#[cfg(feature = "mdns")]
 pub mod discovery;
 mod error;
 mod events;
@@ -58,9 +83,11 @@ mod trust;
 pub use backoff::Backoff;
 pub use builder::ClientBuilder;
 pub use client::Client;
+#[cfg(feature = "x509")]
 pub use csr::certificate_serial;
+#[cfg(feature = "mdns")]
 pub use discovery::{DiscoveredDaemon, Discovery, DiscoveryOptions};
-pub use error::Error;
+pub use error::{BoxError, Error};
 pub use events::Event;
 pub use idprov_proto::device::Credentials;
 pub use idprov_proto::{DeviceId, KeyAlg, MacAddr, PublicKey, Secret};

@@ -98,7 +98,7 @@ impl ServerClock {
 /// 32 random hex characters (128 bits): unique per proof.
 pub fn random_jti() -> Result<String, Error> {
     let mut b = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut b).map_err(|_| Error::Signer("no randomness".into()))?;
+    aws_lc_rs::rand::fill(&mut b).map_err(|e| Error::signer_from("no randomness", e))?;
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
@@ -151,7 +151,7 @@ mod tests {
     #[test]
     fn proof_has_the_contract_shape_and_verifies() -> Result<(), Error> {
         let (signer, _) = KeySigner::generate_p256()?;
-        let id: DeviceId = "dev-1".parse().map_err(|_| Error::Config("id".into()))?;
+        let id: DeviceId = "dev-1".parse()?;
         let jws = make_proof(
             &signer,
             &id,
@@ -164,13 +164,13 @@ mod tests {
         assert_eq!(jws.split('.').count(), 3);
 
         let header: serde_json::Value =
-            serde_json::from_slice(&part(&jws, 0)).map_err(|e| Error::Config(e.to_string()))?;
+            serde_json::from_slice(&part(&jws, 0)).map_err(|e| Error::config_from("test setup", e))?;
         assert_eq!(header["alg"], "ES256");
         assert_eq!(header["typ"], PROOF_TYP);
         assert_eq!(header["kid"], signer.public_key().thumbprint());
 
         let claims: ProofClaims =
-            serde_json::from_slice(&part(&jws, 1)).map_err(|e| Error::Config(e.to_string()))?;
+            serde_json::from_slice(&part(&jws, 1)).map_err(|e| Error::config_from("test setup", e))?;
         assert_eq!(claims.sub, "dev-1");
         assert_eq!(claims.aud, "idprov:d1:renew");
         assert_eq!((claims.iat, claims.exp), (1_000, 1_060));

@@ -57,14 +57,14 @@ impl KeySigner {
     /// Parse a private key from PEM text.
     pub fn from_pem(pem: &str) -> Result<Self, Error> {
         let (kind, der) = <(SectionKind, Vec<u8>)>::from_pem_slice(pem.as_bytes())
-            .map_err(|e| Error::Key(format!("not a PEM private key: {e}")))?;
+            .map_err(|e| Error::key_from("not a PEM private key", e))?;
         let inner = match kind {
             SectionKind::PrivateKey => {
                 // PKCS#8 holds either kind; try EC first (the common case).
                 match EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &der) {
                     Ok(k) => Inner::Ec(k),
                     Err(_) => Inner::Rsa(RsaKeyPair::from_pkcs8(&der).map_err(|e| {
-                        Error::Key(format!("PKCS#8 key is neither EC P-256 nor RSA: {e}"))
+                        Error::key_from("PKCS#8 key is neither EC P-256 nor RSA", e)
                     })?),
                 }
             }
@@ -73,14 +73,14 @@ impl KeySigner {
                     &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
                     &der,
                 )
-                .map_err(|e| Error::Key(format!("EC key is not a valid P-256 key: {e}")))?,
+                .map_err(|e| Error::key_from("EC key is not a valid P-256 key", e))?,
             ),
             SectionKind::RsaPrivateKey => Inner::Rsa(
                 RsaKeyPair::from_der(&der)
-                    .map_err(|e| Error::Key(format!("RSA key rejected: {e}")))?,
+                    .map_err(|e| Error::key_from("RSA key rejected", e))?,
             ),
             other => {
-                return Err(Error::Key(format!(
+                return Err(Error::key(format!(
                     "expected a private key PEM block, found {other:?}"
                 )));
             }
@@ -89,11 +89,11 @@ impl KeySigner {
             Inner::Ec(k) => k.public_key().as_der().map(|d| d.as_ref().to_vec()),
             Inner::Rsa(k) => k.public_key().as_der().map(|d| d.as_ref().to_vec()),
         }
-        .map_err(|_| Error::Key("cannot encode the public key".into()))?;
+        .map_err(|e| Error::key_from("cannot encode the public key", e))?;
         // The same checks the daemon applies (RSA size and exponent, P-256),
         // so a key the daemon would refuse fails here, at start.
         let public =
-            PublicKey::from_spki_der(&spki, false).map_err(|e| Error::Key(e.to_string()))?;
+            PublicKey::from_spki_der(&spki, false).map_err(|e| Error::key_from("refused", e))?;
         Ok(KeySigner { inner, public })
     }
 
@@ -103,7 +103,7 @@ impl KeySigner {
             &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
             &SystemRandom::new(),
         )
-        .map_err(|_| Error::Key("key generation failed".into()))?;
+        .map_err(|e| Error::key_from("key generation failed", e))?;
         let pem = pem_encode("PRIVATE KEY", doc.as_ref());
         Ok((Self::from_pem(&pem)?, pem))
     }
@@ -163,11 +163,11 @@ impl Signer for KeySigner {
             Inner::Ec(k) => k
                 .sign(&rng, message)
                 .map(|s| s.as_ref().to_vec())
-                .map_err(|_| Error::Signer("ECDSA signing failed".into())),
+                .map_err(|e| Error::signer_from("ECDSA signing failed", e)),
             Inner::Rsa(k) => {
                 let mut sig = vec![0u8; k.public_modulus_len()];
                 k.sign(&signature::RSA_PKCS1_SHA256, &rng, message, &mut sig)
-                    .map_err(|_| Error::Signer("RSA signing failed".into()))?;
+                    .map_err(|e| Error::signer_from("RSA signing failed", e))?;
                 Ok(sig)
             }
         }
@@ -181,8 +181,10 @@ pub(crate) fn compact_jws(
     claims: &impl serde::Serialize,
 ) -> Result<String, Error> {
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let header = serde_json::to_vec(header).map_err(|e| Error::Signer(e.to_string()))?;
-    let claims = serde_json::to_vec(claims).map_err(|e| Error::Signer(e.to_string()))?;
+    let header =
+        serde_json::to_vec(header).map_err(|e| Error::signer_from("encoding the header", e))?;
+    let claims =
+        serde_json::to_vec(claims).map_err(|e| Error::signer_from("encoding the claims", e))?;
     let mut out = format!("{}.{}", b64.encode(header), b64.encode(claims));
     let sig = signer.sign(out.as_bytes())?;
     out.push('.');
@@ -206,8 +208,8 @@ mod tests {
     #[test]
     fn rsa_pkcs8_key_is_rs256() -> Result<(), Error> {
         let kp = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
-            .map_err(|_| Error::Key("gen".into()))?;
-        let der = kp.as_der().map_err(|_| Error::Key("der".into()))?;
+            .map_err(|e| Error::key_from("gen", e))?;
+        let der = kp.as_der().map_err(|e| Error::key_from("der", e))?;
         let pem = pem_encode("PRIVATE KEY", der.as_ref());
         let s = KeySigner::from_pem(&pem)?;
         assert_eq!(s.alg(), KeyAlg::RS256);
@@ -221,16 +223,16 @@ mod tests {
         let public_pem = s.public_key().pem().to_string();
         assert!(matches!(
             KeySigner::from_pem(&public_pem),
-            Err(Error::Key(_))
+            Err(Error::Key { .. })
         ));
-        assert!(matches!(KeySigner::from_pem("hello"), Err(Error::Key(_))));
+        assert!(matches!(KeySigner::from_pem("hello"), Err(Error::Key { .. })));
         let bad = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
-        assert!(matches!(KeySigner::from_pem(bad), Err(Error::Key(_))));
+        assert!(matches!(KeySigner::from_pem(bad), Err(Error::Key { .. })));
     }
 
     #[test]
     fn load_or_generate_creates_once_with_0600() -> Result<(), Error> {
-        let dir = tempfile::tempdir().map_err(|e| Error::Config(e.to_string()))?;
+        let dir = tempfile::tempdir().map_err(|e| Error::config_from("test setup", e))?;
         let path = dir.path().join("key.pem");
         let (a, created) = KeySigner::load_or_generate(&path)?;
         assert!(created);
@@ -241,7 +243,7 @@ mod tests {
         {
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(&path)
-                .map_err(|e| Error::Config(e.to_string()))?
+                .map_err(|e| Error::config_from("test setup", e))?
                 .permissions()
                 .mode();
             assert_eq!(mode & 0o777, 0o600);

@@ -173,7 +173,7 @@ mod tests {
     fn state() -> Result<SavedState, Error> {
         Ok(SavedState {
             credentials: Credentials {
-                device_id: "dev-1".parse().map_err(|_| Error::Config("id".into()))?,
+                device_id: "dev-1".parse()?,
                 token: "a.b.c".into(),
                 issued_at: 100,
                 expires_at: 200,
@@ -190,7 +190,7 @@ mod tests {
 
     #[test]
     fn save_load_replace_clear() -> Result<(), Error> {
-        let tmp = tempfile::tempdir().map_err(|e| Error::Config(e.to_string()))?;
+        let tmp = tempfile::tempdir().map_err(|e| Error::config_from("test setup", e))?;
         let dir = StateDir::open(tmp.path().join("state"))?;
         assert_eq!(dir.load_state()?, None);
         let mut s = state()?;
@@ -201,7 +201,7 @@ mod tests {
         assert_eq!(dir.load_state()?, Some(s));
         // No temporary file is left behind.
         let names: Vec<_> = std::fs::read_dir(dir.path())
-            .map_err(|e| Error::Config(e.to_string()))?
+            .map_err(|e| Error::config_from("test setup", e))?
             .filter_map(|e| e.ok())
             .map(|e| e.file_name())
             .collect();
@@ -210,7 +210,7 @@ mod tests {
         {
             use std::os::unix::fs::PermissionsExt;
             let meta = std::fs::metadata(dir.path().join(CREDENTIALS))
-                .map_err(|e| Error::Config(e.to_string()))?;
+                .map_err(|e| Error::config_from("test setup", e))?;
             assert_eq!(meta.permissions().mode() & 0o777, 0o600);
         }
         dir.clear_state()?;
@@ -220,19 +220,20 @@ mod tests {
 
     #[test]
     fn certificate_is_written_next_to_the_credentials() -> Result<(), Error> {
-        let tmp = tempfile::tempdir().map_err(|e| Error::Config(e.to_string()))?;
+        let tmp = tempfile::tempdir().map_err(|e| Error::config_from("test setup", e))?;
         let dir = StateDir::open(tmp.path())?;
         let mut s = state()?;
         s.credentials.certificate = Some("LEAF\n".into());
         s.credentials.ca_chain = vec!["CA".into()];
         dir.save_state(&s)?;
-        let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| Error::Config(e.to_string()));
+        let read =
+            |p: &Path| std::fs::read_to_string(p).map_err(|e| Error::config_from("test setup", e));
         assert_eq!(read(&dir.certificate_path())?, "LEAF\nCA\n");
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
             let meta = std::fs::metadata(dir.certificate_path())
-                .map_err(|e| Error::Config(e.to_string()))?;
+                .map_err(|e| Error::config_from("test setup", e))?;
             assert_eq!(meta.permissions().mode() & 0o777, 0o600);
         }
         assert_eq!(dir.load_state()?, Some(s.clone()));
@@ -249,10 +250,10 @@ mod tests {
 
     #[test]
     fn corrupt_state_is_an_error_not_a_fresh_start() -> Result<(), Error> {
-        let tmp = tempfile::tempdir().map_err(|e| Error::Config(e.to_string()))?;
+        let tmp = tempfile::tempdir().map_err(|e| Error::config_from("test setup", e))?;
         let dir = StateDir::open(tmp.path())?;
         std::fs::write(tmp.path().join(CREDENTIALS), b"{not json")
-            .map_err(|e| Error::Config(e.to_string()))?;
+            .map_err(|e| Error::config_from("test setup", e))?;
         assert!(matches!(dir.load_state(), Err(Error::Store { .. })));
         Ok(())
     }

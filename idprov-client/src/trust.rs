@@ -53,8 +53,8 @@ impl PinnedCa {
     pub fn from_pem(pem: &str) -> Result<Self, Error> {
         let cert = CertificateDer::pem_slice_iter(pem.as_bytes())
             .next()
-            .ok_or_else(|| Error::Untrusted("no certificate in the CA PEM".into()))?
-            .map_err(|e| Error::Untrusted(format!("CA PEM: {e}")))?;
+            .ok_or_else(|| Error::untrusted("no certificate in the CA PEM"))?
+            .map_err(|e| Error::untrusted_from("CA PEM unreadable", e))?;
         Ok(Self::from_der(cert.as_ref().to_vec()))
     }
 
@@ -77,7 +77,7 @@ impl PinnedCa {
         let mut roots = RootCertStore::empty();
         roots
             .add(CertificateDer::from(self.der.clone()))
-            .map_err(|e| Error::Untrusted(format!("pinned CA is not usable: {e}")))?;
+            .map_err(|e| Error::untrusted_from("pinned CA is not usable", e))?;
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let verifier = PinnedVerifier {
             roots: Arc::new(roots),
@@ -97,8 +97,8 @@ pub fn normalize_fingerprint(fp: &str) -> Result<String, Error> {
         .map(|c| c.to_ascii_lowercase())
         .collect();
     if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(Error::Config(
-            "CA fingerprint must be 64 hex digits (SHA-256 of the CA certificate)".into(),
+        return Err(Error::config(
+            "CA fingerprint must be 64 hex digits (SHA-256 of the CA certificate)",
         ));
     }
     Ok(hex)
@@ -122,7 +122,7 @@ fn client_config(
 ) -> Result<rustls::ClientConfig, Error> {
     Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Config(e.to_string()))?
+        .map_err(|e| Error::config_from("TLS protocol versions", e))?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth())

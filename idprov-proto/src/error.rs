@@ -1,11 +1,18 @@
 //! The stable error codes of both APIs. Codes never change meaning; new ones
 //! may be added. Unauthenticated callers get one code per class (security.md,
 //! "Error model"): the precise reason goes to the log and the audit trail.
+//!
+//! A code this build does not know (sent by a newer daemon) reads as
+//! [`ErrorCode::Unknown`], so an [`ErrorBody`] always parses; the protocol
+//! says to treat such a code by its HTTP status.
 
 use serde::{Deserialize, Serialize};
 
+/// A code of the error model (protocol.md, "Errors"). New codes may be added
+/// in later versions: match with a wildcard arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ErrorCode {
     /// The request is malformed: JSON, a field, a device ID, a key. 400.
     BadRequest,
@@ -44,6 +51,11 @@ pub enum ErrorCode {
     Timeout,
     /// The daemon failed (storage I/O). 500. Never caused by input.
     Internal,
+    /// A code this build does not know, from a newer peer. Read only, never
+    /// sent by the daemon: judge the answer by its HTTP status. Serialized as
+    /// `unknown`; the original code is not kept. 500 when one must be chosen.
+    #[serde(other)]
+    Unknown,
 }
 
 impl ErrorCode {
@@ -63,7 +75,7 @@ impl ErrorCode {
             ErrorCode::Conflict => 409,
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::Timeout => 408,
-            ErrorCode::Internal => 500,
+            ErrorCode::Internal | ErrorCode::Unknown => 500,
         }
     }
 
@@ -87,6 +99,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::Timeout => "timeout",
             ErrorCode::Internal => "internal",
+            ErrorCode::Unknown => "unknown",
         }
     }
 }
@@ -115,4 +128,90 @@ pub struct EntryError {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_id: Option<String>,
     pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every code but `Unknown`. The match below fails to compile when a
+    /// variant is added, so this list cannot fall behind.
+    const KNOWN: [ErrorCode; 18] = [
+        ErrorCode::BadRequest,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::InvalidProof,
+        ErrorCode::InvalidToken,
+        ErrorCode::Refused,
+        ErrorCode::RateLimited,
+        ErrorCode::SlowDown,
+        ErrorCode::PendingFull,
+        ErrorCode::ProvisioningPaused,
+        ErrorCode::ClockRegressed,
+        ErrorCode::Busy,
+        ErrorCode::Unauthorized,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::Conflict,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::Timeout,
+        ErrorCode::Internal,
+    ];
+
+    fn listed(code: ErrorCode) -> bool {
+        match code {
+            ErrorCode::BadRequest
+            | ErrorCode::PayloadTooLarge
+            | ErrorCode::InvalidProof
+            | ErrorCode::InvalidToken
+            | ErrorCode::Refused
+            | ErrorCode::RateLimited
+            | ErrorCode::SlowDown
+            | ErrorCode::PendingFull
+            | ErrorCode::ProvisioningPaused
+            | ErrorCode::ClockRegressed
+            | ErrorCode::Busy
+            | ErrorCode::Unauthorized
+            | ErrorCode::NotFound
+            | ErrorCode::MethodNotAllowed
+            | ErrorCode::Conflict
+            | ErrorCode::UnsupportedMediaType
+            | ErrorCode::Timeout
+            | ErrorCode::Internal => KNOWN.contains(&code),
+            ErrorCode::Unknown => false,
+        }
+    }
+
+    #[test]
+    fn every_known_code_round_trips_unchanged() -> Result<(), serde_json::Error> {
+        for code in KNOWN {
+            assert!(listed(code));
+            let json = serde_json::to_string(&code)?;
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+            assert_eq!(serde_json::from_str::<ErrorCode>(&json)?, code);
+            assert_ne!(code.as_str(), "unknown");
+        }
+        // The names are the wire names, snake_case, as they always were.
+        assert_eq!(serde_json::to_string(&ErrorCode::PendingFull)?, r#""pending_full""#);
+        assert_eq!(
+            serde_json::to_string(&ErrorCode::UnsupportedMediaType)?,
+            r#""unsupported_media_type""#
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn an_unknown_code_reads_as_unknown() -> Result<(), serde_json::Error> {
+        let body: ErrorBody = serde_json::from_str(
+            r#"{"code":"quota_exceeded","message":"try another hub","retry_after_secs":30}"#,
+        )?;
+        assert_eq!(body.code, ErrorCode::Unknown);
+        assert_eq!(body.message, "try another hub");
+        assert_eq!(body.retry_after_secs, Some(30));
+        assert_eq!(serde_json::from_str::<ErrorCode>(r#""BadRequest""#)?, ErrorCode::Unknown);
+        assert_eq!(ErrorCode::Unknown.http_status(), 500);
+        assert_eq!(serde_json::to_string(&ErrorCode::Unknown)?, r#""unknown""#);
+        // Not a string at all is still an error.
+        assert!(serde_json::from_str::<ErrorCode>("7").is_err());
+        Ok(())
+    }
 }

@@ -50,6 +50,20 @@ impl FromStr for DeviceId {
     }
 }
 
+impl TryFrom<&str> for DeviceId {
+    type Error = IdError;
+    fn try_from(s: &str) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl TryFrom<String> for DeviceId {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
 impl fmt::Display for DeviceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -166,6 +180,11 @@ mod tests {
         assert_eq!("é".parse::<DeviceId>(), Err(IdError::DeviceIdChars));
         assert!("x".repeat(129).parse::<DeviceId>().is_err());
         assert!("x".repeat(128).parse::<DeviceId>().is_ok());
+        assert_eq!(DeviceId::try_from("sensor-01"), "sensor-01".parse());
+        assert_eq!(
+            DeviceId::try_from(String::from("-x")),
+            Err(IdError::DeviceIdChars)
+        );
     }
 
     #[test]

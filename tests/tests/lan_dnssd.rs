@@ -23,7 +23,7 @@ fn device(
 ) -> Result<(Client, Events)> {
     let (tx, rx) = mpsc::unbounded_channel();
     let client = Client::builder()
-        .device_id(id.parse()?)
+        .device_id(id)
         .signer(signer)
         .trust(trust)
         .state_dir(state)

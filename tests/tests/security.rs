@@ -315,7 +315,7 @@ async fn idprov_client_binds_its_proofs_to_their_connection() -> R {
     }])
     .await?;
     let client = Client::builder()
-        .device_id("client-cb".parse()?)
+        .device_id("client-cb")
         .server(&d.url)
         .trust(Trust::CaFingerprint(d.daemon.pki.ca_fingerprint.clone()))
         .mac(None)
