@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
@@ -26,6 +26,7 @@ use idprov_proto::oob_import::{
     OobImportCommit, OobImportSession, OobImportStart,
 };
 use serde::de::DeserializeOwned;
+use tokio::time::Instant;
 
 use super::admin::AdminAuth;
 use super::error::ApiError;
@@ -148,7 +149,7 @@ async fn start(
     let evicted = {
         let mut map = reg.lock();
         let evicted = if map.len() >= MAX_SESSIONS {
-            evict_abandoned(&mut map, &a.name)
+            evict_abandoned(&mut map, &a.name, d.clock.instant())
         } else {
             Vec::new()
         };
@@ -170,7 +171,7 @@ async fn start(
                     next_seq: 0,
                     staged: 0,
                     last_body: [0; 32],
-                    last_used: Instant::now(),
+                    last_used: d.clock.instant(),
                     closed: false,
                 }),
                 in_flight: tokio::sync::Semaphore::new(CHUNKS_IN_FLIGHT as usize),
@@ -185,7 +186,12 @@ async fn start(
             .await?;
         tracing::info!(admin = %a.name, session = %sid, "abandoned OOB import session dropped for a new one");
     }
-    tokio::spawn(reap_when_idle(Arc::downgrade(&d), reg.clone(), id.clone()));
+    tokio::spawn(reap_when_idle(
+        Arc::downgrade(&d),
+        d.clock.clone(),
+        reg.clone(),
+        id.clone(),
+    ));
     tracing::info!(admin = %a.name, session = %id, replace = opts.replace, prune = opts.prune, "OOB import started");
     Ok((
         StatusCode::CREATED,
@@ -206,12 +212,14 @@ const ABANDONED_AFTER: Duration = Duration::from_secs(30);
 /// With every slot taken, close `admin`'s abandoned sessions and return
 /// their ids (the caller drops their staging tables). Other
 /// administrators' sessions are left alone.
-fn evict_abandoned(map: &mut HashMap<String, Arc<Slot>>, admin: &str) -> Vec<String> {
+fn evict_abandoned(map: &mut HashMap<String, Arc<Slot>>, admin: &str, now: Instant) -> Vec<String> {
     let abandoned: Vec<String> = map
         .iter()
         .filter(|(_, slot)| {
             slot.state.try_lock().is_ok_and(|s| {
-                s.admin == admin && !s.closed && s.last_used.elapsed() >= ABANDONED_AFTER
+                s.admin == admin
+                    && !s.closed
+                    && now.saturating_duration_since(s.last_used) >= ABANDONED_AFTER
             })
         })
         .map(|(sid, _)| sid.clone())
@@ -229,7 +237,12 @@ fn evict_abandoned(map: &mut HashMap<String, Arc<Slot>>, admin: &str) -> Vec<Str
 /// End a session nobody has used for [`IMPORT_IDLE_SECS`] and drop what it
 /// staged. Holds the daemon only weakly, so a stopped daemon can close its
 /// store without waiting for this task.
-async fn reap_when_idle(d: std::sync::Weak<Daemon>, reg: Shared, sid: String) {
+async fn reap_when_idle(
+    d: std::sync::Weak<Daemon>,
+    clock: Arc<dyn crate::Clock>,
+    reg: Shared,
+    sid: String,
+) {
     let limit = Duration::from_secs(IMPORT_IDLE_SECS);
     loop {
         tokio::time::sleep(limit / 5).await;
@@ -240,7 +253,7 @@ async fn reap_when_idle(d: std::sync::Weak<Daemon>, reg: Shared, sid: String) {
         if s.closed {
             return;
         }
-        if s.last_used.elapsed() <= limit {
+        if clock.instant().saturating_duration_since(s.last_used) <= limit {
             continue;
         }
         // Closed under the lock: a late chunk cannot race the drop.
@@ -283,7 +296,7 @@ async fn chunk(
     let slot = reg.get(&sid)?;
     {
         let mut s = lock_open(&slot, &a.name).await?;
-        s.last_used = Instant::now();
+        s.last_used = d.clock.instant();
     }
     // A permit before the body is read: this bounds the chunks in memory.
     let _permit = slot
@@ -356,7 +369,7 @@ async fn chunk(
     s.staged = staged;
     s.last_body = body_sha;
     s.next_seq += 1;
-    s.last_used = Instant::now();
+    s.last_used = d.clock.instant();
     slot.next_seq.send_replace(s.next_seq);
     Ok(Json(OobImportChunkAck { seq: c.seq, staged }).into_response())
 }
