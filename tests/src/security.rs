@@ -162,7 +162,7 @@ pub fn edit_audit_detail(data_dir: &Path, seq: u64, detail: &str) -> Result<()> 
 
 /// The MAC of `host`'s `eth0`, as the kernel has it.
 pub fn interface_mac(lan: &crate::netns::Lan, host: &str) -> Result<idprov_proto::MacAddr> {
-    let out = std::process::Command::new("ip")
+    let out = std::process::Command::new(crate::netns::ip_program())
         .args(["-n", &lan.ns(host), "link", "show", "eth0"])
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
