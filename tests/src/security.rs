@@ -229,6 +229,45 @@ impl RogueAdvertiser {
     }
 }
 
+/// Wait until the advertisement of `instance` resolves on `rt`'s host: it
+/// is out on the LAN, so every host there has had it, the advertising
+/// daemon's own monitor included. Fails after `within`.
+pub async fn wait_for_advert(
+    rt: &crate::netns::NsRuntime,
+    instance: &str,
+    within: std::time::Duration,
+) -> Result<()> {
+    let prefix = format!("{instance}.");
+    rt.run(async move {
+        // Created on a thread of the namespace: its sockets live there.
+        let mdns = mdns_sd::ServiceDaemon::new()?;
+        let rx = mdns.browse(idprov_proto::SERVICE_TYPE)?;
+        let seen = tokio::time::timeout(within, async {
+            while let Ok(ev) = rx.recv_async().await {
+                if let mdns_sd::ServiceEvent::ServiceResolved(r) = ev
+                    && r.get_fullname().starts_with(&prefix)
+                {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        if let Ok(done) = mdns.shutdown() {
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(2), done.recv_async()).await;
+        }
+        match seen {
+            Ok(true) => Ok(()),
+            _ => Err(anyhow::anyhow!(
+                "{prefix}{} did not resolve within {within:?}",
+                idprov_proto::SERVICE_TYPE
+            )),
+        }
+    })
+    .await?
+}
+
 /// Unix seconds now (LAN daemons run on the system clock).
 pub fn unix_now() -> i64 {
     std::time::SystemTime::now()

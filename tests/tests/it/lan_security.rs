@@ -13,7 +13,9 @@ use anyhow::{Context, Result, bail};
 use idprov_proto::admin::{AlertKind, OobEntryInput, OobUpsertRequest, ProvisioningState};
 use idprov_proto::device::{ProofEndpoint, paths};
 use idprov_tests::netns::{LAN_PORT, Lan, LanDaemon, NsRuntime, lan_config};
-use idprov_tests::security::{RogueAdvertiser, interface_mac, pinned_client_from, unix_now};
+use idprov_tests::security::{
+    RogueAdvertiser, interface_mac, pinned_client_from, unix_now, wait_for_advert,
+};
 use idprov_tests::{DeviceKey, lan_test, post_json};
 use idprovd::monitor::OnRogue;
 
@@ -73,8 +75,10 @@ async fn a_rogue_advertiser_pauses_provisioning_until_an_administrator_resumes()
     let mut cfg = lan_config(&tmp.path().join("hub"), "hub-sec");
     cfg.monitor.on_rogue = OnRogue::Pause;
     let d = LanDaemon::start(&hub, cfg).await?;
-    // Our own advertisement alone raises nothing.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Our own advertisement alone raises nothing: once it is out on the LAN
+    // (the monitor has seen it too), give the monitor a second to judge.
+    wait_for_advert(&dev, "hub-sec", Duration::from_secs(10)).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(!paused(&hub, &d).await?, "paused by its own records");
     let admin = d.admin()?;
     let mut events = hub.run(async move { admin.events().await }).await??;
@@ -169,7 +173,8 @@ async fn a_rogue_answering_with_our_own_name_is_an_alert() -> Result<()> {
     let mut cfg = lan_config(&tmp.path().join("hub"), "hub-own");
     cfg.monitor.on_rogue = OnRogue::Alert;
     let d = LanDaemon::start(&hub, cfg).await?;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_for_advert(&rogue_rt, "hub-own", Duration::from_secs(10)).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let rogue =
         RogueAdvertiser::start(&rogue_rt, "hub-own", "hub-own", lan.addr("rogue"), LAN_PORT)
             .await?;
