@@ -308,4 +308,15 @@ mod tests {
         short.record(Some("d1"), a);
         assert_eq!(short.recent("d1", a), 0);
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_window_runs_on_tokio_time_by_default() {
+        let t = FailureTracker::new(Duration::from_secs(60), Arc::new(crate::SystemClock));
+        let a: IpAddr = [10, 0, 0, 1].into();
+        t.record(Some("d1"), a);
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert_eq!(t.recent("d1", a), 1);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(t.recent("d1", a), 0);
+    }
 }

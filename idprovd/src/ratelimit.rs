@@ -378,6 +378,19 @@ mod tests {
         assert!(r.check(Some(ip), None).is_err());
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn buckets_refill_on_tokio_time_by_default() {
+        let r = RateLimits::new(&cfg(), Arc::new(crate::SystemClock));
+        let ip: IpAddr = "10.0.0.7".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        for _ in 0..5 {
+            assert!(r.check(Some(ip), None).is_ok());
+        }
+        assert!(r.check(Some(ip), None).is_err());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(r.check(Some(ip), None).is_ok());
+        assert!(r.check(Some(ip), None).is_err());
+    }
+
     #[test]
     fn failures_cost_more() {
         let r = RateLimits::new(&cfg(), Arc::new(crate::SystemClock));
