@@ -218,7 +218,10 @@ fn print_certificate(
             Some(serial)
         }
         Err(e) => {
-            println!("event: certificate unreadable error={:?} t={t:.3}", e.report());
+            println!(
+                "event: certificate unreadable error={:?} t={t:.3}",
+                e.report()
+            );
             None
         }
     }

@@ -43,8 +43,8 @@ pub(crate) async fn post_bound<B: serde::Serialize>(
         message: step.to_string(),
         source,
     };
-    let url =
-        reqwest::Url::parse(base).map_err(|e| Error::config_from(format!("{base}: not a URL"), e))?;
+    let url = reqwest::Url::parse(base)
+        .map_err(|e| Error::config_from(format!("{base}: not a URL"), e))?;
     let port = url.port_or_known_default().unwrap_or(443);
     let host = url
         .host_str()

@@ -142,12 +142,10 @@ async fn browse(
     pinned: Option<&str>,
     opts: DiscoveryOptions,
 ) -> Result<Discovery, Error> {
-    let events = mdns
-        .browse(SERVICE_TYPE)
-        .map_err(|e| Error::Discovery {
-            message: format!("cannot browse {SERVICE_TYPE}"),
-            source: Some(e.into()),
-        })?;
+    let events = mdns.browse(SERVICE_TYPE).map_err(|e| Error::Discovery {
+        message: format!("cannot browse {SERVICE_TYPE}"),
+        source: Some(e.into()),
+    })?;
     let start = Instant::now();
     let mut deadline = start + opts.timeout;
     let mut lingering = false;

@@ -156,10 +156,7 @@ impl Error {
         }
     }
 
-    pub(crate) fn config_from(
-        message: impl Into<String>,
-        source: impl Into<BoxError>,
-    ) -> Self {
+    pub(crate) fn config_from(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
         Error::Config {
             message: message.into(),
             source: Some(source.into()),
@@ -205,10 +202,7 @@ impl Error {
         }
     }
 
-    pub(crate) fn untrusted_from(
-        message: impl Into<String>,
-        source: impl Into<BoxError>,
-    ) -> Self {
+    pub(crate) fn untrusted_from(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
         Error::Untrusted {
             message: message.into(),
             source: Some(source.into()),
@@ -349,7 +343,10 @@ mod tests {
         let e = e.unwrap_or_else(|| Error::config("unreachable"));
         assert_eq!(e.to_string(), "invalid device id");
         assert!(e.source().is_some_and(|s| s.is::<IdError>()));
-        assert!(e.report().starts_with("invalid device id: device id may contain only"));
+        assert!(
+            e.report()
+                .starts_with("invalid device id: device id may contain only")
+        );
         assert!(!e.is_retryable());
         let mac: Result<idprov_proto::MacAddr, Error> = "zz".parse().map_err(Error::from);
         assert!(mac.is_err_and(|e| e.to_string() == "invalid MAC address"));

@@ -163,14 +163,14 @@ mod tests {
         )?;
         assert_eq!(jws.split('.').count(), 3);
 
-        let header: serde_json::Value =
-            serde_json::from_slice(&part(&jws, 0)).map_err(|e| Error::config_from("test setup", e))?;
+        let header: serde_json::Value = serde_json::from_slice(&part(&jws, 0))
+            .map_err(|e| Error::config_from("test setup", e))?;
         assert_eq!(header["alg"], "ES256");
         assert_eq!(header["typ"], PROOF_TYP);
         assert_eq!(header["kid"], signer.public_key().thumbprint());
 
-        let claims: ProofClaims =
-            serde_json::from_slice(&part(&jws, 1)).map_err(|e| Error::config_from("test setup", e))?;
+        let claims: ProofClaims = serde_json::from_slice(&part(&jws, 1))
+            .map_err(|e| Error::config_from("test setup", e))?;
         assert_eq!(claims.sub, "dev-1");
         assert_eq!(claims.aud, "idprov:d1:renew");
         assert_eq!((claims.iat, claims.exp), (1_000, 1_060));

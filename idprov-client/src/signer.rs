@@ -76,8 +76,7 @@ impl KeySigner {
                 .map_err(|e| Error::key_from("EC key is not a valid P-256 key", e))?,
             ),
             SectionKind::RsaPrivateKey => Inner::Rsa(
-                RsaKeyPair::from_der(&der)
-                    .map_err(|e| Error::key_from("RSA key rejected", e))?,
+                RsaKeyPair::from_der(&der).map_err(|e| Error::key_from("RSA key rejected", e))?,
             ),
             other => {
                 return Err(Error::key(format!(
@@ -225,7 +224,10 @@ mod tests {
             KeySigner::from_pem(&public_pem),
             Err(Error::Key { .. })
         ));
-        assert!(matches!(KeySigner::from_pem("hello"), Err(Error::Key { .. })));
+        assert!(matches!(
+            KeySigner::from_pem("hello"),
+            Err(Error::Key { .. })
+        ));
         let bad = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
         assert!(matches!(KeySigner::from_pem(bad), Err(Error::Key { .. })));
     }

@@ -191,7 +191,10 @@ mod tests {
             assert_ne!(code.as_str(), "unknown");
         }
         // The names are the wire names, snake_case, as they always were.
-        assert_eq!(serde_json::to_string(&ErrorCode::PendingFull)?, r#""pending_full""#);
+        assert_eq!(
+            serde_json::to_string(&ErrorCode::PendingFull)?,
+            r#""pending_full""#
+        );
         assert_eq!(
             serde_json::to_string(&ErrorCode::UnsupportedMediaType)?,
             r#""unsupported_media_type""#
@@ -207,7 +210,10 @@ mod tests {
         assert_eq!(body.code, ErrorCode::Unknown);
         assert_eq!(body.message, "try another hub");
         assert_eq!(body.retry_after_secs, Some(30));
-        assert_eq!(serde_json::from_str::<ErrorCode>(r#""BadRequest""#)?, ErrorCode::Unknown);
+        assert_eq!(
+            serde_json::from_str::<ErrorCode>(r#""BadRequest""#)?,
+            ErrorCode::Unknown
+        );
         assert_eq!(ErrorCode::Unknown.http_status(), 500);
         assert_eq!(serde_json::to_string(&ErrorCode::Unknown)?, r#""unknown""#);
         // Not a string at all is still an error.

@@ -23,11 +23,12 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use idprov_proto::MacAddr;
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 
 use crate::storage::{Change, StoreView, Unit};
 use crate::store::StoreResult;
@@ -241,20 +242,22 @@ const MAX_TRACKED: usize = 10_000;
 /// bounded (old entries are dropped first).
 pub struct FailureTracker {
     window: Duration,
+    clock: Arc<dyn crate::Clock>,
     map: Mutex<HashMap<String, (u32, Instant)>>,
 }
 
 impl FailureTracker {
-    pub fn new(window: Duration) -> FailureTracker {
+    pub fn new(window: Duration, clock: Arc<dyn crate::Clock>) -> FailureTracker {
         FailureTracker {
             window,
+            clock,
             map: Mutex::new(HashMap::new()),
         }
     }
 
     pub fn record(&self, device_id: Option<&str>, source: IpAddr) {
         let Ok(mut m) = self.map.lock() else { return };
-        let now = Instant::now();
+        let now = self.clock.instant();
         if m.len() + 2 > MAX_TRACKED {
             let window = self.window;
             m.retain(|_, (_, last)| now.duration_since(*last) < window);
@@ -283,7 +286,7 @@ impl FailureTracker {
     /// The larger count of the device ID's and the address's.
     pub fn recent(&self, device_id: &str, source: IpAddr) -> u32 {
         let Ok(m) = self.map.lock() else { return 0 };
-        let now = Instant::now();
+        let now = self.clock.instant();
         [format!("id:{device_id}"), format!("ip:{source}")]
             .iter()
             .filter_map(|k| m.get(k))
@@ -342,7 +345,8 @@ mod tests {
 
     #[test]
     fn failures_count_per_id_and_address_within_the_window() {
-        let t = FailureTracker::new(Duration::from_secs(60));
+        let clock = crate::ManualClock::new(0);
+        let t = FailureTracker::new(Duration::from_secs(60), Arc::new(clock.clone()));
         let a: IpAddr = [10, 0, 0, 1].into();
         let b: IpAddr = [10, 0, 0, 2].into();
         t.record(Some("d1"), a);
@@ -351,8 +355,24 @@ mod tests {
         assert_eq!(t.recent("d1", b), 2);
         assert_eq!(t.recent("d2", a), 2);
         assert_eq!(t.recent("d2", [10, 0, 0, 3].into()), 0);
-        let short = FailureTracker::new(Duration::ZERO);
+        // The window is on the daemon's clock.
+        clock.advance(59);
+        assert_eq!(t.recent("d1", b), 2);
+        clock.advance(1);
+        assert_eq!(t.recent("d1", b), 0);
+        let short = FailureTracker::new(Duration::ZERO, Arc::new(crate::SystemClock));
         short.record(Some("d1"), a);
         assert_eq!(short.recent("d1", a), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_window_runs_on_tokio_time_by_default() {
+        let t = FailureTracker::new(Duration::from_secs(60), Arc::new(crate::SystemClock));
+        let a: IpAddr = [10, 0, 0, 1].into();
+        t.record(Some("d1"), a);
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert_eq!(t.recent("d1", a), 1);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(t.recent("d1", a), 0);
     }
 }

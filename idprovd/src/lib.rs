@@ -135,6 +135,7 @@ pub async fn start(
     let (events, _) = broadcast::channel::<AdminEvent>(4096);
     let cfg_limits = cfg.rate_limit.clone();
     let cfg_window = cfg.flags.proof_failure_window;
+    let timers = clock.clone();
     let daemon = Arc::new(Daemon {
         admins: admins::AdminRegistry::new(&cfg.data_dir),
         event_streams: Arc::new(Semaphore::new(cfg.limits.max_event_streams)),
@@ -146,8 +147,8 @@ pub async fn start(
         x509,
         events,
         metrics,
-        rate_limits: ratelimit::RateLimits::new(&cfg_limits),
-        proof_failures: flags::FailureTracker::new(cfg_window),
+        rate_limits: ratelimit::RateLimits::new(&cfg_limits, timers.clone()),
+        proof_failures: flags::FailureTracker::new(cfg_window, timers),
         alerts: monitor::Alerts::default(),
         imports: oob_import::Imports::default(),
     });

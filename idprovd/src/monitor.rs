@@ -19,13 +19,14 @@ use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use idprov_proto::admin::{AdminEvent, Alert, AlertKind, ProvisioningState};
 use idprov_proto::{SERVICE_TYPE, dnssd};
 use mdns_sd::{ResolvedService, ServiceDaemon, ServiceEvent};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::Daemon;
@@ -147,13 +148,12 @@ impl Alerts {
     }
 
     /// False if the same advertisement was reported within REPEAT_AFTER.
-    fn is_new(&self, a: &AlertDraft) -> bool {
+    fn is_new(&self, a: &AlertDraft, now: Instant) -> bool {
         let key = format!("{:?}|{}|{:?}|{:?}", a.kind, a.instance, a.addresses, a.port);
         let Ok(mut m) = self.last_seen.lock() else {
             return true;
         };
-        let now = Instant::now();
-        m.retain(|_, t| now.duration_since(*t) < REPEAT_AFTER);
+        m.retain(|_, t| now.saturating_duration_since(*t) < REPEAT_AFTER);
         if m.contains_key(&key) {
             return false;
         }
@@ -175,7 +175,7 @@ impl Daemon {
     /// Record an alert: audit, (by default) pause provisioning, publish.
     /// Returns None when the same advertisement was just reported.
     pub async fn raise_alert(self: &Arc<Self>, a: AlertDraft) -> Result<Option<Alert>, Error> {
-        if !self.alerts.is_new(&a) {
+        if !self.alerts.is_new(&a, self.clock.instant()) {
             return Ok(None);
         }
         let now = self.now();
@@ -435,9 +435,13 @@ mod tests {
     #[test]
     fn the_same_advertisement_is_reported_once() {
         let a = Alerts::default();
-        assert!(a.is_new(&draft("x._idprov._tcp.local.")));
-        assert!(!a.is_new(&draft("x._idprov._tcp.local.")));
-        assert!(a.is_new(&draft("y._idprov._tcp.local.")));
+        let t = Instant::now();
+        assert!(a.is_new(&draft("x._idprov._tcp.local."), t));
+        assert!(!a.is_new(&draft("x._idprov._tcp.local."), t));
+        assert!(a.is_new(&draft("y._idprov._tcp.local."), t));
+        // And again once REPEAT_AFTER has passed.
+        assert!(!a.is_new(&draft("x._idprov._tcp.local."), t + REPEAT_AFTER / 2));
+        assert!(a.is_new(&draft("x._idprov._tcp.local."), t + REPEAT_AFTER));
     }
 
     #[test]

@@ -13,7 +13,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use idprov_proto::admin::{AdminEvent, MAX_OOB_BATCH};
 use idprov_proto::error::EntryError;
@@ -132,7 +134,7 @@ pub async fn start(
     let evicted = {
         let mut map = reg.lock();
         let evicted = if map.len() >= MAX_SESSIONS {
-            evict_abandoned(&mut map, &a.name)
+            evict_abandoned(&mut map, &a.name, d.clock.instant())
         } else {
             Vec::new()
         };
@@ -153,7 +155,7 @@ pub async fn start(
                     next_seq: 0,
                     staged: 0,
                     last_body: [0; 32],
-                    last_used: Instant::now(),
+                    last_used: d.clock.instant(),
                     closed: false,
                 }),
                 in_flight: Arc::new(tokio::sync::Semaphore::new(CHUNKS_IN_FLIGHT as usize)),
@@ -184,12 +186,14 @@ const ABANDONED_AFTER: Duration = Duration::from_secs(30);
 /// With every slot taken, close `admin`'s abandoned sessions and return
 /// their ids (the caller drops their staging tables). Other
 /// administrators' sessions are left alone.
-fn evict_abandoned(map: &mut HashMap<String, Arc<Slot>>, admin: &str) -> Vec<String> {
+fn evict_abandoned(map: &mut HashMap<String, Arc<Slot>>, admin: &str, now: Instant) -> Vec<String> {
     let abandoned: Vec<String> = map
         .iter()
         .filter(|(_, slot)| {
             slot.state.try_lock().is_ok_and(|s| {
-                s.admin == admin && !s.closed && s.last_used.elapsed() >= ABANDONED_AFTER
+                s.admin == admin
+                    && !s.closed
+                    && now.saturating_duration_since(s.last_used) >= ABANDONED_AFTER
             })
         })
         .map(|(sid, _)| sid.clone())
@@ -220,7 +224,7 @@ async fn reap_when_idle(d: std::sync::Weak<Daemon>, sid: String) {
         if s.closed {
             return;
         }
-        if s.last_used.elapsed() <= limit {
+        if d.clock.instant().saturating_duration_since(s.last_used) <= limit {
             continue;
         }
         // Closed under the lock: a late chunk cannot race the drop.
@@ -262,7 +266,7 @@ pub async fn chunk_ticket(d: &Daemon, a: &Actor, sid: &str) -> Result<ChunkTicke
     let slot = d.imports.get(sid)?;
     {
         let mut s = lock_open(&slot, &a.name).await?;
-        s.last_used = Instant::now();
+        s.last_used = d.clock.instant();
     }
     let permit = slot
         .in_flight
@@ -347,7 +351,7 @@ pub async fn chunk(
     s.staged = staged;
     s.last_body = body_sha;
     s.next_seq += 1;
-    s.last_used = Instant::now();
+    s.last_used = d.clock.instant();
     slot.next_seq.send_replace(s.next_seq);
     Ok(OobImportChunkAck { seq: c.seq, staged })
 }

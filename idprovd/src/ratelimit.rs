@@ -15,11 +15,15 @@
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota};
+use governor::clock::{Clock, Reference};
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
@@ -78,15 +82,50 @@ impl RateLimitConfig {
     }
 }
 
+/// governor's time source: the daemon's clock (tokio time, which tests
+/// pause, or a [`crate::ManualClock`] they advance).
+#[derive(Clone)]
+struct BucketClock(Arc<dyn crate::Clock>);
+
+/// A reading of [`BucketClock`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct BucketInstant(tokio::time::Instant);
+
+impl std::ops::Add<Nanos> for BucketInstant {
+    type Output = Self;
+    fn add(self, d: Nanos) -> Self {
+        BucketInstant(self.0 + Duration::from(d))
+    }
+}
+
+impl Reference for BucketInstant {
+    fn duration_since(&self, earlier: Self) -> Nanos {
+        self.0.saturating_duration_since(earlier.0).into()
+    }
+    fn saturating_sub(&self, d: Nanos) -> Self {
+        BucketInstant(self.0.checked_sub(d.into()).unwrap_or(self.0))
+    }
+}
+
+impl Clock for BucketClock {
+    type Instant = BucketInstant;
+    fn now(&self) -> BucketInstant {
+        BucketInstant(self.0.instant())
+    }
+}
+
+type Limiter<K> =
+    RateLimiter<K, DefaultKeyedStateStore<K>, BucketClock, NoOpMiddleware<BucketInstant>>;
+
 /// The limiters of one daemon.
 pub struct RateLimits {
     cfg: RateLimitConfig,
-    by_source: DefaultKeyedRateLimiter<IpAddr>,
-    by_device: DefaultKeyedRateLimiter<String>,
-    clock: DefaultClock,
+    by_source: Limiter<IpAddr>,
+    by_device: Limiter<String>,
+    clock: BucketClock,
     /// Milliseconds since `born` of the last early clean-up.
     last_clean_ms: AtomicU64,
-    born: Instant,
+    born: tokio::time::Instant,
 }
 
 fn nz(n: u32) -> NonZeroU32 {
@@ -94,16 +133,17 @@ fn nz(n: u32) -> NonZeroU32 {
 }
 
 impl RateLimits {
-    pub fn new(cfg: &RateLimitConfig) -> RateLimits {
+    pub fn new(cfg: &RateLimitConfig, clock: Arc<dyn crate::Clock>) -> RateLimits {
         let source = Quota::per_second(nz(cfg.source_per_second)).allow_burst(nz(cfg.source_burst));
         let device = Quota::per_minute(nz(cfg.device_per_minute)).allow_burst(nz(cfg.device_burst));
+        let clock = BucketClock(clock);
         RateLimits {
             cfg: cfg.clone(),
-            by_source: DefaultKeyedRateLimiter::keyed(source),
-            by_device: DefaultKeyedRateLimiter::keyed(device),
-            clock: DefaultClock::default(),
+            by_source: RateLimiter::dashmap_with_clock(source, clock.clone()),
+            by_device: RateLimiter::dashmap_with_clock(device, clock.clone()),
+            born: clock.0.instant(),
+            clock,
             last_clean_ms: AtomicU64::new(0),
-            born: Instant::now(),
         }
     }
 
@@ -177,7 +217,7 @@ impl RateLimits {
             return;
         }
         // At most once a second: retain_recent walks the whole map.
-        let now = self.born.elapsed().as_millis() as u64;
+        let now = self.clock.0.instant().duration_since(self.born).as_millis() as u64;
         let last = self.last_clean_ms.load(Ordering::Relaxed);
         if now.saturating_sub(last) < 1000
             || self
@@ -249,7 +289,7 @@ mod tests {
 
     #[test]
     fn source_burst_then_429_with_retry_after() {
-        let r = RateLimits::new(&cfg());
+        let r = RateLimits::new(&cfg(), Arc::new(crate::SystemClock));
         let ip: IpAddr = "10.0.0.1".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
         for _ in 0..5 {
             assert!(r.check(Some(ip), None).is_ok());
@@ -267,8 +307,39 @@ mod tests {
     }
 
     #[test]
+    fn buckets_refill_on_the_daemons_clock() {
+        let clock = crate::ManualClock::new(0);
+        let r = RateLimits::new(&cfg(), Arc::new(clock.clone()));
+        let ip: IpAddr = "10.0.0.6".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        for _ in 0..5 {
+            assert!(r.check(Some(ip), None).is_ok());
+        }
+        let e = r.check(Some(ip), None).err();
+        assert!(
+            matches!(e, Some(Error::RateLimited { retry_after: 1, .. })),
+            "{e:?}"
+        );
+        clock.advance(1);
+        assert!(r.check(Some(ip), None).is_ok());
+        assert!(r.check(Some(ip), None).is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn buckets_refill_on_tokio_time_by_default() {
+        let r = RateLimits::new(&cfg(), Arc::new(crate::SystemClock));
+        let ip: IpAddr = "10.0.0.7".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        for _ in 0..5 {
+            assert!(r.check(Some(ip), None).is_ok());
+        }
+        assert!(r.check(Some(ip), None).is_err());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(r.check(Some(ip), None).is_ok());
+        assert!(r.check(Some(ip), None).is_err());
+    }
+
+    #[test]
     fn failures_cost_more() {
-        let r = RateLimits::new(&cfg());
+        let r = RateLimits::new(&cfg(), Arc::new(crate::SystemClock));
         let ip: IpAddr = "10.0.0.3".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
         assert!(r.check(Some(ip), Some("d1")).is_ok());
         r.charge_failure(Some(ip), Some("d1"));
@@ -293,10 +364,13 @@ mod tests {
 
     #[test]
     fn disabled_never_limits() {
-        let r = RateLimits::new(&RateLimitConfig {
-            enabled: false,
-            ..cfg()
-        });
+        let r = RateLimits::new(
+            &RateLimitConfig {
+                enabled: false,
+                ..cfg()
+            },
+            Arc::new(crate::SystemClock),
+        );
         let ip: IpAddr = "10.0.0.4".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
         for _ in 0..50 {
             assert!(r.check(Some(ip), Some("x")).is_ok());

@@ -9,12 +9,20 @@
 //! runtime; threads spawned from it (tokio workers, the mDNS responder's
 //! thread) inherit the namespace.
 //!
-//! Building namespaces needs root. CI runs the tests as root; elsewhere they
-//! fail with a message saying so. They never skip silently.
+//! Building namespaces needs root over them. CI runs the tests as root, and
+//! they build their namespaces directly. A contributor without root gets the
+//! same tests: every LAN test starts with [`lan_test!`], which runs that one
+//! test again in a child process of this test binary inside a user namespace
+//! of its own (`unshare --user --map-root-user --net --mount`): root there, a
+//! private `/run` for `ip netns`, and a fresh network namespace with nothing
+//! but loopback, so nothing can reach the machine's real interfaces either.
+//! The child's outcome is the test's outcome. Where neither works (no
+//! `unshare`, user namespaces disabled) the tests fail with a message saying
+//! so. They never skip silently.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -29,30 +37,123 @@ static LANS: AtomicUsize = AtomicUsize::new(0);
 /// The port daemons listen on inside the LAN (the product default).
 pub const LAN_PORT: u16 = 8445;
 
-/// Fail (never skip) when namespaces cannot be built.
-pub fn require_root() -> Result<()> {
-    let uid0 = std::fs::read_to_string("/proc/self/status")
+/// Set in the child process that runs one LAN test in a user namespace.
+const USERNS_ENV: &str = "IDPROV_TESTS_IN_USERNS";
+
+fn effective_uid_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
                 .find(|l| l.starts_with("Uid:"))
                 .map(|l| l.split_whitespace().nth(2) == Some("0"))
         })
-        .unwrap_or(false);
-    if !uid0 {
+        .unwrap_or(false)
+}
+
+/// Fail (never skip) when namespaces cannot be built here.
+pub fn require_root() -> Result<()> {
+    if !effective_uid_is_root() {
         bail!(
-            "the LAN tests build network namespaces and need root (CI runs them as root); \
-             run e.g. `sudo -E cargo test -p idprov-tests --test lan_dnssd`"
+            "the LAN tests build network namespaces: they need root, or to start with \
+             `lan_test!(name)`, which runs them in a user namespace"
         );
     }
-    if Command::new("ip").arg("-V").output().is_err() {
-        bail!("the LAN tests need iproute2's `ip` command");
+    if Command::new(ip_program()).arg("-V").output().is_err() {
+        bail!("the LAN tests need iproute2's `ip` command (apt-get install iproute2)");
     }
     Ok(())
 }
 
+/// `program` on the PATH, or in the system directories a normal user's PATH
+/// often lacks (`ip` is in /usr/sbin).
+fn find_program(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+/// iproute2's `ip`, wherever it is.
+pub fn ip_program() -> PathBuf {
+    find_program("ip").unwrap_or_else(|| PathBuf::from("ip"))
+}
+
+/// Run LAN tests as they can be run here; see the module comment. Returns
+/// true when `test` (in the module `module`, as `module_path!()` gives it)
+/// ran in a child process and passed; false when it is to run here (as root,
+/// or in that child). Use it through [`lan_test!`].
+pub fn ran_in_user_namespace(module: &str, test: &str) -> Result<bool> {
+    if effective_uid_is_root() {
+        require_root()?;
+        return Ok(false);
+    }
+    if std::env::var_os(USERNS_ENV).is_some() {
+        bail!("running in a user namespace, but not as its root: the uid map did not apply");
+    }
+    let unshare = find_program("unshare").context(
+        "the LAN tests need root or util-linux's `unshare` (user namespaces); \
+         apt-get install util-linux",
+    )?;
+    // libtest names a test by its module path without the crate.
+    let name = match module.split_once("::") {
+        Some((_, m)) => format!("{m}::{test}"),
+        None => test.to_string(),
+    };
+    let exe = std::env::current_exe().context("the test binary")?;
+    // Root in a new user namespace, with a new network namespace (only
+    // loopback) and a mount namespace whose /run is private, so that
+    // `ip netns add` can make /run/netns.
+    let out = Command::new(&unshare)
+        .args(["--user", "--map-root-user", "--net", "--mount", "--"])
+        .args([
+            "sh",
+            "-c",
+            r#"mount -t tmpfs tmpfs /run && "$0" link set lo up && exec "$@""#,
+        ])
+        .arg(ip_program())
+        .arg(&exe)
+        .args(["--exact", &name, "--test-threads=1"])
+        .env(USERNS_ENV, "1")
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {}", unshare.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("--- {name} in a user namespace ---\n{stdout}{stderr}");
+    if stderr.starts_with("unshare:") {
+        bail!(
+            "cannot create a user namespace for the LAN tests (are unprivileged user \
+             namespaces disabled? see /proc/sys/user/max_user_namespaces, \
+             kernel.unprivileged_userns_clone, kernel.apparmor_restrict_unprivileged_userns); \
+             run them as root instead:\n{stderr}"
+        );
+    }
+    if !out.status.success() {
+        bail!("{name} failed in its user namespace ({})", out.status);
+    }
+    // It must really have run, not been filtered away.
+    if !stdout.contains(&format!("test {name} ... ok")) || !stdout.contains(" 1 passed;") {
+        bail!("{name} did not run in its user namespace:\n{stdout}{stderr}");
+    }
+    Ok(true)
+}
+
+/// The first line of every LAN test (a test returning `Result`): as root the
+/// test goes on here; otherwise it runs in a user namespace of its own and
+/// this returns its outcome. The argument is the test function's name.
+#[macro_export]
+macro_rules! lan_test {
+    ($test:ident) => {
+        if $crate::netns::ran_in_user_namespace(module_path!(), stringify!($test))? {
+            return Ok(());
+        }
+    };
+}
+
 fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip")
+    let out = Command::new(ip_program())
         .args(args)
         .output()
         .context("running ip")?;
@@ -137,7 +238,7 @@ impl Lan {
 
     /// `ip netns exec NS program`, to run a process on `host`.
     pub fn command(&self, host: &str, program: &str) -> Command {
-        let mut c = Command::new("ip");
+        let mut c = Command::new(ip_program());
         c.args(["netns", "exec", &self.ns(host), program]);
         c
     }

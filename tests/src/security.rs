@@ -162,7 +162,7 @@ pub fn edit_audit_detail(data_dir: &Path, seq: u64, detail: &str) -> Result<()> 
 
 /// The MAC of `host`'s `eth0`, as the kernel has it.
 pub fn interface_mac(lan: &crate::netns::Lan, host: &str) -> Result<idprov_proto::MacAddr> {
-    let out = std::process::Command::new("ip")
+    let out = std::process::Command::new(crate::netns::ip_program())
         .args(["-n", &lan.ns(host), "link", "show", "eth0"])
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -227,6 +227,45 @@ impl RogueAdvertiser {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(2), rx.recv_async()).await;
         }
     }
+}
+
+/// Wait until the advertisement of `instance` resolves on `rt`'s host: it
+/// is out on the LAN, so every host there has had it, the advertising
+/// daemon's own monitor included. Fails after `within`.
+pub async fn wait_for_advert(
+    rt: &crate::netns::NsRuntime,
+    instance: &str,
+    within: std::time::Duration,
+) -> Result<()> {
+    let prefix = format!("{instance}.");
+    rt.run(async move {
+        // Created on a thread of the namespace: its sockets live there.
+        let mdns = mdns_sd::ServiceDaemon::new()?;
+        let rx = mdns.browse(idprov_proto::SERVICE_TYPE)?;
+        let seen = tokio::time::timeout(within, async {
+            while let Ok(ev) = rx.recv_async().await {
+                if let mdns_sd::ServiceEvent::ServiceResolved(r) = ev
+                    && r.get_fullname().starts_with(&prefix)
+                {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        if let Ok(done) = mdns.shutdown() {
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(2), done.recv_async()).await;
+        }
+        match seen {
+            Ok(true) => Ok(()),
+            _ => Err(anyhow::anyhow!(
+                "{prefix}{} did not resolve within {within:?}",
+                idprov_proto::SERVICE_TYPE
+            )),
+        }
+    })
+    .await?
 }
 
 /// Unix seconds now (LAN daemons run on the system clock).

@@ -2,7 +2,7 @@
 //! screen text is compared with `tests/snapshots/<name>.txt`.
 //!
 //! After an intended change to the screen, regenerate and review with
-//! `UPDATE_SNAPSHOTS=1 cargo test -p idprov-tui --test snapshots` and
+//! `UPDATE_SNAPSHOTS=1 cargo test -p idprov-tui --test it snapshots::` and
 //! `git diff tui/tests/snapshots`.
 
 use std::path::PathBuf;

@@ -2,9 +2,7 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 /// Entries of every kind: four key formats' worth, MAC only, key with a
 /// secret, expiry, notes with commas, quotes and would-be formulas.

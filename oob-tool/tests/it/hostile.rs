@@ -5,11 +5,9 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use idprov_proto::oob_import::OobImportStart;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

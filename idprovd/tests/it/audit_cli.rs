@@ -1,7 +1,7 @@
 //! `idprovd audit verify` as an operator runs it on a stopped daemon's data
 //! dir: intact chain (exit 0), then an entry edited behind the daemon's back
 //! (exit 6, the entry named). The admin-API path is tested in
-//! tests/tests/security.rs.
+//! tests/tests/it/security.rs.
 
 use std::path::Path;
 use std::process::Command;

@@ -16,6 +16,9 @@ use idprovd::config::{Config, FlagOverrides, default_data_dir};
 /// which the configuration loader would read as a key.
 const CHILD_MARKER: &str = "IDPROV_CONFIG_EXAMPLE_CHILD";
 
+/// The loading test's name in this test binary (module path included).
+const LOAD_TEST: &str = "config_example::example_loads_to_the_defaults";
+
 /// Keys the example shows commented out, because their default cannot be
 /// written as a value: `data_dir` depends on the environment, and
 /// `mdns.instance_name` is unset by default (TOML has no null).
@@ -39,12 +42,7 @@ fn example_loads_to_the_defaults() {
     // Re-run exactly this test in a clean environment.
     let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
     let mut cmd = Command::new(exe);
-    cmd.args([
-        "--exact",
-        "example_loads_to_the_defaults",
-        "--nocapture",
-        "--test-threads=1",
-    ]);
+    cmd.args(["--exact", LOAD_TEST, "--nocapture", "--test-threads=1"]);
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("IDPROVD_") {
             cmd.env_remove(&name);
@@ -62,7 +60,7 @@ fn example_loads_to_the_defaults() {
     );
     // The child must really have run the check, not filtered it away.
     assert!(
-        stdout.contains("test example_loads_to_the_defaults ... ok"),
+        stdout.contains(&format!("test {LOAD_TEST} ... ok")),
         "child did not run the check:\n{stdout}\n{stderr}"
     );
 }

@@ -7,13 +7,11 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -52,7 +50,12 @@ struct Host {
 
 async fn start_host(dir: &Path) -> Host {
     let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args(["--exact", "daemon_host", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "kill::daemon_host",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(HOST_ENV, dir)
         .stdout(Stdio::piped())
         .stderr(

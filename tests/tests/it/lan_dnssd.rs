@@ -1,6 +1,7 @@
 //! DNS-SD on a private LAN of network namespaces: the daemon on one host,
-//! devices (the idprov-client library) on others, joined by a bridge. Needs
-//! root (see `idprov_tests::netns`); fails, never skips, without it.
+//! devices (the idprov-client library) on others, joined by a bridge. As
+//! root, or each test in a user namespace of its own (see
+//! `idprov_tests::netns`); fails, never skips, where neither works.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use idprov_client::{Client, DiscoveryOptions, Event, KeySigner, Signer, Trust};
 use idprov_proto::admin::{ListQuery, OobEntryInput, OobUpsertRequest};
+use idprov_tests::lan_test;
 use idprov_tests::netns::{Lan, LanDaemon, NsRuntime, lan_config};
 use tokio::sync::mpsc;
 
@@ -112,6 +114,7 @@ async fn token_active(rt: &NsRuntime, d: &LanDaemon, token: String) -> Result<bo
 
 #[tokio::test(flavor = "multi_thread")]
 async fn preapproved_device_discovers_provisions_renews_and_survives_restarts() -> Result<()> {
+    lan_test!(preapproved_device_discovers_provisions_renews_and_survives_restarts);
     let lan = Lan::new(&["hub", "dev1"])?;
     let hub = lan.runtime("hub")?;
     let dev = lan.runtime("dev1")?;
@@ -193,6 +196,7 @@ async fn preapproved_device_discovers_provisions_renews_and_survives_restarts() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_device_waits_pending_until_an_administrator_approves() -> Result<()> {
+    lan_test!(unknown_device_waits_pending_until_an_administrator_approves);
     let lan = Lan::new(&["hub", "dev1"])?;
     let hub = lan.runtime("hub")?;
     let dev = lan.runtime("dev1")?;
@@ -260,6 +264,7 @@ async fn unknown_device_waits_pending_until_an_administrator_approves() -> Resul
 
 #[tokio::test(flavor = "multi_thread")]
 async fn with_two_daemons_the_client_uses_the_pinned_one_and_reports_the_other() -> Result<()> {
+    lan_test!(with_two_daemons_the_client_uses_the_pinned_one_and_reports_the_other);
     let lan = Lan::new(&["hub1", "hub2", "dev1"])?;
     let hub1 = lan.runtime("hub1")?;
     let hub2 = lan.runtime("hub2")?;
@@ -351,6 +356,7 @@ async fn next(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn python_zeroconf_sees_the_service_its_updates_and_its_goodbye() -> Result<()> {
+    lan_test!(python_zeroconf_sees_the_service_its_updates_and_its_goodbye);
     use std::io::BufRead;
     let lan = Lan::new(&["hub", "dev1"])?;
     let hub = lan.runtime("hub")?;

@@ -2,7 +2,8 @@
 //! rogue advertiser pauses provisioning until an administrator resumes it;
 //! a claimed MAC is compared with the namespaces' real interface MACs; a
 //! flood from one address is limited while known devices keep being served.
-//! Needs root (see `idprov_tests::netns`); fails, never skips, without it.
+//! As root, or each test in a user namespace of its own (see
+//! `idprov_tests::netns`); fails, never skips, where neither works.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -12,8 +13,10 @@ use anyhow::{Context, Result, bail};
 use idprov_proto::admin::{AlertKind, OobEntryInput, OobUpsertRequest, ProvisioningState};
 use idprov_proto::device::{ProofEndpoint, paths};
 use idprov_tests::netns::{LAN_PORT, Lan, LanDaemon, NsRuntime, lan_config};
-use idprov_tests::security::{RogueAdvertiser, interface_mac, pinned_client_from, unix_now};
-use idprov_tests::{DeviceKey, post_json};
+use idprov_tests::security::{
+    RogueAdvertiser, interface_mac, pinned_client_from, unix_now, wait_for_advert,
+};
+use idprov_tests::{DeviceKey, lan_test, post_json};
 use idprovd::monitor::OnRogue;
 
 async fn paused(rt: &NsRuntime, d: &LanDaemon) -> Result<bool> {
@@ -63,6 +66,7 @@ async fn provision_from(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rogue_advertiser_pauses_provisioning_until_an_administrator_resumes() -> Result<()> {
+    lan_test!(a_rogue_advertiser_pauses_provisioning_until_an_administrator_resumes);
     let lan = Lan::new(&["hub", "rogue", "dev"])?;
     let hub = lan.runtime("hub")?;
     let rogue_rt = lan.runtime("rogue")?;
@@ -71,8 +75,10 @@ async fn a_rogue_advertiser_pauses_provisioning_until_an_administrator_resumes()
     let mut cfg = lan_config(&tmp.path().join("hub"), "hub-sec");
     cfg.monitor.on_rogue = OnRogue::Pause;
     let d = LanDaemon::start(&hub, cfg).await?;
-    // Our own advertisement alone raises nothing.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Our own advertisement alone raises nothing: once it is out on the LAN
+    // (the monitor has seen it too), give the monitor a second to judge.
+    wait_for_advert(&dev, "hub-sec", Duration::from_secs(10)).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(!paused(&hub, &d).await?, "paused by its own records");
     let admin = d.admin()?;
     let mut events = hub.run(async move { admin.events().await }).await??;
@@ -159,6 +165,7 @@ async fn a_rogue_advertiser_pauses_provisioning_until_an_administrator_resumes()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rogue_answering_with_our_own_name_is_an_alert() -> Result<()> {
+    lan_test!(a_rogue_answering_with_our_own_name_is_an_alert);
     let lan = Lan::new(&["hub", "rogue"])?;
     let hub = lan.runtime("hub")?;
     let rogue_rt = lan.runtime("rogue")?;
@@ -166,7 +173,8 @@ async fn a_rogue_answering_with_our_own_name_is_an_alert() -> Result<()> {
     let mut cfg = lan_config(&tmp.path().join("hub"), "hub-own");
     cfg.monitor.on_rogue = OnRogue::Alert;
     let d = LanDaemon::start(&hub, cfg).await?;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_for_advert(&rogue_rt, "hub-own", Duration::from_secs(10)).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let rogue =
         RogueAdvertiser::start(&rogue_rt, "hub-own", "hub-own", lan.addr("rogue"), LAN_PORT)
             .await?;
@@ -199,6 +207,7 @@ async fn a_rogue_answering_with_our_own_name_is_an_alert() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_claimed_mac_is_checked_against_the_neighbour_table() -> Result<()> {
+    lan_test!(a_claimed_mac_is_checked_against_the_neighbour_table);
     let lan = Lan::new(&["hub", "dev", "other"])?;
     let hub = lan.runtime("hub")?;
     let dev = lan.runtime("dev")?;
@@ -255,6 +264,7 @@ async fn a_claimed_mac_is_checked_against_the_neighbour_table() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_flood_from_one_address_is_limited_while_known_devices_are_served() -> Result<()> {
+    lan_test!(a_flood_from_one_address_is_limited_while_known_devices_are_served);
     let lan = Lan::new(&["hub", "flood", "dev"])?;
     let hub = lan.runtime("hub")?;
     let flood = lan.runtime("flood")?;

@@ -1,0 +1,8 @@
+//! The daemon binary's integration tests, one test binary (`--test it`):
+//! the command line, operations commands, the audit tools and the example
+//! configuration.
+
+mod audit_cli;
+mod cli;
+mod config_example;
+mod ops_cli;

@@ -1,0 +1,22 @@
+//! The workspace integration tests, one test binary (`--test it`): each
+//! module is one area, run through the real interfaces against daemons
+//! started in this process. One binary links the daemon once.
+//!
+//! Run one area with a filter, e.g. `cargo test -p idprov-tests --test it
+//! lan_dnssd::`.
+
+mod admin_api;
+mod client_loopback;
+mod client_x509;
+mod device_api;
+mod lan_dnssd;
+mod lan_security;
+mod limits;
+mod oob_import;
+mod ops;
+mod python_interop;
+mod security;
+mod store_faults;
+mod x509_certs;
+mod x509_crl_mtls;
+mod x509_keys;

@@ -1,0 +1,7 @@
+//! `idprov-tui`'s integration tests, one test binary (`--test it`): screen
+//! snapshots, the event stream's reconnection against a real daemon, and
+//! the real binary in tmux.
+
+mod e2e_tmux;
+mod reconnect;
+mod snapshots;
