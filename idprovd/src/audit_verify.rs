@@ -15,10 +15,9 @@
 use std::path::Path;
 
 use idprov_proto::admin::{AuditEntry, ListQuery, MAX_PAGE};
-use redb::{ReadableDatabase, ReadableTable};
 use serde::Serialize;
 
-use crate::store::{AUDIT, GENESIS_HASH, STORE_FILE, StoreError, audit_hash};
+use crate::store::{GENESIS_HASH, STORE_FILE, StoreError, audit_hash};
 
 /// The result of a check.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -121,40 +120,37 @@ pub fn verify_dir(data_dir: &Path) -> Result<ChainReport, VerifyError> {
     if !path.exists() {
         return Err(StoreError::Missing(path).into());
     }
-    let db = redb::Database::open(&path).map_err(|e| match e {
-        redb::DatabaseError::DatabaseAlreadyOpen => VerifyError::Running,
-        other => VerifyError::Store(StoreError::Corrupt {
-            path: path.clone(),
-            message: other.to_string(),
-        }),
-    })?;
-    let rx = db.begin_read().map_err(StoreError::from)?;
-    let table = match rx.open_table(AUDIT) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Verifier::default().finish()),
-        Err(e) => return Err(StoreError::from(e).into()),
-    };
     let mut v = Verifier::default();
-    for item in table.iter().map_err(StoreError::from)? {
-        let (k, val) = item.map_err(StoreError::from)?;
-        let e: AuditEntry =
-            serde_json::from_slice(val.value()).map_err(|e| VerifyError::Unreadable {
-                key: k.value(),
-                message: e.to_string(),
-            })?;
+    let mut unreadable = None;
+    idprovd_store_redb::read_audit_offline(data_dir, |key, bytes| {
+        let e: AuditEntry = match serde_json::from_slice(bytes) {
+            Ok(e) => e,
+            Err(err) => {
+                unreadable = Some(VerifyError::Unreadable {
+                    key,
+                    message: err.to_string(),
+                });
+                return false;
+            }
+        };
         // The table key is the seq; an entry moved under another key is a
         // break too.
-        if e.seq != k.value() {
+        if e.seq != key {
             v.push(&AuditEntry {
-                seq: k.value(),
+                seq: key,
                 hash: String::new(),
                 ..e
             });
-            break;
+            return false;
         }
-        if !v.push(&e) {
-            break;
-        }
+        v.push(&e)
+    })
+    .map_err(|e| match e {
+        StoreError::Locked(_) => VerifyError::Running,
+        other => VerifyError::Store(other),
+    })?;
+    if let Some(e) = unreadable {
+        return Err(e);
     }
     Ok(v.finish())
 }

@@ -96,19 +96,20 @@ pub struct Manifest {
 /// One backup at a time: each copies the whole store.
 static RUNNING: Semaphore = Semaphore::const_new(1);
 
-impl Daemon {
-    /// Make a backup archive for an administrator and audit the export (the
-    /// keys leave the hub: that is itself a decision). Returns the archive,
-    /// rewound, its size and its manifest.
-    pub async fn export_backup(
-        self: &Arc<Self>,
-        actor: crate::admin_ops::Actor,
-    ) -> Result<(File, u64, Manifest), Error> {
+/// Make a backup archive for an administrator and audit the export (the
+/// keys leave the hub: that is itself a decision). Returns the archive,
+/// rewound, its size and its manifest.
+pub async fn export(
+    d: &Arc<Daemon>,
+    actor: crate::admin_ops::Actor,
+) -> Result<(File, u64, Manifest), Error> {
+    let this = d;
+    {
         let _permit = RUNNING
             .try_acquire()
             .map_err(|_| Error::busy("a backup is already running", Some(10)))?;
         let started = std::time::Instant::now();
-        let d2 = self.clone();
+        let d2 = this.clone();
         let (file, size, manifest) = tokio::task::spawn_blocking(move || build(&d2))
             .await
             .map_err(|e| Error::internal("the backup failed", e))?
@@ -116,14 +117,14 @@ impl Daemon {
                 message: format!("the backup failed: {e}"),
                 source: Some(Box::new(e)),
             })?;
-        let now = self.now();
+        let now = this.now();
         let src = actor.source.clone();
         let detail = format!(
             "{} devices, {} OOB entries, {size} bytes",
             manifest.counts.devices, manifest.counts.oob
         );
         let admin = format!("admin:{}", actor.name);
-        self.transact(move |_, _, u| {
+        this.transact(move |_, _, u| {
             u.audit(crate::daemon::draft(
                 now,
                 &admin,

@@ -2,41 +2,33 @@
 //! tests (and the binary) a handle on a daemon serving on a listener they
 //! bound themselves (port 0 in tests).
 //!
-//! Map of the crate: [`config`] (layers and keys), [`pki`] (CA, server
-//! certificate, signing key), [`store`] (redb), [`daemon`] (device
-//! operations), [`admin_ops`] (administrator operations), [`http`] (routes),
-//! [`server`] (TLS listener), [`admins`] (administrator credentials).
+//! This crate is the transport and the process: [`http`] (routes, the one
+//! error mapping), [`server`] (TLS listener), [`mdns`] and [`monitor`]
+//! (DNS-SD), [`service`] (systemd), [`backup`] and [`audit_verify`] (offline
+//! tools), [`cli`]. The use cases live in `idprovd-core` (re-exported here
+//! under their old paths) and the redb store in `idprovd-store-redb`; see
+//! docs/architecture.md.
 
-pub mod admin_ops;
-pub mod admins;
 pub mod audit_verify;
 pub mod backup;
-pub mod certs;
 pub mod cli;
-pub mod clock;
-pub mod config;
-pub mod crl;
-pub mod daemon;
-pub mod error;
-pub mod flags;
 pub mod http;
-pub mod keys_admin;
 pub mod mdns;
-pub mod metrics;
 pub mod monitor;
-pub mod neighbour;
-pub mod oob_import;
-pub mod pki;
-pub mod proof;
-pub mod provision;
-pub mod ratelimit;
-pub mod registry;
 pub mod server;
 pub mod service;
-pub mod storage;
-pub mod store;
-pub mod tokens;
-pub mod x509;
+
+pub use idprovd_core::{
+    admin_ops, admins, alerts, certs, clock, config, crl, daemon, error, flags, keys_admin,
+    metrics, neighbour, oob_import, pki, proof, provision, ratelimit, registry, storage, tokens,
+    x509,
+};
+
+/// The records and errors of the storage interface, and the redb backend.
+pub mod store {
+    pub use idprovd_core::store::*;
+    pub use idprovd_store_redb::{DbError, RedbStore, STORE_FILE, read_audit_offline};
+}
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -149,7 +141,7 @@ pub async fn start(
         metrics,
         rate_limits: ratelimit::RateLimits::new(&cfg_limits, timers.clone()),
         proof_failures: flags::FailureTracker::new(cfg_window, timers),
-        alerts: monitor::Alerts::default(),
+        alerts: alerts::Alerts::default(),
         imports: oob_import::Imports::default(),
     });
     let router = http::router(daemon.clone());

@@ -13,44 +13,16 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use idprov_proto::{API_PATH, PROTOCOL_VERSION, SERVICE_TYPE, dnssd};
 use mdns_sd::{IfKind, ServiceDaemon, ServiceInfo};
-use serde::{Deserialize, Serialize};
+
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+pub use idprovd_core::config::{MdnsConfig, MdnsOverrides};
 
 /// How often interface addresses are compared with what is advertised.
 const ADDRESS_POLL: Duration = Duration::from_secs(2);
 /// How long a goodbye may take at shutdown.
 const WITHDRAW_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// `[mdns]` configuration.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct MdnsConfig {
-    /// Advertise at all (`--no-mdns` turns it off).
-    pub enabled: bool,
-    /// Interface names to advertise on; empty means every interface that has
-    /// an IPv4 address (loopback only when nothing else has one).
-    pub interfaces: Vec<String>,
-    /// DNS-SD instance name; default: the host name.
-    pub instance_name: Option<String>,
-}
-
-impl Default for MdnsConfig {
-    fn default() -> Self {
-        MdnsConfig {
-            enabled: true,
-            interfaces: Vec::new(),
-            instance_name: None,
-        }
-    }
-}
-
-/// `--no-mdns` as a configuration layer.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct MdnsOverrides {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub enabled: Option<bool>,
-}
 
 /// What the advertisement says about the daemon.
 #[derive(Debug, Clone)]

@@ -15,62 +15,22 @@
 //! administrator has looked and resumed it. The daemon then re-announces its
 //! own records, so devices' caches hold the genuine ones again.
 
-use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use idprov_proto::admin::{AdminEvent, Alert, AlertKind, ProvisioningState};
+use idprov_proto::admin::AlertKind;
 use idprov_proto::{SERVICE_TYPE, dnssd};
 use mdns_sd::{ResolvedService, ServiceDaemon, ServiceEvent};
-use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::Daemon;
-use crate::daemon::draft;
-use crate::error::Error;
-use crate::storage::Change;
+use idprovd_core::Daemon;
+pub use idprovd_core::alerts::{AlertDraft, MonitorConfig, OnRogue};
 
-/// Alerts kept in memory for the admin API (all are in the audit log).
-const KEEP: usize = 256;
-/// The same advertisement is reported once per this period.
-const REPEAT_AFTER: Duration = Duration::from_secs(60);
 /// How long after our own withdrawal a goodbye for our name is ours.
 const OWN_GOODBYE_GRACE: Duration = Duration::from_secs(5);
-
-/// `[monitor]` configuration.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct MonitorConfig {
-    /// Browse for other advertisers (needs `mdns.enabled`).
-    pub enabled: bool,
-    /// `pause` provisioning on an alert (until an administrator resumes it),
-    /// or only `alert`.
-    pub on_rogue: OnRogue,
-    /// Daemon ids or CA fingerprints of other daemons that may advertise on
-    /// the same networks (they are logged, not alerted on).
-    pub allow: Vec<String>,
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum OnRogue {
-    Pause,
-    Alert,
-}
-
-impl Default for MonitorConfig {
-    fn default() -> Self {
-        MonitorConfig {
-            enabled: true,
-            on_rogue: OnRogue::Pause,
-            allow: Vec::new(),
-        }
-    }
-}
 
 /// What the daemon itself advertises, kept up to date by the advertiser.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,149 +76,6 @@ impl OwnAdvert {
             .ok()
             .and_then(|g| *g)
             .is_some_and(|t| t.elapsed() < OWN_GOODBYE_GRACE)
-    }
-}
-
-/// An alert before it is numbered and recorded.
-#[derive(Debug, Clone)]
-pub struct AlertDraft {
-    pub kind: AlertKind,
-    pub instance: String,
-    pub addresses: Vec<String>,
-    pub port: Option<u16>,
-    pub daemon_id: Option<String>,
-    pub ca_fingerprint: Option<String>,
-    pub detail: String,
-}
-
-/// The alerts of this run, newest last.
-#[derive(Default)]
-pub struct Alerts {
-    list: Mutex<VecDeque<Alert>>,
-    next: AtomicU64,
-    last_seen: Mutex<HashMap<String, Instant>>,
-}
-
-impl Alerts {
-    pub fn list(&self) -> Vec<Alert> {
-        self.list
-            .lock()
-            .map(|l| l.iter().cloned().collect())
-            .unwrap_or_default()
-    }
-
-    /// False if the same advertisement was reported within REPEAT_AFTER.
-    fn is_new(&self, a: &AlertDraft, now: Instant) -> bool {
-        let key = format!("{:?}|{}|{:?}|{:?}", a.kind, a.instance, a.addresses, a.port);
-        let Ok(mut m) = self.last_seen.lock() else {
-            return true;
-        };
-        m.retain(|_, t| now.saturating_duration_since(*t) < REPEAT_AFTER);
-        if m.contains_key(&key) {
-            return false;
-        }
-        m.insert(key, now);
-        true
-    }
-
-    fn push(&self, a: Alert) {
-        if let Ok(mut l) = self.list.lock() {
-            if l.len() == KEEP {
-                l.pop_front();
-            }
-            l.push_back(a);
-        }
-    }
-}
-
-impl Daemon {
-    /// Record an alert: audit, (by default) pause provisioning, publish.
-    /// Returns None when the same advertisement was just reported.
-    pub async fn raise_alert(self: &Arc<Self>, a: AlertDraft) -> Result<Option<Alert>, Error> {
-        if !self.alerts.is_new(&a, self.clock.instant()) {
-            return Ok(None);
-        }
-        let now = self.now();
-        let pause = self.cfg.monitor.on_rogue == OnRogue::Pause;
-        let id = self.alerts.next.fetch_add(1, Ordering::Relaxed) + 1;
-        let draft_alert = a.clone();
-        let (paused, events) = self
-            .transact_unpublished(move |_, v, u| {
-                let a = &draft_alert;
-                let detail = format!(
-                    "{}: {} ({}{})",
-                    a.kind.as_str(),
-                    a.instance,
-                    a.addresses.join(", "),
-                    a.port.map(|p| format!(" port {p}")).unwrap_or_default()
-                );
-                u.audit(draft(
-                    now,
-                    "daemon",
-                    "security_alert",
-                    Some(&a.instance),
-                    a.addresses.first().map(String::as_str),
-                    format!("{detail}; {}", a.detail),
-                ));
-                if !pause || v.provisioning()?.paused {
-                    return Ok(false);
-                }
-                let state = ProvisioningState {
-                    paused: true,
-                    reason: Some(format!(
-                        "paused by alert {id} ({}); resume once checked",
-                        a.kind.as_str()
-                    )),
-                };
-                u.change(Change::SetProvisioning(state.clone()));
-                u.audit(draft(
-                    now,
-                    "daemon",
-                    "provisioning_paused",
-                    None,
-                    None,
-                    state.reason.clone().unwrap_or_default(),
-                ));
-                u.event(AdminEvent::Provisioning { state });
-                Ok(true)
-            })
-            .await?;
-        // The alert names its audit entry, the first this unit appended.
-        let audit_seq = events
-            .iter()
-            .find_map(|e| match e {
-                AdminEvent::Audit { entry } => Some(entry.seq),
-                _ => None,
-            })
-            .unwrap_or_default();
-        let alert = Alert {
-            id,
-            at: now,
-            kind: a.kind,
-            instance: a.instance,
-            addresses: a.addresses,
-            port: a.port,
-            daemon_id: a.daemon_id,
-            ca_fingerprint: a.ca_fingerprint,
-            detail: a.detail,
-            paused,
-            audit_seq,
-        };
-        tracing::warn!(
-            alert = alert.id,
-            kind = alert.kind.as_str(),
-            instance = %alert.instance,
-            addresses = ?alert.addresses,
-            paused = alert.paused,
-            "security alert: {}", alert.detail
-        );
-        self.metrics.alert(alert.kind.as_str());
-        self.alerts.push(alert.clone());
-        self.publish(events);
-        self.publish(vec![AdminEvent::Alert {
-            alert: alert.clone(),
-        }]);
-        Ok(Some(alert))
     }
 }
 
@@ -419,30 +236,6 @@ fn judge_resolved(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn draft(instance: &str) -> AlertDraft {
-        AlertDraft {
-            kind: AlertKind::RogueAdvertiser,
-            instance: instance.into(),
-            addresses: vec!["10.0.0.9".into()],
-            port: Some(8445),
-            daemon_id: None,
-            ca_fingerprint: None,
-            detail: String::new(),
-        }
-    }
-
-    #[test]
-    fn the_same_advertisement_is_reported_once() {
-        let a = Alerts::default();
-        let t = Instant::now();
-        assert!(a.is_new(&draft("x._idprov._tcp.local."), t));
-        assert!(!a.is_new(&draft("x._idprov._tcp.local."), t));
-        assert!(a.is_new(&draft("y._idprov._tcp.local."), t));
-        // And again once REPEAT_AFTER has passed.
-        assert!(!a.is_new(&draft("x._idprov._tcp.local."), t + REPEAT_AFTER / 2));
-        assert!(a.is_new(&draft("x._idprov._tcp.local."), t + REPEAT_AFTER));
-    }
 
     #[test]
     fn our_goodbye_is_not_an_alert_but_another_is() {

@@ -22,7 +22,7 @@ async fn download(
     State(d): State<Arc<Daemon>>,
     AdminAuth(actor): AdminAuth,
 ) -> Result<Response, ApiError> {
-    let (file, size, manifest) = d.export_backup(actor).await?;
+    let (file, size, manifest) = crate::backup::export(&d, actor).await?;
     let file = tokio::fs::File::from_std(file);
     let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
         file,

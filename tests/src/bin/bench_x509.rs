@@ -196,7 +196,6 @@ fn crl_phase(n: usize) -> Result<()> {
     let now = unix_now();
     let pki = idprovd::pki::Pki::load_or_create(&dir, now, &[], &[])?;
     let store = RedbStore::open(&dir, &pki.identity.daemon_id, true)?;
-    store.ensure_x509_tables()?;
     let t = Instant::now();
     let dummy_pem = pki.ca_cert_pem.clone();
     let mut done = 0;

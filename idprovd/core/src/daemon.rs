@@ -49,7 +49,7 @@ pub struct Daemon {
     /// Recent refused proofs, for the `proof_failures` flag (flags.rs).
     pub proof_failures: crate::flags::FailureTracker,
     /// Rogue-advertiser alerts (monitor.rs).
-    pub alerts: crate::monitor::Alerts,
+    pub alerts: crate::alerts::Alerts,
     /// Open bulk OOB import sessions (oob_import.rs).
     pub imports: crate::oob_import::Imports,
 }
@@ -174,7 +174,7 @@ impl Daemon {
             Outcome::Pending(p, rule) => {
                 self.metrics.decision("pending", rule.as_str());
                 if rule == Waiting::MacChanged {
-                    self.metrics.alert("mac_changed");
+                    self.metrics.alert(crate::flags::Flag::MacChanged.as_str());
                 }
                 Ok(ProvisionResponse::Pending(p))
             }
@@ -441,7 +441,7 @@ pub(crate) fn new_device(
     }
 }
 
-pub(crate) fn draft(
+pub fn draft(
     at: i64,
     actor: &str,
     action: &str,

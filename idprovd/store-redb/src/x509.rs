@@ -2,10 +2,8 @@
 //! the serials the CRL lists, keys that may never come back (I4), registry
 //! CAs, and the current CRL itself (so it survives restarts).
 
-use idprov_proto::DeviceId;
-use idprov_proto::x509::{CertificateView, RegistryCaView};
+use idprovd_core::store::{CertRecord, CrlState, RegistryCaRecord, RetiredKey};
 use redb::{ReadableTable, TableDefinition};
-use serde::{Deserialize, Serialize};
 
 use super::{RedbStore, StoreResult, Tx, encode};
 
@@ -32,87 +30,10 @@ pub(super) const CRL_DER: &str = "crl";
 pub(super) const CRL_STATE: &str = "crl_info";
 pub(super) const VERSION: &str = "version";
 
-/// Every issued certificate.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct CertRecord {
-    pub serial: String,
-    pub device_id: DeviceId,
-    pub device_epoch: u64,
-    pub kid: String,
-    pub issued_at: i64,
-    pub not_before: i64,
-    pub not_after: i64,
-    #[serde(default)]
-    pub revoked_at: Option<i64>,
-    #[serde(default)]
-    pub revocation_reason: Option<String>,
-    pub pem: String,
-}
-
-impl CertRecord {
-    pub fn view(&self) -> CertificateView {
-        CertificateView {
-            serial: self.serial.clone(),
-            device_id: self.device_id.clone(),
-            kid: self.kid.clone(),
-            issued_at: self.issued_at,
-            not_before: self.not_before,
-            not_after: self.not_after,
-            revoked_at: self.revoked_at,
-            revocation_reason: self.revocation_reason.clone(),
-            pem: self.pem.clone(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct RetiredKey {
-    pub device_id: DeviceId,
-    pub at: i64,
-    /// `removed`, `revoked`, `expired`, `reprovisioned`, `device_revoked`.
-    pub why: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct RegistryCaRecord {
-    pub fingerprint: String,
-    pub subject: String,
-    pub not_before: i64,
-    pub not_after: i64,
-    pub added_at: i64,
-    pub added_by: String,
-    pub pem: String,
-}
-
-impl RegistryCaRecord {
-    pub fn view(&self) -> RegistryCaView {
-        RegistryCaView {
-            fingerprint: self.fingerprint.clone(),
-            subject: self.subject.clone(),
-            not_before: self.not_before,
-            not_after: self.not_after,
-            added_at: self.added_at,
-            added_by: self.added_by.clone(),
-            pem: self.pem.clone(),
-        }
-    }
-}
-
-/// What the stored CRL is.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct CrlState {
-    pub number: u64,
-    pub this_update: i64,
-    pub next_update: i64,
-    /// The revocation generation it was built from.
-    pub version: u64,
-    pub revoked: u64,
-}
-
 impl RedbStore {
     /// Create the tables of this module if this store predates them, so
     /// readers never meet a missing table.
-    pub fn ensure_x509_tables(&self) -> StoreResult<()> {
+    pub(crate) fn ensure_x509_tables(&self) -> StoreResult<()> {
         self.write(|tx: &mut Tx<'_>| -> StoreResult<()> {
             tx.tx.open_table(CERTS)?;
             tx.tx.open_table(CERTS_BY_DEVICE)?;

@@ -16,7 +16,9 @@ use idprov_proto::error::EntryError;
 use idprov_proto::oob_import::{MAX_LISTED_IDS, OobImportResult};
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
 
-use super::{OOB, OOB_MAC, OobRecord, StoreResult, Tx, decode, encode, secret_hash};
+use idprovd_core::store::{CommitOptions, OobRecord, StoreError, secret_hash};
+
+use super::{DbError, OOB, OOB_MAC, StoreResult, Tx, decode, encode};
 
 const STAGING_PREFIX: &str = "oob_staging/";
 const STAGING_MAC_PREFIX: &str = "oob_staging_mac/";
@@ -34,16 +36,6 @@ fn staging_mac(sid: &str) -> String {
 /// to when staged (the plaintext is never written, not even to staging).
 fn staging_secret(sid: &str) -> String {
     format!("{STAGING_SECRET_PREFIX}{sid}")
-}
-
-/// What a commit does besides the upserts.
-#[derive(Debug, Clone, Copy)]
-pub struct CommitOptions {
-    pub replace: bool,
-    pub prune: bool,
-    pub dry_run: bool,
-    pub expected_entries: u64,
-    pub now: i64,
 }
 
 /// Most per-entry problems one answer lists.
@@ -316,7 +308,7 @@ fn staged_value(rec: &OobRecord) -> StoreResult<Vec<u8>> {
 
 /// The MAC and the record JSON of a staged value.
 fn split_staged<'v>(id: &str, v: &'v [u8]) -> StoreResult<(Option<MacAddr>, &'v [u8])> {
-    let bad = || super::StoreError::Record(format!("staged entry {id}"));
+    let bad = || DbError(StoreError::Record(format!("staged entry {id}")));
     match v.split_first() {
         Some((0, json)) => Ok((None, json)),
         Some((1, rest)) if rest.len() >= 6 => {
@@ -344,7 +336,7 @@ fn remove_mac_if_owned(
 
 fn parse_id(id: &str) -> StoreResult<idprov_proto::DeviceId> {
     id.parse()
-        .map_err(|_| super::StoreError::Record(format!("oob key {id:?}")))
+        .map_err(|_| DbError(StoreError::Record(format!("oob key {id:?}"))))
 }
 
 fn str_bytes(name: &str) -> TableDefinition<'_, &'static str, &'static [u8]> {

@@ -23,10 +23,13 @@ use idprov_proto::error::EntryError;
 use idprov_proto::oob_import::OobImportResult;
 use idprov_proto::{DeviceId, MacAddr};
 
+use std::path::PathBuf;
+
+use crate::audit::AuditDraft;
 use crate::error::Error;
-use crate::store::{
-    AuditDraft, CertRecord, CommitOptions, CrlState, DeviceRecord, OobRecord, PendingRecord,
-    RegistryCaRecord, RetiredKey, SnapshotCounts, StoreResult, TokenRecord,
+use crate::records::{
+    CertRecord, CrlState, DeviceRecord, OobRecord, PendingRecord, RegistryCaRecord, RetiredKey,
+    TokenRecord,
 };
 
 /// A page of records: the items, the key to continue after, the total.
@@ -104,8 +107,9 @@ pub trait StoreView {
 }
 
 /// One write a [`Unit`] asks for. The store applies them in order.
+/// Deliberately exhaustive: a new kind of change must fail to compile in
+/// every backend until it is handled there.
 #[derive(Debug, Clone)]
-#[non_exhaustive]
 pub enum Change {
     PutDevice(DeviceRecord),
     DeleteDevice(DeviceId),
@@ -350,4 +354,60 @@ impl dyn Store {
             )
         })
     }
+}
+
+/// Why the store failed. Nothing of the operation was applied.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error(
+        "another idprovd is already using {0} (redb holds a lock on the file); stop it or pick another data dir"
+    )]
+    Locked(PathBuf),
+    #[error(
+        "{0} is not an idprov store (missing or foreign schema marker); refusing to use it. Move it away or restore a backup"
+    )]
+    Foreign(PathBuf),
+    #[error("{path} belongs to daemon {found}, but this data dir is daemon {expected}")]
+    WrongDaemon {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
+    #[error(
+        "{path} cannot be opened: {message}. The database may be corrupt; restore a backup (idprovd never starts empty over it)"
+    )]
+    Corrupt { path: PathBuf, message: String },
+    #[error(
+        "the data dir was initialised but {0} is missing; restore it from a backup (idprovd never starts empty over a lost store)"
+    )]
+    Missing(PathBuf),
+    #[error("storage error: {0}")]
+    Db(String),
+    #[error("stored record {0} is not valid")]
+    Record(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// What a snapshot holds.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct SnapshotCounts {
+    pub devices: u64,
+    pub pending: u64,
+    pub oob: u64,
+    pub tokens: u64,
+    pub audit: u64,
+    #[serde(default)]
+    pub certificates: u64,
+}
+
+/// What a commit does besides the upserts.
+#[derive(Debug, Clone, Copy)]
+pub struct CommitOptions {
+    pub replace: bool,
+    pub prune: bool,
+    pub dry_run: bool,
+    pub expected_entries: u64,
+    pub now: i64,
 }

@@ -128,3 +128,17 @@ impl Error {
         )
     }
 }
+
+/// Longest reason an administrator may give (revocation, rejection, pause).
+pub const MAX_REASON: usize = 256;
+
+/// Check an administrator's free-text reason: at most [`MAX_REASON`] bytes,
+/// no control characters (it goes into the audit log and onto terminals).
+pub fn check_reason(r: Option<&str>) -> Result<(), Error> {
+    if r.is_some_and(|r| r.len() > MAX_REASON || r.chars().any(char::is_control)) {
+        return Err(Error::bad_request(format!(
+            "reason must be at most {MAX_REASON} bytes without control characters"
+        )));
+    }
+    Ok(())
+}

@@ -9,9 +9,10 @@
 mod apply;
 mod audit;
 mod backup;
+#[cfg(test)]
+mod conformance;
 mod identity;
 mod oob_import;
-mod records;
 mod view;
 mod x509;
 
@@ -25,13 +26,8 @@ use redb::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::storage::StoreView;
-
-pub use audit::{AuditDraft, GENESIS_HASH, audit_hash, verify_chain};
-pub use backup::SnapshotCounts;
-pub use oob_import::CommitOptions;
-pub use records::*;
-pub use x509::{CertRecord, CrlState, RegistryCaRecord, RetiredKey};
+use idprovd_core::storage::StoreView;
+use idprovd_core::store::{DeviceRecord, OobRecord, PendingRecord, StoreError, TokenRecord};
 
 // Every table must also be listed in `backup.rs`: a backup refuses a store
 // with a table it does not know rather than silently leave it out.
@@ -56,40 +52,34 @@ pub(crate) const CLOCK_KEY: &str = "clock_high_water";
 pub(crate) const PROVISIONING_KEY: &str = "provisioning";
 pub const STORE_FILE: &str = "idprov.redb";
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error(
-        "another idprovd is already using {0} (redb holds a lock on the file); stop it or pick another data dir"
-    )]
-    Locked(PathBuf),
-    #[error(
-        "{0} is not an idprov store (missing or foreign schema marker); refusing to use it. Move it away or restore a backup"
-    )]
-    Foreign(PathBuf),
-    #[error("{path} belongs to daemon {found}, but this data dir is daemon {expected}")]
-    WrongDaemon {
-        path: PathBuf,
-        found: String,
-        expected: String,
-    },
-    #[error(
-        "{path} cannot be opened: {message}. The database may be corrupt; restore a backup (idprovd never starts empty over it)"
-    )]
-    Corrupt { path: PathBuf, message: String },
-    #[error(
-        "the data dir was initialised but {0} is missing; restore it from a backup (idprovd never starts empty over a lost store)"
-    )]
-    Missing(PathBuf),
-    #[error("storage error: {0}")]
-    Db(String),
-    #[error("stored record {0} is not valid")]
-    Record(String),
+/// This backend's error: a redb failure, or one of the storage interface's
+/// errors (`StoreError`) it detected itself. Converted to `StoreError` (and
+/// the core's `Error`) at the interface.
+#[derive(Debug)]
+pub struct DbError(pub StoreError);
+
+impl From<StoreError> for DbError {
+    fn from(e: StoreError) -> Self {
+        DbError(e)
+    }
+}
+
+impl From<DbError> for StoreError {
+    fn from(e: DbError) -> Self {
+        e.0
+    }
+}
+
+impl From<DbError> for idprovd_core::Error {
+    fn from(e: DbError) -> Self {
+        idprovd_core::Error::Store(e.0)
+    }
 }
 
 macro_rules! db_err {
     ($($t:ty),*) => {$(
-        impl From<$t> for StoreError {
-            fn from(e: $t) -> Self { StoreError::Db(e.to_string()) }
+        impl From<$t> for DbError {
+            fn from(e: $t) -> Self { DbError(StoreError::Db(e.to_string())) }
         }
     )*};
 }
@@ -102,7 +92,13 @@ db_err!(
     redb::SetDurabilityError
 );
 
-pub type StoreResult<T> = Result<T, StoreError>;
+/// Results inside this backend.
+pub type StoreResult<T> = Result<T, DbError>;
+
+/// A backend result as the storage interface reports it.
+pub(crate) fn out<T>(r: StoreResult<T>) -> idprovd_core::store::StoreResult<T> {
+    r.map_err(StoreError::from)
+}
 
 /// The daemon's one handle on its database. Cheap to clone.
 #[derive(Clone)]
@@ -116,11 +112,15 @@ pub struct RedbStore {
 impl RedbStore {
     /// Open the store in `dir`. `create` is true only when the data dir was
     /// just initialised; otherwise a missing file is an error.
-    pub fn open(dir: &Path, daemon_id: &str, create: bool) -> StoreResult<RedbStore> {
+    pub fn open(dir: &Path, daemon_id: &str, create: bool) -> Result<RedbStore, StoreError> {
+        Self::open_local(dir, daemon_id, create).map_err(StoreError::from)
+    }
+
+    fn open_local(dir: &Path, daemon_id: &str, create: bool) -> StoreResult<RedbStore> {
         let path = dir.join(STORE_FILE);
         let exists = path.exists();
         if !exists && !create {
-            return Err(StoreError::Missing(path));
+            return Err(StoreError::Missing(path).into());
         }
         let db = if exists {
             Database::open(&path).map_err(|e| open_error(&path, e))?
@@ -130,7 +130,7 @@ impl RedbStore {
         let store = RedbStore {
             db: Arc::new(db),
             path: path.clone(),
-            commit_seconds: crate::metrics::commit_histogram(),
+            commit_seconds: commit_histogram(),
         };
         if exists {
             store.check_schema(daemon_id)?;
@@ -177,13 +177,13 @@ impl RedbStore {
         let meta = match rx.open_table(META) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => {
-                return Err(StoreError::Foreign(self.path.clone()));
+                return Err(StoreError::Foreign(self.path.clone()).into());
             }
             Err(e) => return Err(e.into()),
         };
         let schema = meta.get(SCHEMA_KEY)?.map(|v| v.value().to_vec());
         if schema.as_deref() != Some(SCHEMA) {
-            return Err(StoreError::Foreign(self.path.clone()));
+            return Err(StoreError::Foreign(self.path.clone()).into());
         }
         let found = meta
             .get(DAEMON_ID_KEY)?
@@ -194,7 +194,8 @@ impl RedbStore {
                 path: self.path.clone(),
                 found,
                 expected: daemon_id.to_string(),
-            });
+            }
+            .into());
         }
         // Touch every table: a damaged tree shows up now, not mid-request.
         for t in [OOB, DEVICES, PENDING, TOKENS] {
@@ -207,15 +208,15 @@ impl RedbStore {
     /// Ok. An Err aborts: nothing it wrote is kept.
     pub fn write<T, E>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<T, E>) -> Result<T, E>
     where
-        E: From<StoreError>,
+        E: From<DbError>,
     {
-        let mut wtx = self.db.begin_write().map_err(StoreError::from)?;
+        let mut wtx = self.db.begin_write().map_err(DbError::from)?;
         wtx.set_durability(Durability::Immediate)
-            .map_err(StoreError::from)?;
+            .map_err(DbError::from)?;
         let mut tx = Tx { tx: &wtx };
         let out = f(&mut tx)?;
         let started = std::time::Instant::now();
-        wtx.commit().map_err(StoreError::from)?;
+        wtx.commit().map_err(DbError::from)?;
         self.commit_seconds.observe(started.elapsed().as_secs_f64());
         Ok(out)
     }
@@ -223,29 +224,29 @@ impl RedbStore {
     /// Run `f` on a consistent snapshot.
     pub fn read<T, E>(&self, f: impl FnOnce(&Rx) -> Result<T, E>) -> Result<T, E>
     where
-        E: From<StoreError>,
+        E: From<DbError>,
     {
-        let rtx = self.db.begin_read().map_err(StoreError::from)?;
+        let rtx = self.db.begin_read().map_err(DbError::from)?;
         f(&Rx { tx: rtx })
     }
 }
 
-fn open_error(path: &Path, e: redb::DatabaseError) -> StoreError {
-    match e {
+fn open_error(path: &Path, e: redb::DatabaseError) -> DbError {
+    DbError(match e {
         redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(path.to_path_buf()),
         other => StoreError::Corrupt {
             path: path.to_path_buf(),
             message: other.to_string(),
         },
-    }
+    })
 }
 
 fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> StoreResult<T> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Record(format!("{what}: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| DbError(StoreError::Record(format!("{what}: {e}"))))
 }
 
 fn encode<T: Serialize>(v: &T) -> StoreResult<Vec<u8>> {
-    serde_json::to_vec(v).map_err(|e| StoreError::Record(e.to_string()))
+    serde_json::to_vec(v).map_err(|e| DbError(StoreError::Record(e.to_string())))
 }
 
 /// A write transaction with typed accessors.
@@ -389,4 +390,40 @@ impl Tx<'_> {
             .insert(PROVISIONING_KEY, bytes.as_slice())?;
         Ok(())
     }
+}
+
+/// Buckets from 100 µs to ~3.3 s: an fsync is ~1 ms on an SSD, far more on
+/// an SD card (`idprov_store_commit_seconds`).
+fn commit_histogram() -> prometheus_client::metrics::histogram::Histogram {
+    prometheus_client::metrics::histogram::Histogram::new(
+        prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 16),
+    )
+}
+
+/// Walk the audit table of a stopped daemon's store in `data_dir`, oldest
+/// first: `visit(seq key, entry JSON)` returns false to stop. A running
+/// daemon's lock is `StoreError::Locked`; a store without an audit table
+/// has nothing to visit.
+pub fn read_audit_offline(
+    data_dir: &Path,
+    mut visit: impl FnMut(u64, &[u8]) -> bool,
+) -> Result<(), StoreError> {
+    let path = data_dir.join(STORE_FILE);
+    let db = Database::open(&path).map_err(|e| StoreError::from(open_error(&path, e)))?;
+    let mut read = || -> StoreResult<()> {
+        let rx = db.begin_read()?;
+        let table = match rx.open_table(AUDIT) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        for item in table.iter()? {
+            let (k, v) = item?;
+            if !visit(k.value(), v.value()) {
+                break;
+            }
+        }
+        Ok(())
+    };
+    read().map_err(StoreError::from)
 }

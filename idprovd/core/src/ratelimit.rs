@@ -24,63 +24,9 @@ use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
-use serde::{Deserialize, Serialize};
 
+pub use crate::config::RateLimitConfig;
 use crate::error::Error;
-
-/// `[rate_limit]` configuration.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct RateLimitConfig {
-    pub enabled: bool,
-    /// Sustained device-API requests per second from one source address
-    /// (IPv6: one /64).
-    pub source_per_second: u32,
-    /// Requests one source may send at once before the sustained rate applies.
-    pub source_burst: u32,
-    /// Sustained requests per minute naming one device ID.
-    pub device_per_minute: u32,
-    pub device_burst: u32,
-    /// Cells a failed request costs in all (a success costs 1).
-    pub failure_cost: u32,
-    /// Buckets kept per map before stale ones are dropped early.
-    pub max_tracked: usize,
-}
-
-impl Default for RateLimitConfig {
-    fn default() -> Self {
-        RateLimitConfig {
-            enabled: true,
-            source_per_second: 20,
-            source_burst: 60,
-            device_per_minute: 30,
-            device_burst: 10,
-            failure_cost: 5,
-            max_tracked: 100_000,
-        }
-    }
-}
-
-impl RateLimitConfig {
-    pub fn validate(&self) -> Result<(), String> {
-        if self.enabled
-            && [
-                self.source_per_second,
-                self.source_burst,
-                self.device_per_minute,
-                self.device_burst,
-                self.failure_cost,
-            ]
-            .contains(&0)
-        {
-            return Err("rate_limit: rates, bursts and failure_cost must be positive".into());
-        }
-        if self.max_tracked == 0 {
-            return Err("rate_limit.max_tracked must be positive".into());
-        }
-        Ok(())
-    }
-}
 
 /// governor's time source: the daemon's clock (tokio time, which tests
 /// pause, or a [`crate::ManualClock`] they advance).

@@ -16,24 +16,13 @@ use redb::{
 use super::identity::{KEY_IDS, MAC_IDS};
 use super::x509::{CERTS, CERTS_BY_DEVICE, CRL_ENTRIES, REGISTRY_CAS, RETIRED_KEYS, X509_META};
 use super::{
-    AUDIT, DEVICES, META, OOB, OOB_MAC, PENDING, REPLAY, REPLAY_EXP, RedbStore, StoreError,
+    AUDIT, DEVICES, DbError, META, OOB, OOB_MAC, PENDING, REPLAY, REPLAY_EXP, RedbStore,
     StoreResult, TOKENS, TOKENS_EXP,
 };
+use idprovd_core::store::{SnapshotCounts, StoreError};
 
 /// Import staging tables are per-session scratch space: not worth keeping.
 const SKIPPED_PREFIXES: &[&str] = &["oob_staging"];
-
-/// What a snapshot holds.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct SnapshotCounts {
-    pub devices: u64,
-    pub pending: u64,
-    pub oob: u64,
-    pub tokens: u64,
-    pub audit: u64,
-    #[serde(default)]
-    pub certificates: u64,
-}
 
 impl RedbStore {
     /// Copy every table of one snapshot into a new database in `dst` (an
@@ -76,8 +65,8 @@ impl RedbStore {
     }
 }
 
-fn db_err(e: redb::DatabaseError) -> StoreError {
-    StoreError::Db(e.to_string())
+fn db_err(e: redb::DatabaseError) -> DbError {
+    DbError(StoreError::Db(e.to_string()))
 }
 
 fn check_known_tables(rx: &ReadTransaction) -> StoreResult<()> {
@@ -104,16 +93,16 @@ fn check_known_tables(rx: &ReadTransaction) -> StoreResult<()> {
     for t in rx.list_tables()? {
         let name = t.name();
         if !known.contains(&name) && !SKIPPED_PREFIXES.iter().any(|p| name.starts_with(p)) {
-            return Err(StoreError::Db(format!(
+            return Err(DbError(StoreError::Db(format!(
                 "the store has a table {name:?} that backups do not know; refusing an incomplete backup"
-            )));
+            ))));
         }
     }
     if let Some(t) = rx.list_multimap_tables()?.next() {
-        return Err(StoreError::Db(format!(
+        return Err(DbError(StoreError::Db(format!(
             "the store has a multimap table {:?} that backups do not know",
             t.name()
-        )));
+        ))));
     }
     Ok(())
 }

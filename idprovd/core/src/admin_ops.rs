@@ -15,7 +15,7 @@ use idprov_proto::error::EntryError;
 use idprov_proto::{DeviceId, PublicKey};
 
 use crate::daemon::{Daemon, draft};
-use crate::error::Error;
+use crate::error::{Error, check_reason};
 use crate::storage::Change;
 use crate::store::{DeviceRecord, KeyRecord, OobRecord, secret_hash};
 
@@ -35,7 +35,6 @@ impl Actor {
 const MAX_NOTE: usize = 256;
 const MAX_SECRET: usize = 256;
 const MIN_SECRET: usize = 8;
-const MAX_REASON: usize = 256;
 
 fn limit(q: &ListQuery) -> usize {
     q.limit.unwrap_or(100).clamp(1, MAX_PAGE)
@@ -50,17 +49,6 @@ fn matches(q: &Option<String>, fields: &[&str]) -> bool {
             fields.iter().any(|f| f.to_lowercase().contains(&q))
         }
     }
-}
-
-fn check_reason(r: &Option<String>) -> Result<(), Error> {
-    if r.as_ref()
-        .is_some_and(|r| r.len() > MAX_REASON || r.chars().any(char::is_control))
-    {
-        return Err(Error::bad_request(format!(
-            "reason must be at most {MAX_REASON} bytes without control characters"
-        )));
-    }
-    Ok(())
 }
 
 impl Daemon {
@@ -148,7 +136,7 @@ impl Daemon {
         reason: Option<String>,
         actor: Actor,
     ) -> Result<DeviceView, Error> {
-        check_reason(&reason)?;
+        check_reason(reason.as_deref())?;
         self.decide(id, revision, reason, actor, DeviceStatus::Rejected)
             .await
     }
@@ -239,7 +227,7 @@ impl Daemon {
         reason: Option<String>,
         actor: Actor,
     ) -> Result<DeviceView, Error> {
-        check_reason(&reason)?;
+        check_reason(reason.as_deref())?;
         let now = self.now();
         let view = self
             .transact(move |_, v, u| {
@@ -458,7 +446,7 @@ impl Daemon {
         state: ProvisioningState,
         actor: Actor,
     ) -> Result<ProvisioningState, Error> {
-        check_reason(&state.reason)?;
+        check_reason(state.reason.as_deref())?;
         let now = self.now();
         let state = self
             .transact(move |_, _, u| {

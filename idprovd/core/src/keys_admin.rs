@@ -18,21 +18,11 @@ use crate::admin_ops::Actor;
 use crate::certs::{add_key_tx, keys_response};
 use crate::crl::reason;
 use crate::daemon::{Daemon, draft};
-use crate::error::Error;
+use crate::error::{Error, check_reason};
+use crate::flags::Flag;
 use crate::registry::{MAX_REGISTRY_CAS, check_wrapped, parse_ca};
 use crate::storage::{Change, StoreView, Unit};
 use crate::store::{CertRecord, DeviceRecord, RetiredKey};
-
-const MAX_REASON: usize = 256;
-
-fn check_reason(r: Option<&str>) -> Result<(), Error> {
-    if r.is_some_and(|r| r.len() > MAX_REASON || r.chars().any(char::is_control)) {
-        return Err(Error::bad_request(format!(
-            "reason must be at most {MAX_REASON} characters without control characters"
-        )));
-    }
-    Ok(())
-}
 
 fn label(a: &Actor) -> String {
     format!("admin:{}", a.name)
@@ -378,7 +368,7 @@ impl Daemon {
                 if req.mac.is_some() {
                     dev.mac = req.mac;
                 }
-                dev.flags.retain(|f| f != "key_mismatch");
+                dev.flags.retain(|f| f != Flag::KeyMismatch.as_str());
                 add_key_tx(v, u, &mut dev, &key, None, now)?;
                 u.audit(draft(
                     now,

@@ -8,11 +8,13 @@ use idprov_proto::admin::{AdminEvent, DeviceStatus};
 use idprov_proto::device::{Credentials, PendingAnswer, ProvisionRequest};
 use idprov_proto::{MacAddr, PublicKey};
 
+use crate::config::FlagConfig;
 use crate::daemon::{Daemon, draft, new_device};
 use crate::error::Error;
-use crate::flags::{self, Flag, Observed};
+use crate::flags::{self, Flag, Observed, Raised, suspicious};
 use crate::proof::VerifiedProof;
 use crate::storage::{Change, StoreView, Unit};
+use crate::store::StoreResult;
 use crate::store::{DeviceRecord, OobRecord, PendingRecord, secret_hash};
 use crate::x509::CheckedCsr;
 
@@ -238,8 +240,8 @@ impl Daemon {
         v: &dyn StoreView,
         u: &mut Unit,
         ask: &Ask<'_>,
-    ) -> Result<Vec<Flag>, Error> {
-        Ok(flags::check(
+    ) -> Result<Vec<Raised>, Error> {
+        Ok(check_flags(
             v,
             u,
             &self.cfg.flags,
@@ -261,7 +263,7 @@ impl Daemon {
         let rule = match known_device(&dev, ask.kid(), now) {
             Ok(rule) => rule,
             Err(Refusal::KeyMismatch) => {
-                dev.add_flag("key_mismatch");
+                dev.add_flag(Flag::KeyMismatch);
                 dev.revision += 1;
                 u.upsert_device(&dev);
                 let detail = format!("presented key {} is not a key of this device", ask.kid());
@@ -282,8 +284,8 @@ impl Daemon {
         let mut raised = self.raised_flags(v, u, ask)?;
         let lifetime = self.cfg.tokens.lifetime.as_secs() as i64;
         if let Some(last) = dev.last_issued_at.filter(|t| t + lifetime > now) {
-            raised.push(Flag {
-                name: flags::REPEAT_PROVISION,
+            raised.push(Raised {
+                flag: Flag::RepeatProvision,
                 detail: format!("asked again while the token issued at {last} is valid"),
             });
         }
@@ -314,7 +316,7 @@ impl Daemon {
         ask: &Ask<'_>,
         mut entry: OobRecord,
         rule: Admission,
-        raised: &[Flag],
+        raised: &[Raised],
     ) -> Result<Outcome, Error> {
         let (id, now) = (ask.id(), ask.now);
         if entry.secret_hash.is_some() {
@@ -349,7 +351,7 @@ impl Daemon {
         v: &dyn StoreView,
         u: &mut Unit,
         ask: &Ask<'_>,
-        held: Option<Vec<Flag>>,
+        held: Option<Vec<Raised>>,
     ) -> Result<Outcome, Error> {
         let (id, now, req) = (ask.id(), ask.now, ask.req);
         let was_held = held.is_some();
@@ -368,7 +370,7 @@ impl Daemon {
                 if p.kid != ask.kid() {
                     // Someone else claims this id with another key: keep the
                     // first request, flag it, refuse this one.
-                    p.add_flag("key_conflict");
+                    p.add_flag(Flag::KeyConflict);
                     p.revision += 1;
                     u.change(Change::PutPending(p.clone()));
                     u.event(AdminEvent::PendingUpserted { pending: p.view() });
@@ -388,18 +390,18 @@ impl Daemon {
                     return Err(Error::SlowDown { retry_after: wait });
                 }
                 let rule = if p.mac != req.mac {
-                    p.add_flag("mac_changed");
+                    p.add_flag(Flag::MacChanged);
                     Waiting::MacChanged
                 } else {
                     Waiting::Repeat
                 };
                 let fresh: Vec<_> = raised
                     .iter()
-                    .filter(|f| !p.flags.iter().any(|g| g == f.name))
+                    .filter(|f| !p.flags.iter().any(|g| g == f.flag.as_str()))
                     .cloned()
                     .collect();
                 for f in &fresh {
-                    p.add_flag(f.name);
+                    p.add_flag(f.flag);
                 }
                 p.last_seen = now;
                 p.attempts += 1;
@@ -426,7 +428,7 @@ impl Daemon {
                     first_seen: now,
                     last_seen: now,
                     attempts: 1,
-                    flags: raised.iter().map(|f| f.name.to_string()).collect(),
+                    flags: raised.iter().map(|f| f.flag.as_str().to_string()).collect(),
                     revision: 1,
                 };
                 u.change(Change::PutPending(p.clone()));
@@ -468,20 +470,20 @@ impl Daemon {
         &self,
         u: &mut Unit,
         dev: &mut DeviceRecord,
-        raised: &[Flag],
+        raised: &[Raised],
         now: i64,
         src: &str,
     ) {
         let fresh: Vec<_> = raised
             .iter()
-            .filter(|f| !dev.flags.iter().any(|g| g == f.name))
+            .filter(|f| !dev.flags.iter().any(|g| g == f.flag.as_str()))
             .cloned()
             .collect();
         if fresh.is_empty() {
             return;
         }
         for f in &fresh {
-            dev.add_flag(f.name);
+            dev.add_flag(f.flag);
         }
         dev.revision += 1;
         let id = dev.device_id.as_str();
@@ -495,6 +497,112 @@ impl Daemon {
             flags::describe(&fresh),
         ));
     }
+}
+
+// ---- the flags a request raises (flags.rs has their rules) ----
+
+/// The flags a request raises, checked inside its transaction.
+fn check_flags(
+    v: &dyn StoreView,
+    u: &mut Unit,
+    cfg: &FlagConfig,
+    device_id: &str,
+    kid: &str,
+    claimed_mac: Option<MacAddr>,
+    seen: &Observed,
+) -> StoreResult<Vec<Raised>> {
+    let mut out = Vec::new();
+    let others = others_with_key(v, u, device_id, kid)?;
+    if !others.is_empty() {
+        out.push(Raised {
+            flag: Flag::KeyReused,
+            detail: format!("key {kid} is also held by {}", others.join(", ")),
+        });
+    }
+    if let Some(mac) = claimed_mac {
+        let others = others_with_mac(v, u, device_id, mac)?;
+        if !others.is_empty() {
+            out.push(Raised {
+                flag: Flag::MacReused,
+                detail: format!("MAC {mac} also belongs to {}", others.join(", ")),
+            });
+        }
+        if let Some(seen_mac) = seen.neighbour_mac
+            && seen_mac != mac
+        {
+            out.push(Raised {
+                flag: Flag::MacMismatch,
+                detail: format!("claimed MAC {mac}, the network shows {seen_mac}"),
+            });
+        }
+        if let Some(why) = suspicious(mac) {
+            out.push(Raised {
+                flag: Flag::MacSuspicious,
+                detail: format!("MAC {mac} is {why}"),
+            });
+        }
+    }
+    if cfg.proof_failure_threshold > 0 && seen.recent_failures >= cfg.proof_failure_threshold {
+        out.push(Raised {
+            flag: Flag::ProofFailures,
+            detail: format!("{} refused proofs recently", seen.recent_failures),
+        });
+    }
+    Ok(out)
+}
+
+/// Other device IDs (devices or pending) that hold `kid` now. Index
+/// entries that no longer hold are dropped with the decision's unit.
+fn others_with_key(
+    v: &dyn StoreView,
+    u: &mut Unit,
+    device_id: &str,
+    kid: &str,
+) -> StoreResult<Vec<String>> {
+    let mut out = Vec::new();
+    for other in v.ids_with_key(kid, device_id)? {
+        let live = v.device(&other)?.is_some_and(|d| d.key(kid).is_some())
+            || v.pending(&other)?.is_some_and(|p| p.kid == kid);
+        if live {
+            out.push(other);
+        } else {
+            u.change(Change::ForgetKeyHolder {
+                kid: kid.to_string(),
+                device_id: other,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Other device IDs (devices, pending, or OOB entries) bound to `mac`.
+fn others_with_mac(
+    v: &dyn StoreView,
+    u: &mut Unit,
+    device_id: &str,
+    mac: MacAddr,
+) -> StoreResult<Vec<String>> {
+    let m = mac.to_string();
+    let mut out = Vec::new();
+    for other in v.ids_with_mac(&m, device_id)? {
+        let live = v.device(&other)?.is_some_and(|d| d.mac == Some(mac))
+            || v.pending(&other)?.is_some_and(|p| p.mac == Some(mac));
+        if live {
+            out.push(other);
+        } else {
+            u.change(Change::ForgetMacHolder {
+                mac: m.clone(),
+                device_id: other,
+            });
+        }
+    }
+    if let Some(owner) = v.oob_mac_owner(&m)?
+        && owner != device_id
+        && !out.contains(&owner)
+    {
+        out.push(owner);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

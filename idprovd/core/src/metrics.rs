@@ -11,7 +11,6 @@
 //! `/healthz` and `/readyz`; the main HTTPS listener serves `/healthz` and
 //! `/readyz` too, never `/metrics`.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -21,38 +20,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
-use serde::{Deserialize, Serialize};
 
 use crate::Daemon;
-
-/// `[metrics]` in the configuration.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct MetricsConfig {
-    /// Serve `/metrics`, `/healthz` and `/readyz` on `listen` (plain HTTP).
-    pub enabled: bool,
-    /// Keep it on loopback unless a firewall guards the port: the counters
-    /// tell an observer how busy the hub is.
-    pub listen: SocketAddr,
-}
-
-impl Default for MetricsConfig {
-    fn default() -> Self {
-        MetricsConfig {
-            enabled: true,
-            listen: SocketAddr::from(([127, 0, 0, 1], 9445)),
-        }
-    }
-}
-
-/// `--metrics-listen` / `--no-metrics` as a configuration layer.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct MetricsOverrides {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub enabled: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub listen: Option<SocketAddr>,
-}
+pub use crate::config::{MetricsConfig, MetricsOverrides};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {

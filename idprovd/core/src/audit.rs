@@ -1,11 +1,9 @@
-//! The append-only audit log. Each entry carries the SHA-256 of the previous
-//! one, so an edited or deleted entry breaks the chain at a visible place.
+//! The audit log's hash chain. Each entry carries the SHA-256 of the
+//! previous one, so an edited or deleted entry breaks the chain at a visible
+//! place; backends assign `seq` and the hashes when they append.
 
 use idprov_proto::admin::AuditEntry;
-use redb::ReadableTable;
 use serde::Serialize;
-
-use super::{AUDIT, StoreResult, Tx, decode, encode};
 
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -62,31 +60,4 @@ pub fn verify_chain<'a>(
         prev = e.hash.clone();
     }
     Ok(prev)
-}
-
-impl Tx<'_> {
-    pub fn append_audit(&mut self, d: AuditDraft) -> StoreResult<AuditEntry> {
-        let mut t = self.tx.open_table(AUDIT)?;
-        let (seq, prev_hash) = match t.last()? {
-            Some((k, v)) => {
-                let last: AuditEntry = decode("audit", v.value())?;
-                (k.value() + 1, last.hash)
-            }
-            None => (1, GENESIS_HASH.to_string()),
-        };
-        let mut e = AuditEntry {
-            seq,
-            at: d.at,
-            actor: d.actor,
-            action: d.action,
-            target: d.target,
-            source: d.source,
-            detail: d.detail,
-            prev_hash,
-            hash: String::new(),
-        };
-        e.hash = audit_hash(&e);
-        t.insert(seq, encode(&e)?.as_slice())?;
-        Ok(e)
-    }
 }

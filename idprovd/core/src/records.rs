@@ -1,10 +1,15 @@
-//! What the store keeps about OOB entries, devices, pending requests and
-//! tokens, and how each is shown on the admin API.
+//! What the store keeps — OOB entries, devices, pending requests, tokens,
+//! certificates, retired keys, registry CAs, the CRL's state — and how each
+//! is shown on the admin API. Backends store these records; only their
+//! encoding is theirs.
 
 use idprov_proto::admin::{DeviceKeyView, DeviceStatus, DeviceView, OobEntryView, PendingView};
 use idprov_proto::keys::verification_code;
+use idprov_proto::x509::{CertificateView, RegistryCaView};
 use idprov_proto::{DeviceId, KeyFormat, MacAddr, Secret};
 use serde::{Deserialize, Serialize};
+
+use crate::flags::Flag;
 
 /// One OOB list entry.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -117,9 +122,9 @@ impl DeviceRecord {
         self.keys.iter().find(|k| k.kid == kid)
     }
 
-    pub fn add_flag(&mut self, flag: &str) {
-        if !self.flags.iter().any(|f| f == flag) {
-            self.flags.push(flag.to_string());
+    pub fn add_flag(&mut self, flag: Flag) {
+        if !self.flags.iter().any(|f| f == flag.as_str()) {
+            self.flags.push(flag.as_str().to_string());
         }
     }
 
@@ -174,9 +179,9 @@ pub struct PendingRecord {
 }
 
 impl PendingRecord {
-    pub fn add_flag(&mut self, flag: &str) {
-        if !self.flags.iter().any(|f| f == flag) {
-            self.flags.push(flag.to_string());
+    pub fn add_flag(&mut self, flag: Flag) {
+        if !self.flags.iter().any(|f| f == flag.as_str()) {
+            self.flags.push(flag.as_str().to_string());
         }
     }
 
@@ -208,4 +213,81 @@ pub struct TokenRecord {
     pub kid: String,
     pub issued_at: i64,
     pub expires_at: i64,
+}
+
+/// Every issued certificate.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CertRecord {
+    pub serial: String,
+    pub device_id: DeviceId,
+    pub device_epoch: u64,
+    pub kid: String,
+    pub issued_at: i64,
+    pub not_before: i64,
+    pub not_after: i64,
+    #[serde(default)]
+    pub revoked_at: Option<i64>,
+    #[serde(default)]
+    pub revocation_reason: Option<String>,
+    pub pem: String,
+}
+
+impl CertRecord {
+    pub fn view(&self) -> CertificateView {
+        CertificateView {
+            serial: self.serial.clone(),
+            device_id: self.device_id.clone(),
+            kid: self.kid.clone(),
+            issued_at: self.issued_at,
+            not_before: self.not_before,
+            not_after: self.not_after,
+            revoked_at: self.revoked_at,
+            revocation_reason: self.revocation_reason.clone(),
+            pem: self.pem.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RetiredKey {
+    pub device_id: DeviceId,
+    pub at: i64,
+    /// `removed`, `revoked`, `expired`, `reprovisioned`, `device_revoked`.
+    pub why: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RegistryCaRecord {
+    pub fingerprint: String,
+    pub subject: String,
+    pub not_before: i64,
+    pub not_after: i64,
+    pub added_at: i64,
+    pub added_by: String,
+    pub pem: String,
+}
+
+impl RegistryCaRecord {
+    pub fn view(&self) -> RegistryCaView {
+        RegistryCaView {
+            fingerprint: self.fingerprint.clone(),
+            subject: self.subject.clone(),
+            not_before: self.not_before,
+            not_after: self.not_after,
+            added_at: self.added_at,
+            added_by: self.added_by.clone(),
+            pem: self.pem.clone(),
+        }
+    }
+}
+
+/// What the stored CRL is.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CrlState {
+    pub number: u64,
+    pub this_update: i64,
+    pub next_update: i64,
+    /// The revocation generation it was built from.
+    pub version: u64,
+    pub revoked: u64,
 }

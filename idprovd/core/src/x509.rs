@@ -18,7 +18,6 @@ use rcgen::{
     CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose,
     SanType,
 };
-use serde::{Deserialize, Serialize};
 use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::oid_registry::{
@@ -26,6 +25,7 @@ use x509_parser::oid_registry::{
 };
 use x509_parser::prelude::FromDer;
 
+pub use crate::config::CertConfig;
 use crate::pki::Pki;
 
 /// Largest CSR accepted (a 4096-bit RSA CSR is about 1.7 KiB of PEM).
@@ -33,27 +33,6 @@ pub const MAX_CSR_LEN: usize = 16 * 1024;
 /// Certificates start this long before the issuing moment, so a device whose
 /// clock is a little behind can use its certificate at once.
 const BACKDATE_SECS: i64 = 300;
-
-/// Certificate policy (`[certificates]` in the configuration).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct CertConfig {
-    /// Validity of an issued client certificate.
-    #[serde(with = "humantime_serde")]
-    pub lifetime: Duration,
-    /// nextUpdate - thisUpdate of the CRL; it is re-signed at half of it.
-    #[serde(with = "humantime_serde")]
-    pub crl_validity: Duration,
-}
-
-impl Default for CertConfig {
-    fn default() -> Self {
-        CertConfig {
-            lifetime: Duration::from_secs(30 * 24 * 3600),
-            crl_validity: Duration::from_secs(24 * 3600),
-        }
-    }
-}
 
 /// Why a CSR was refused. Shown to the device (it is the CSR's author).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -12,6 +12,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+use crate::flags::Flag;
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -31,17 +33,17 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub log: LogConfig,
     /// DNS-SD advertising.
-    pub mdns: crate::mdns::MdnsConfig,
+    pub mdns: MdnsConfig,
     /// Client certificates and the CRL.
-    pub certificates: crate::x509::CertConfig,
+    pub certificates: CertConfig,
     /// The Prometheus metrics listener.
-    pub metrics: crate::metrics::MetricsConfig,
+    pub metrics: MetricsConfig,
     /// Watching for rogue provisioning servers.
-    pub monitor: crate::monitor::MonitorConfig,
+    pub monitor: MonitorConfig,
     /// Device-API request limits.
-    pub rate_limit: crate::ratelimit::RateLimitConfig,
+    pub rate_limit: RateLimitConfig,
     /// Flags on suspicious requests.
-    pub flags: crate::flags::FlagConfig,
+    pub flags: FlagConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -135,12 +137,12 @@ impl Default for Config {
             pending: PendingConfig::default(),
             limits: LimitsConfig::default(),
             log: LogConfig::default(),
-            mdns: crate::mdns::MdnsConfig::default(),
-            certificates: crate::x509::CertConfig::default(),
-            metrics: crate::metrics::MetricsConfig::default(),
-            monitor: crate::monitor::MonitorConfig::default(),
-            rate_limit: crate::ratelimit::RateLimitConfig::default(),
-            flags: crate::flags::FlagConfig::default(),
+            mdns: MdnsConfig::default(),
+            certificates: CertConfig::default(),
+            metrics: MetricsConfig::default(),
+            monitor: MonitorConfig::default(),
+            rate_limit: RateLimitConfig::default(),
+            flags: FlagConfig::default(),
         }
     }
 }
@@ -249,9 +251,9 @@ pub struct FlagOverrides {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log: Option<LogOverrides>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub mdns: Option<crate::mdns::MdnsOverrides>,
+    pub mdns: Option<MdnsOverrides>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub metrics: Option<crate::metrics::MetricsOverrides>,
+    pub metrics: Option<MetricsOverrides>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -356,4 +358,211 @@ fn figment_message(e: figment::Error) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// `[mdns]` configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MdnsConfig {
+    /// Advertise at all (`--no-mdns` turns it off).
+    pub enabled: bool,
+    /// Interface names to advertise on; empty means every interface that has
+    /// an IPv4 address (loopback only when nothing else has one).
+    pub interfaces: Vec<String>,
+    /// DNS-SD instance name; default: the host name.
+    pub instance_name: Option<String>,
+}
+
+impl Default for MdnsConfig {
+    fn default() -> Self {
+        MdnsConfig {
+            enabled: true,
+            interfaces: Vec::new(),
+            instance_name: None,
+        }
+    }
+}
+
+/// `--no-mdns` as a configuration layer.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MdnsOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+/// `[metrics]` in the configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve `/metrics`, `/healthz` and `/readyz` on `listen` (plain HTTP).
+    pub enabled: bool,
+    /// Keep it on loopback unless a firewall guards the port: the counters
+    /// tell an observer how busy the hub is.
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9445)),
+        }
+    }
+}
+
+/// `--metrics-listen` / `--no-metrics` as a configuration layer.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MetricsOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+}
+
+/// `[rate_limit]` configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    pub enabled: bool,
+    /// Sustained device-API requests per second from one source address
+    /// (IPv6: one /64).
+    pub source_per_second: u32,
+    /// Requests one source may send at once before the sustained rate applies.
+    pub source_burst: u32,
+    /// Sustained requests per minute naming one device ID.
+    pub device_per_minute: u32,
+    pub device_burst: u32,
+    /// Cells a failed request costs in all (a success costs 1).
+    pub failure_cost: u32,
+    /// Buckets kept per map before stale ones are dropped early.
+    pub max_tracked: usize,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            enabled: true,
+            source_per_second: 20,
+            source_burst: 60,
+            device_per_minute: 30,
+            device_burst: 10,
+            failure_cost: 5,
+            max_tracked: 100_000,
+        }
+    }
+}
+
+impl RateLimitConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.enabled
+            && [
+                self.source_per_second,
+                self.source_burst,
+                self.device_per_minute,
+                self.device_burst,
+                self.failure_cost,
+            ]
+            .contains(&0)
+        {
+            return Err("rate_limit: rates, bursts and failure_cost must be positive".into());
+        }
+        if self.max_tracked == 0 {
+            return Err("rate_limit.max_tracked must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// Certificate policy (`[certificates]` in the configuration).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CertConfig {
+    /// Validity of an issued client certificate.
+    #[serde(with = "humantime_serde")]
+    pub lifetime: Duration,
+    /// nextUpdate - thisUpdate of the CRL; it is re-signed at half of it.
+    #[serde(with = "humantime_serde")]
+    pub crl_validity: Duration,
+}
+
+impl Default for CertConfig {
+    fn default() -> Self {
+        CertConfig {
+            lifetime: Duration::from_secs(30 * 24 * 3600),
+            crl_validity: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// `[flags]` configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlagConfig {
+    /// Flags that hold a request in pending instead of admitting it by the
+    /// OOB list (the others are recorded only).
+    pub hold: Vec<Flag>,
+    /// Refused proofs for one device ID or from one address that make the
+    /// next request `proof_failures`.
+    pub proof_failure_threshold: u32,
+    /// How long refused proofs are remembered.
+    #[serde(with = "humantime_serde")]
+    pub proof_failure_window: Duration,
+}
+
+impl Default for FlagConfig {
+    fn default() -> Self {
+        FlagConfig {
+            hold: vec![
+                Flag::KeyReused,
+                Flag::MacReused,
+                Flag::MacMismatch,
+                Flag::ProofFailures,
+            ],
+            proof_failure_threshold: 3,
+            proof_failure_window: Duration::from_secs(600),
+        }
+    }
+}
+
+impl FlagConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        match self.hold.iter().find(|h| !Flag::CHECKED.contains(h)) {
+            Some(bad) => Err(format!(
+                "flags.hold: {bad} is not raised on requests (holdable: {})",
+                Flag::CHECKED.map(Flag::as_str).join(", ")
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `[monitor]` configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitorConfig {
+    /// Browse for other advertisers (needs `mdns.enabled`).
+    pub enabled: bool,
+    /// `pause` provisioning on an alert (until an administrator resumes it),
+    /// or only `alert`.
+    pub on_rogue: OnRogue,
+    /// Daemon ids or CA fingerprints of other daemons that may advertise on
+    /// the same networks (they are logged, not alerted on).
+    pub allow: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnRogue {
+    Pause,
+    Alert,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        MonitorConfig {
+            enabled: true,
+            on_rogue: OnRogue::Pause,
+            allow: Vec::new(),
+        }
+    }
 }

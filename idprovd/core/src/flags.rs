@@ -30,47 +30,64 @@ use idprov_proto::MacAddr;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::storage::{Change, StoreView, Unit};
-use crate::store::StoreResult;
+pub use crate::config::FlagConfig;
 
-pub const REPEAT_PROVISION: &str = "repeat_provision";
-pub const KEY_REUSED: &str = "key_reused";
-pub const MAC_REUSED: &str = "mac_reused";
-pub const MAC_MISMATCH: &str = "mac_mismatch";
-pub const MAC_SUSPICIOUS: &str = "mac_suspicious";
-pub const PROOF_FAILURES: &str = "proof_failures";
-
-/// `[flags]` configuration.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct FlagConfig {
-    /// Flags that hold a request in pending instead of admitting it by the
-    /// OOB list (the others are recorded only).
-    pub hold: Vec<String>,
-    /// Refused proofs for one device ID or from one address that make the
-    /// next request `proof_failures`.
-    pub proof_failure_threshold: u32,
-    /// How long refused proofs are remembered.
-    #[serde(with = "humantime_serde")]
-    pub proof_failure_window: Duration,
+/// Every flag a request or a record can carry. Stored and shown by its
+/// snake_case name (`as_str`), which is the wire and audit format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Flag {
+    /// A provisioned device asks again while its last token is valid.
+    RepeatProvision,
+    KeyReused,
+    MacReused,
+    MacMismatch,
+    MacSuspicious,
+    ProofFailures,
+    /// A known device presented a key that is not one of its keys.
+    KeyMismatch,
+    /// A second request for a pending device ID came with another key.
+    KeyConflict,
+    /// A pending device asked again with another MAC.
+    MacChanged,
 }
 
-impl Default for FlagConfig {
-    fn default() -> Self {
-        FlagConfig {
-            hold: [KEY_REUSED, MAC_REUSED, MAC_MISMATCH, PROOF_FAILURES]
-                .map(str::to_string)
-                .to_vec(),
-            proof_failure_threshold: 3,
-            proof_failure_window: Duration::from_secs(600),
+impl Flag {
+    /// The flags [`check`] raises; only these can be listed in `flags.hold`.
+    pub const CHECKED: [Flag; 6] = [
+        Flag::RepeatProvision,
+        Flag::KeyReused,
+        Flag::MacReused,
+        Flag::MacMismatch,
+        Flag::MacSuspicious,
+        Flag::ProofFailures,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Flag::RepeatProvision => "repeat_provision",
+            Flag::KeyReused => "key_reused",
+            Flag::MacReused => "mac_reused",
+            Flag::MacMismatch => "mac_mismatch",
+            Flag::MacSuspicious => "mac_suspicious",
+            Flag::ProofFailures => "proof_failures",
+            Flag::KeyMismatch => "key_mismatch",
+            Flag::KeyConflict => "key_conflict",
+            Flag::MacChanged => "mac_changed",
         }
+    }
+}
+
+impl std::fmt::Display for Flag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
 /// One raised flag and why, for the audit entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Flag {
-    pub name: &'static str,
+pub struct Raised {
+    pub flag: Flag,
     pub detail: String,
 }
 
@@ -83,111 +100,7 @@ pub struct Observed {
     pub recent_failures: u32,
 }
 
-/// The flags a request raises, checked inside its transaction.
-pub fn check(
-    v: &dyn StoreView,
-    u: &mut Unit,
-    cfg: &FlagConfig,
-    device_id: &str,
-    kid: &str,
-    claimed_mac: Option<MacAddr>,
-    seen: &Observed,
-) -> StoreResult<Vec<Flag>> {
-    let mut out = Vec::new();
-    let others = others_with_key(v, u, device_id, kid)?;
-    if !others.is_empty() {
-        out.push(Flag {
-            name: KEY_REUSED,
-            detail: format!("key {kid} is also held by {}", others.join(", ")),
-        });
-    }
-    if let Some(mac) = claimed_mac {
-        let others = others_with_mac(v, u, device_id, mac)?;
-        if !others.is_empty() {
-            out.push(Flag {
-                name: MAC_REUSED,
-                detail: format!("MAC {mac} also belongs to {}", others.join(", ")),
-            });
-        }
-        if let Some(seen_mac) = seen.neighbour_mac
-            && seen_mac != mac
-        {
-            out.push(Flag {
-                name: MAC_MISMATCH,
-                detail: format!("claimed MAC {mac}, the network shows {seen_mac}"),
-            });
-        }
-        if let Some(why) = suspicious(mac) {
-            out.push(Flag {
-                name: MAC_SUSPICIOUS,
-                detail: format!("MAC {mac} is {why}"),
-            });
-        }
-    }
-    if cfg.proof_failure_threshold > 0 && seen.recent_failures >= cfg.proof_failure_threshold {
-        out.push(Flag {
-            name: PROOF_FAILURES,
-            detail: format!("{} refused proofs recently", seen.recent_failures),
-        });
-    }
-    Ok(out)
-}
-
-/// Other device IDs (devices or pending) that hold `kid` now. Index
-/// entries that no longer hold are dropped with the decision's unit.
-fn others_with_key(
-    v: &dyn StoreView,
-    u: &mut Unit,
-    device_id: &str,
-    kid: &str,
-) -> StoreResult<Vec<String>> {
-    let mut out = Vec::new();
-    for other in v.ids_with_key(kid, device_id)? {
-        let live = v.device(&other)?.is_some_and(|d| d.key(kid).is_some())
-            || v.pending(&other)?.is_some_and(|p| p.kid == kid);
-        if live {
-            out.push(other);
-        } else {
-            u.change(Change::ForgetKeyHolder {
-                kid: kid.to_string(),
-                device_id: other,
-            });
-        }
-    }
-    Ok(out)
-}
-
-/// Other device IDs (devices, pending, or OOB entries) bound to `mac`.
-fn others_with_mac(
-    v: &dyn StoreView,
-    u: &mut Unit,
-    device_id: &str,
-    mac: MacAddr,
-) -> StoreResult<Vec<String>> {
-    let m = mac.to_string();
-    let mut out = Vec::new();
-    for other in v.ids_with_mac(&m, device_id)? {
-        let live = v.device(&other)?.is_some_and(|d| d.mac == Some(mac))
-            || v.pending(&other)?.is_some_and(|p| p.mac == Some(mac));
-        if live {
-            out.push(other);
-        } else {
-            u.change(Change::ForgetMacHolder {
-                mac: m.clone(),
-                device_id: other,
-            });
-        }
-    }
-    if let Some(owner) = v.oob_mac_owner(&m)?
-        && owner != device_id
-        && !out.contains(&owner)
-    {
-        out.push(owner);
-    }
-    Ok(out)
-}
-
-fn suspicious(mac: MacAddr) -> Option<&'static str> {
+pub fn suspicious(mac: MacAddr) -> Option<&'static str> {
     if mac.0 == [0; 6] {
         Some("all zeros")
     } else if mac.is_multicast() {
@@ -199,38 +112,16 @@ fn suspicious(mac: MacAddr) -> Option<&'static str> {
     }
 }
 
-/// Every flag name, for checking the configuration.
-pub const ALL: [&str; 6] = [
-    REPEAT_PROVISION,
-    KEY_REUSED,
-    MAC_REUSED,
-    MAC_MISMATCH,
-    MAC_SUSPICIOUS,
-    PROOF_FAILURES,
-];
-
-impl FlagConfig {
-    pub fn validate(&self) -> Result<(), String> {
-        match self.hold.iter().find(|h| !ALL.contains(&h.as_str())) {
-            Some(bad) => Err(format!(
-                "flags.hold: unknown flag {bad:?} (known: {})",
-                ALL.join(", ")
-            )),
-            None => Ok(()),
-        }
-    }
-}
-
 /// Do these flags keep an OOB match from being admitted?
-pub fn holds(cfg: &FlagConfig, flags: &[Flag]) -> bool {
-    flags.iter().any(|f| cfg.hold.iter().any(|h| h == f.name))
+pub fn holds(cfg: &FlagConfig, flags: &[Raised]) -> bool {
+    flags.iter().any(|f| cfg.hold.contains(&f.flag))
 }
 
 /// "name: detail; name: detail" for an audit entry.
-pub fn describe(flags: &[Flag]) -> String {
+pub fn describe(flags: &[Raised]) -> String {
     flags
         .iter()
-        .map(|f| format!("{}: {}", f.name, f.detail))
+        .map(|f| format!("{}: {}", f.flag, f.detail))
         .collect::<Vec<_>>()
         .join("; ")
 }
@@ -322,25 +213,31 @@ mod tests {
     #[test]
     fn only_listed_flags_hold() {
         let cfg = FlagConfig::default();
-        let flag = |name| {
-            vec![Flag {
-                name,
+        let flag = |flag| {
+            vec![Raised {
+                flag,
                 detail: String::new(),
             }]
         };
-        assert!(!holds(&cfg, &flag(MAC_SUSPICIOUS)));
-        assert!(holds(&cfg, &flag(MAC_MISMATCH)));
+        assert!(!holds(&cfg, &flag(Flag::MacSuspicious)));
+        assert!(holds(&cfg, &flag(Flag::MacMismatch)));
         let strict = FlagConfig {
-            hold: ALL.map(str::to_string).to_vec(),
+            hold: Flag::CHECKED.to_vec(),
             ..FlagConfig::default()
         };
-        assert!(holds(&strict, &flag(MAC_SUSPICIOUS)));
+        assert!(holds(&strict, &flag(Flag::MacSuspicious)));
         assert!(strict.validate().is_ok());
-        let typo = FlagConfig {
-            hold: vec!["mac_mismach".into()],
+        // A flag the request checks never raise cannot hold anything.
+        let odd = FlagConfig {
+            hold: vec![Flag::KeyConflict],
             ..FlagConfig::default()
         };
-        assert!(typo.validate().is_err());
+        assert!(odd.validate().is_err());
+        // A misspelt name is refused when the configuration is read.
+        let typo: Result<FlagConfig, _> = toml::from_str(r#"hold = ["mac_mismach"]"#);
+        assert!(typo.is_err());
+        let names: Result<FlagConfig, _> = toml::from_str(r#"hold = ["mac_suspicious"]"#);
+        assert_eq!(names.map(|c| c.hold).ok(), Some(vec![Flag::MacSuspicious]));
     }
 
     #[test]

@@ -12,12 +12,10 @@ use redb::{Durability, ReadableDatabase, ReadableTable};
 
 use super::identity::{KEY_IDS, MAC_IDS};
 use super::x509::{CERTS, CRL_ENTRIES};
-use super::{
-    AuditDraft, CLOCK_KEY, CommitOptions, META, OobRecord, RedbStore, Rx, SnapshotCounts,
-    StoreError, StoreResult, Tx, encode,
-};
-use crate::error::Error;
-use crate::storage::{self, Change, Decide, Unit};
+use super::{CLOCK_KEY, DbError, META, RedbStore, Rx, StoreResult, Tx, encode, out};
+use idprovd_core::Error;
+use idprovd_core::storage::{self, Change, Decide, Unit};
+use idprovd_core::store::{AuditDraft, CommitOptions, OobRecord, SnapshotCounts};
 
 impl Tx<'_> {
     /// Apply a unit's changes in order; returns the audit entries appended.
@@ -102,14 +100,14 @@ impl storage::Store for RedbStore {
         &self,
         read: &mut dyn FnMut(&dyn storage::StoreView) -> Result<(), Error>,
     ) -> Result<(), Error> {
-        let rtx = self.db.begin_read().map_err(StoreError::from)?;
+        let rtx = self.db.begin_read().map_err(DbError::from)?;
         read(&Rx { tx: rtx })
     }
 
     fn transact(&self, decide: &mut Decide<'_>) -> Result<Vec<AdminEvent>, Error> {
-        let mut wtx = self.db.begin_write().map_err(StoreError::from)?;
+        let mut wtx = self.db.begin_write().map_err(DbError::from)?;
         wtx.set_durability(Durability::Immediate)
-            .map_err(StoreError::from)?;
+            .map_err(DbError::from)?;
         let mut tx = Tx { tx: &wtx };
         let mut unit = Unit::new();
         decide(&tx, &mut unit)?;
@@ -121,7 +119,7 @@ impl storage::Store for RedbStore {
         let (changes, committer) = unit.into_changes();
         let audit = tx.apply(changes)?;
         let started = std::time::Instant::now();
-        wtx.commit().map_err(StoreError::from)?;
+        wtx.commit().map_err(DbError::from)?;
         self.commit_seconds.observe(started.elapsed().as_secs_f64());
         Ok(committer.events(audit))
     }
@@ -184,8 +182,8 @@ impl storage::Store for RedbStore {
         self.write(|tx| Ok(tx.drop_stale_oob_staging(live)?))
     }
 
-    fn snapshot_into(&self, dst: File) -> StoreResult<SnapshotCounts> {
-        RedbStore::snapshot_into(self, dst)
+    fn snapshot_into(&self, dst: File) -> idprovd_core::store::StoreResult<SnapshotCounts> {
+        out(RedbStore::snapshot_into(self, dst))
     }
 
     fn location(&self) -> String {

@@ -1,0 +1,2 @@
+// Same build script as idprovd: the git revision for build_info.
+include!("../../build-support/git_rev.rs");

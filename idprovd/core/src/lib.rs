@@ -1,0 +1,48 @@
+//! The core of idprovd: what the daemon decides and how, with no HTTP and
+//! no database in it. The HTTP layer (crate `idprovd`) calls the use cases
+//! here; they read and write through the storage interface
+//! ([`storage::Store`]), which a backend crate (`idprovd-store-redb`)
+//! implements. This crate's dependencies leave out axum, hyper, `http` and
+//! redb on purpose: a use case that reached for them would not compile.
+//!
+//! Map: [`error`] (the domain error), [`storage`] and [`store`] (the
+//! storage interface and its records), [`daemon`] (shared state and the
+//! unit of work), use cases ([`provision`], [`admin_ops`], [`keys_admin`],
+//! [`certs`], [`crl`], [`oob_import`], [`alerts`]), pure checks ([`proof`],
+//! [`flags`], [`tokens`], [`registry`], [`x509`]), key material ([`pki`],
+//! [`admins`]).
+
+pub mod admin_ops;
+pub mod admins;
+pub mod alerts;
+pub mod audit;
+pub mod certs;
+pub mod clock;
+pub mod config;
+pub mod crl;
+pub mod daemon;
+pub mod error;
+pub mod flags;
+pub mod keys_admin;
+pub mod metrics;
+pub mod neighbour;
+pub mod oob_import;
+pub mod pki;
+pub mod proof;
+pub mod provision;
+pub mod ratelimit;
+pub mod records;
+pub mod registry;
+pub mod storage;
+pub mod store;
+/// The conformance suite every storage backend runs (feature
+/// `conformance`, on for backends' tests).
+#[cfg(feature = "conformance")]
+pub mod store_conformance;
+pub mod tokens;
+pub mod x509;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::Config;
+pub use daemon::Daemon;
+pub use error::Error;
