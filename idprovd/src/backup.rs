@@ -125,7 +125,7 @@ pub async fn export(
         );
         let admin = format!("admin:{}", actor.name);
         this.transact(move |_, _, u| {
-            u.audit(crate::daemon::draft(
+            u.audit(crate::audit::draft(
                 now,
                 &admin,
                 "backup_exported",

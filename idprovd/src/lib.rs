@@ -19,9 +19,9 @@ pub mod server;
 pub mod service;
 
 pub use idprovd_core::{
-    admin_ops, admins, alerts, certs, clock, config, crl, daemon, error, flags, keys_admin,
-    metrics, neighbour, oob_import, pki, proof, provision, ratelimit, registry, storage, tokens,
-    x509,
+    admin_ops, admins, alerts, audit, certs, clock, config, context, crl, daemon, error, flags,
+    keys_admin, metrics, neighbour, oob_import, pki, proof, provision, ratelimit, registry,
+    storage, tokens, x509,
 };
 
 /// The records and errors of the storage interface, and the redb backend.
@@ -129,25 +129,27 @@ pub async fn start(
     let cfg_window = cfg.flags.proof_failure_window;
     let timers = clock.clone();
     let daemon = Arc::new(Daemon {
+        core: idprovd_core::Core {
+            clock,
+            store,
+            events,
+            metrics,
+        },
         admins: admins::AdminRegistry::new(&cfg.data_dir),
         event_streams: Arc::new(Semaphore::new(cfg.limits.max_event_streams)),
         shutdown: shutdown.clone(),
         cfg,
-        clock,
-        store,
-        pki,
+        pki: Arc::new(pki),
         x509,
-        events,
-        metrics,
         rate_limits: ratelimit::RateLimits::new(&cfg_limits, timers.clone()),
         proof_failures: flags::FailureTracker::new(cfg_window, timers),
         alerts: alerts::Alerts::default(),
-        imports: oob_import::Imports::default(),
+        imports: Arc::new(oob_import::Imports::default()),
     });
     let router = http::router(daemon.clone());
     let limits = daemon.cfg.limits.clone();
     let housekeeping = tokio::spawn(housekeeping(daemon.clone(), shutdown.clone()));
-    tokio::spawn(crl::crl_maintenance(daemon.clone(), shutdown.clone()));
+    tokio::spawn(daemon::crl_maintenance(daemon.clone(), shutdown.clone()));
     let advert = mdns::Advert {
         listen: addr,
         daemon_id: daemon.daemon_id().to_string(),

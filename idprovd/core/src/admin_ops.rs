@@ -3,38 +3,24 @@
 //! exactly one wins; every decision lands in the audit log in the same
 //! transaction that makes it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use idprov_proto::DeviceId;
 use idprov_proto::admin::{
     AdminEvent, AuditEntry, DeviceStatus, DeviceView, ListQuery, MAX_OOB_BATCH, MAX_PAGE,
-    OobEntryInput, OobEntryView, OobUpsertRequest, OobUpsertResult, Page, PendingView,
-    ProvisioningState,
+    OobEntryView, OobUpsertRequest, OobUpsertResult, Page, PendingView, ProvisioningState,
 };
 use idprov_proto::error::EntryError;
-use idprov_proto::{DeviceId, PublicKey};
 
-use crate::daemon::{Daemon, draft};
+use crate::audit::draft;
+use crate::daemon::Daemon;
 use crate::error::{Error, check_reason};
+use crate::oob::validate_oob;
 use crate::storage::Change;
 use crate::store::{DeviceRecord, KeyRecord, OobRecord, secret_hash};
 
-/// Who is acting, and from where (for the audit log).
-#[derive(Debug, Clone)]
-pub struct Actor {
-    pub name: String,
-    pub source: String,
-}
-
-impl Actor {
-    fn label(&self) -> String {
-        format!("admin:{}", self.name)
-    }
-}
-
-const MAX_NOTE: usize = 256;
-const MAX_SECRET: usize = 256;
-const MIN_SECRET: usize = 8;
+pub use crate::audit::Actor;
 
 fn limit(q: &ListQuery) -> usize {
     q.limit.unwrap_or(100).clamp(1, MAX_PAGE)
@@ -506,118 +492,4 @@ fn same_secret(old: &OobRecord, new: &OobRecord) -> bool {
             .is_some_and(|p| secret_hash(salt, p.expose()) == *hash),
         _ => false,
     }
-}
-
-/// Parse and check every entry before anything touches the store; report
-/// all problems at once.
-pub(crate) fn validate_oob(entries: &[OobEntryInput], now: i64) -> Result<Vec<OobRecord>, Error> {
-    let mut errors = Vec::new();
-    let mut out = Vec::with_capacity(entries.len());
-    let mut seen_ids = HashSet::new();
-    let mut seen_macs: HashMap<String, String> = HashMap::new();
-    for (index, e) in entries.iter().enumerate() {
-        let id = e.device_id.to_string();
-        let mut err = |m: String| {
-            errors.push(EntryError {
-                index,
-                device_id: Some(id.clone()),
-                message: m,
-            })
-        };
-        if !seen_ids.insert(id.clone()) {
-            err("duplicate device_id in this request".into());
-            continue;
-        }
-        if e.public_key.is_none() && e.mac.is_none() && e.secret.is_none() {
-            err("give at least one of public_key, mac, secret".into());
-            continue;
-        }
-        let key = match &e.public_key {
-            Some(pem) => match PublicKey::from_pem(pem, e.key_format) {
-                Ok(k) => Some(k),
-                Err(ke) => {
-                    err(format!("public_key: {ke}"));
-                    continue;
-                }
-            },
-            None if e.key_format.is_some() => {
-                err("key_format given without public_key".into());
-                continue;
-            }
-            None => None,
-        };
-        if let Some(mac) = e.mac {
-            if mac.is_multicast() || mac.is_zero() {
-                err(format!("MAC {mac} is a multicast or all-zero address"));
-                continue;
-            }
-            if let Some(other) = seen_macs.insert(mac.to_string(), id.clone()) {
-                err(format!("MAC {mac} is also given for device {other}"));
-                continue;
-            }
-        }
-        if let Some(s) = &e.secret
-            && (s.expose().len() < MIN_SECRET
-                || s.expose().len() > MAX_SECRET
-                || s.expose().chars().any(char::is_control))
-        {
-            err(format!(
-                "secret must be {MIN_SECRET}-{MAX_SECRET} bytes without control characters"
-            ));
-            continue;
-        }
-        if let Some(n) = &e.note
-            && (n.len() > MAX_NOTE || n.chars().any(char::is_control))
-        {
-            err(format!(
-                "note must be at most {MAX_NOTE} bytes without control characters"
-            ));
-            continue;
-        }
-        if let Some(exp) = e.expires_at
-            && exp <= now
-        {
-            err("expires_at is in the past".into());
-            continue;
-        }
-        if e.expires_at
-            .is_some_and(|exp| exp > idprov_proto::time::MAX_UNIX)
-        {
-            err("expires_at is after 9999-12-31T23:59:59Z (leave it out for no expiry)".into());
-            continue;
-        }
-        let salt = e
-            .secret
-            .as_ref()
-            .map(|_| hex::encode(rand::random::<[u8; 16]>()));
-        out.push(OobRecord {
-            device_id: e.device_id.clone(),
-            public_key: key.as_ref().map(|k| k.pem().to_string()),
-            key_format: key.as_ref().map(|k| k.format()),
-            kid: key.as_ref().map(|k| k.thumbprint().to_string()),
-            mac: e.mac,
-            secret_hash: match (&salt, &e.secret) {
-                (Some(salt), Some(s)) => Some(secret_hash(salt, s.expose())),
-                _ => None,
-            },
-            secret_salt: salt,
-            secret_consumed_at: None,
-            secret_plain_for_compare: e.secret.clone(),
-            expires_at: e.expires_at,
-            note: e.note.clone(),
-            created_at: now,
-            updated_at: now,
-        });
-    }
-    if !errors.is_empty() {
-        return Err(Error::invalid(
-            format!(
-                "{} of {} entries are invalid; nothing was stored",
-                errors.len(),
-                entries.len()
-            ),
-            errors,
-        ));
-    }
-    Ok(out)
 }

@@ -5,16 +5,16 @@
 //! paused through the persisted switch until an administrator resumes it.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use idprov_proto::admin::{AdminEvent, Alert, AlertKind, ProvisioningState};
 use tokio::time::Instant;
 
-use crate::Daemon;
+use crate::audit::draft;
 pub use crate::config::{MonitorConfig, OnRogue};
-use crate::daemon::draft;
+use crate::context::Core;
 use crate::error::Error;
 use crate::storage::Change;
 
@@ -75,19 +75,24 @@ impl Alerts {
     }
 }
 
-impl Daemon {
+impl Alerts {
     /// Record an alert: audit, (by default) pause provisioning, publish.
     /// Returns None when the same advertisement was just reported.
-    pub async fn raise_alert(self: &Arc<Self>, a: AlertDraft) -> Result<Option<Alert>, Error> {
-        if !self.alerts.is_new(&a, self.clock.instant()) {
+    pub async fn raise(
+        &self,
+        core: &Core,
+        cfg: &MonitorConfig,
+        a: AlertDraft,
+    ) -> Result<Option<Alert>, Error> {
+        if !self.is_new(&a, core.clock.instant()) {
             return Ok(None);
         }
-        let now = self.now();
-        let pause = self.cfg.monitor.on_rogue == OnRogue::Pause;
-        let id = self.alerts.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = core.now();
+        let pause = cfg.on_rogue == OnRogue::Pause;
+        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let draft_alert = a.clone();
-        let (paused, events) = self
-            .transact_unpublished(move |_, v, u| {
+        let (paused, events) = core
+            .transact_unpublished(move |v, u| {
                 let a = &draft_alert;
                 let detail = format!(
                     "{}: {} ({}{})",
@@ -156,10 +161,10 @@ impl Daemon {
             paused = alert.paused,
             "security alert: {}", alert.detail
         );
-        self.metrics.alert(alert.kind.as_str());
-        self.alerts.push(alert.clone());
-        self.publish(events);
-        self.publish(vec![AdminEvent::Alert {
+        core.metrics.alert(alert.kind.as_str());
+        self.push(alert.clone());
+        core.publish(events);
+        core.publish(vec![AdminEvent::Alert {
             alert: alert.clone(),
         }]);
         Ok(Some(alert))

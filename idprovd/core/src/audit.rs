@@ -61,3 +61,36 @@ pub fn verify_chain<'a>(
     }
     Ok(prev)
 }
+
+/// An administrator acting, and from where (for the audit log).
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub name: String,
+    pub source: String,
+}
+
+impl Actor {
+    /// How the audit log and `admitted_by` name an administrator.
+    pub fn label(&self) -> String {
+        format!("{}{}", crate::records::ADMIN_PREFIX, self.name)
+    }
+}
+
+/// An audit draft from its parts.
+pub fn draft(
+    at: i64,
+    actor: &str,
+    action: &str,
+    target: Option<&str>,
+    source: Option<&str>,
+    detail: String,
+) -> AuditDraft {
+    AuditDraft {
+        at,
+        actor: actor.to_string(),
+        action: action.to_string(),
+        target: target.map(str::to_string),
+        source: source.map(str::to_string),
+        detail,
+    }
+}

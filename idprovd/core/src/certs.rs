@@ -15,7 +15,8 @@ use idprov_proto::x509::{AddKeyRequest, KeysResponse, MAX_DEVICE_KEYS, MtlsRenew
 use idprov_proto::{DeviceId, PublicKey};
 use rustls_pki_types::CertificateDer;
 
-use crate::daemon::{Daemon, draft};
+use crate::audit::draft;
+use crate::daemon::Daemon;
 use crate::error::Error;
 use crate::proof;
 use crate::storage::{Change, StoreView, Unit};

@@ -8,20 +8,17 @@
 //! which [`crl_maintenance`] and startup compare with the store's.
 
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
-use anyhow::Context;
-use idprov_proto::keys::pem_encode;
-use idprov_proto::x509::CrlInfo;
-use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevocationReason, RevokedCertParams};
-use tokio_util::sync::CancellationToken;
-
-use crate::daemon::Daemon;
+use crate::context::Core;
 use crate::error::Error;
 use crate::pki::Pki;
 use crate::storage::{Change, Store, StoreView, Unit};
 use crate::store::CrlState;
 use crate::x509::CertConfig;
+use anyhow::Context;
+use idprov_proto::keys::pem_encode;
+use idprov_proto::x509::CrlInfo;
+use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevocationReason, RevokedCertParams};
 
 /// RFC 5280 reason codes the daemon uses.
 pub mod reason {
@@ -184,55 +181,35 @@ fn reason_of(code: u8) -> Option<RevocationReason> {
     })
 }
 
-impl Daemon {
+impl X509State {
     /// Re-sign the CRL now (after a committed change) and publish it.
-    pub async fn refresh_crl(self: &Arc<Self>) -> Result<Arc<CrlDoc>, Error> {
-        let _one = self.x509.regen.lock().await;
-        let now = self.now();
-        let doc = self
-            .transact(move |d, v, u| regenerate(v, u, &d.pki, &d.cfg.certificates, now))
+    pub async fn refresh(
+        &self,
+        core: &Core,
+        pki: &Arc<Pki>,
+        cfg: &CertConfig,
+    ) -> Result<Arc<CrlDoc>, Error> {
+        let _one = self.regen.lock().await;
+        let now = core.now();
+        let (pki, cfg) = (pki.clone(), cfg.clone());
+        let doc = core
+            .transact(move |v, u| regenerate(v, u, &pki, &cfg, now))
             .await?;
         tracing::info!(
             number = doc.state.number,
             revoked = doc.state.revoked,
             "CRL regenerated"
         );
-        self.x509.set(doc);
-        Ok(self.x509.current())
+        self.set(doc);
+        Ok(self.current())
     }
 
-    /// After a change that revoked something: regenerate, and if that fails
-    /// leave it to [`crl_maintenance`] (the change itself is committed).
-    pub async fn crl_changed(self: &Arc<Self>) {
-        if let Err(e) = self.refresh_crl().await {
-            tracing::warn!(error = %e, "CRL regeneration failed; will retry");
-        }
-    }
-
-    async fn crl_due(self: &Arc<Self>) -> Result<bool, Error> {
-        let state = self.x509.current().state.clone();
-        let now = self.now();
-        let cfg = self.cfg.certificates.clone();
-        self.read(move |_, v| Ok(needs_refresh(&state, v.revocation_version()?, now, &cfg)))
+    /// Is the CRL behind the store, or past half of its validity?
+    pub async fn due(&self, core: &Core, cfg: &CertConfig) -> Result<bool, Error> {
+        let state = self.current().state.clone();
+        let now = core.now();
+        let cfg = cfg.clone();
+        core.read(move |v| Ok(needs_refresh(&state, v.revocation_version()?, now, &cfg)))
             .await
-    }
-}
-
-/// Keep the CRL fresh: check every few seconds whether it is behind the
-/// store or past half of its validity.
-pub async fn crl_maintenance(d: Arc<Daemon>, shutdown: CancellationToken) {
-    let period = (d.cfg.certificates.crl_validity / 8)
-        .clamp(Duration::from_secs(1), Duration::from_secs(60));
-    let mut tick = tokio::time::interval(period);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        match d.crl_due().await {
-            Ok(true) => d.crl_changed().await,
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "CRL check failed"),
-        }
     }
 }

@@ -10,48 +10,58 @@ use std::sync::Arc;
 use idprov_proto::PublicKey;
 use idprov_proto::admin::{AdminEvent, DeviceStatus};
 use idprov_proto::device::{
-    Credentials, ProofEndpoint, ProvisionRequest, ProvisionResponse, RenewRequest,
-    TokenStatusResponse, proof_audience,
+    Credentials, ProofEndpoint, ProvisionRequest, RenewRequest, TokenStatusResponse, proof_audience,
 };
-use tokio::sync::{Semaphore, broadcast};
+use tokio::sync::Semaphore;
 
 use crate::admins::AdminRegistry;
-use crate::clock::Clock;
 use crate::config::Config;
+use crate::context::Core;
 use crate::error::Error;
 use crate::pki::Pki;
 use crate::proof::{self, VerifiedProof};
-use crate::provision::{Ask, Outcome, Refusal, Waiting};
-use crate::storage::{Change, SharedStore, StoreView, Unit};
-use crate::store::{AuditDraft, DeviceRecord, KeyRecord, StoreError, TokenRecord};
+use crate::storage::{Change, StoreView, Unit};
+use crate::store::{DeviceRecord, KeyRecord, StoreError, TokenRecord};
 use crate::tokens;
+
+pub use crate::audit::draft;
 
 /// Seconds the clock may step back before the daemon refuses to issue.
 const CLOCK_TOLERANCE: i64 = 5;
 /// Expired replay/token records purged per request, to keep work bounded.
 const PURGE_PER_REQUEST: usize = 64;
 
+/// The daemon's shared state: the use cases' common [`Core`] (store,
+/// clock, events, metrics) and what the use cases keep between requests.
+/// The transport holds one in an `Arc`.
 pub struct Daemon {
+    /// Store, clock, events, metrics, and the unit of work.
+    pub core: Core,
     pub cfg: Config,
-    pub clock: Arc<dyn Clock>,
-    pub store: SharedStore,
-    pub pki: Pki,
+    pub pki: Arc<Pki>,
     pub admins: AdminRegistry,
-    pub events: broadcast::Sender<AdminEvent>,
+    /// Admin event streams open at once.
     pub event_streams: Arc<Semaphore>,
     /// The CRL and its regeneration (crl.rs).
     pub x509: crate::crl::X509State,
     /// Cancelled when the daemon shuts down (ends event streams at once).
     pub shutdown: tokio_util::sync::CancellationToken,
-    pub metrics: Arc<crate::metrics::Metrics>,
     /// Per-source and per-device request limits (ratelimit.rs).
     pub rate_limits: crate::ratelimit::RateLimits,
     /// Recent refused proofs, for the `proof_failures` flag (flags.rs).
     pub proof_failures: crate::flags::FailureTracker,
-    /// Rogue-advertiser alerts (monitor.rs).
+    /// Rogue-advertiser alerts (alerts.rs).
     pub alerts: crate::alerts::Alerts,
     /// Open bulk OOB import sessions (oob_import.rs).
-    pub imports: crate::oob_import::Imports,
+    pub imports: Arc<crate::oob_import::Imports>,
+}
+
+/// `d.store`, `d.clock`, `d.metrics`, `d.transact(…)` reach the core.
+impl std::ops::Deref for Daemon {
+    type Target = Core;
+    fn deref(&self) -> &Core {
+        &self.core
+    }
 }
 
 impl Daemon {
@@ -60,132 +70,37 @@ impl Daemon {
     }
 
     pub fn now(&self) -> i64 {
-        self.clock.now()
+        self.core.now()
     }
 
-    /// The unit of work: run decision `f` (reads through the view, writes
-    /// recorded in the unit) and apply what it recorded in one durable
-    /// transaction, off the async threads; then publish the unit's events.
-    /// `f` may run again if the store retries, so it has no other effects.
+    /// [`Core::transact`] for a decision that needs the daemon's state
+    /// (configuration, keys) besides the store.
     pub async fn transact<T: Send + 'static>(
         self: &Arc<Self>,
         mut f: impl FnMut(&Daemon, &dyn StoreView, &mut Unit) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
         let d = Arc::clone(self);
-        let (out, events) = blocking(move || d.store.transact_with(|v, u| f(&d, v, u))).await?;
-        self.publish(events);
-        Ok(out)
+        self.core.transact(move |v, u| f(&d, v, u)).await
     }
 
-    /// [`Daemon::transact`] that returns the committed unit's events
-    /// instead of publishing them (for a caller that needs what the store
-    /// assigned, such as an audit sequence number).
+    /// [`Core::transact_unpublished`] with the daemon's state.
     pub async fn transact_unpublished<T: Send + 'static>(
         self: &Arc<Self>,
         mut f: impl FnMut(&Daemon, &dyn StoreView, &mut Unit) -> Result<T, Error> + Send + 'static,
     ) -> Result<(T, Vec<AdminEvent>), Error> {
         let d = Arc::clone(self);
-        blocking(move || d.store.transact_with(|v, u| f(&d, v, u))).await
+        self.core
+            .transact_unpublished(move |v, u| f(&d, v, u))
+            .await
     }
 
-    /// A store operation of its own (bulk import staging), off the async
-    /// threads.
-    pub async fn with_store<T: Send + 'static>(
-        self: &Arc<Self>,
-        f: impl FnOnce(&dyn crate::storage::Store) -> Result<T, Error> + Send + 'static,
-    ) -> Result<T, Error> {
-        let d = Arc::clone(self);
-        blocking(move || f(d.store.as_ref())).await
-    }
-
-    /// Read from one consistent snapshot, off the async threads.
+    /// [`Core::read`] with the daemon's state.
     pub async fn read<T: Send + 'static>(
         self: &Arc<Self>,
         f: impl FnOnce(&Daemon, &dyn StoreView) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
         let d = Arc::clone(self);
-        blocking(move || d.store.read_with(|v| f(&d, v))).await
-    }
-
-    pub fn publish(&self, events: Vec<AdminEvent>) {
-        for e in events {
-            // No subscribers is fine.
-            let _ = self.events.send(e);
-        }
-    }
-
-    /// Flow 3: match the request against devices, the OOB list and pending.
-    pub async fn provision(
-        self: &Arc<Self>,
-        req: ProvisionRequest,
-        source: SocketAddr,
-        binding: Option<&[u8]>,
-    ) -> Result<ProvisionResponse, Error> {
-        let key = PublicKey::from_pem(&req.public_key, req.key_format)
-            .map_err(|e| Error::bad_request(format!("public_key: {e}")))?;
-        let now = self.now();
-        let aud = proof_audience(self.daemon_id(), ProofEndpoint::Provision);
-        let proof = proof::verify(&req.proof, &key, &req.device_id, &aud, now, &self.cfg.proof)
-            .and_then(|p| {
-                proof::check_binding(&p, binding, self.cfg.proof.require_channel_binding)?;
-                Ok(p)
-            })
-            .map_err(|reason| {
-                tracing::info!(device_id = %req.device_id, %source, %reason, "proof refused");
-                self.metrics
-                    .proof_failure(crate::metrics::proof_class(&reason));
-                Error::InvalidProof
-            })?;
-
-        let csr = self.prepare_csr(req.csr.as_deref(), &req.device_id)?;
-        self.check_presented_key(&req.device_id, &key).await?;
-        let recent_failures = self
-            .proof_failures
-            .recent(req.device_id.as_str(), source.ip());
-        let seen = crate::flags::Observed {
-            // Only read when there is a claim to compare.
-            neighbour_mac: req.mac.and_then(|_| crate::neighbour::lookup(source.ip())),
-            recent_failures,
-        };
-        let outcome = self
-            .transact(move |d, v, u| {
-                let ask = Ask {
-                    req: &req,
-                    key: &key,
-                    proof: &proof,
-                    csr: csr.as_ref(),
-                    now,
-                    src: source.ip().to_string(),
-                    seen: &seen,
-                };
-                d.provision_tx(v, u, &ask)
-            })
-            .await?;
-        // Counted only now that the decision is committed.
-        match outcome {
-            Outcome::Issued(c, rule) => {
-                self.metrics.decision("approved", rule.as_str());
-                self.metrics.token_issued();
-                if c.certificate.is_some() {
-                    self.metrics.certificate_issued();
-                }
-                Ok(ProvisionResponse::Approved(c))
-            }
-            Outcome::Pending(p, rule) => {
-                self.metrics.decision("pending", rule.as_str());
-                if rule == Waiting::MacChanged {
-                    self.metrics.alert(crate::flags::Flag::MacChanged.as_str());
-                }
-                Ok(ProvisionResponse::Pending(p))
-            }
-            Outcome::Refused(rule) => {
-                self.metrics.decision("refused", rule.as_str());
-                if rule != Refusal::NotActive {
-                    self.metrics.alert(rule.as_str());
-                }
-                Err(Error::Refused)
-            }
-        }
+        self.core.read(move |v| f(&d, v)).await
     }
 
     /// Flow 5: a fresh token for a valid token plus a fresh proof.
@@ -441,24 +356,6 @@ pub(crate) fn new_device(
     }
 }
 
-pub fn draft(
-    at: i64,
-    actor: &str,
-    action: &str,
-    target: Option<&str>,
-    source: Option<&str>,
-    detail: String,
-) -> AuditDraft {
-    AuditDraft {
-        at,
-        actor: actor.to_string(),
-        action: action.to_string(),
-        target: target.map(str::to_string),
-        source: source.map(str::to_string),
-        detail,
-    }
-}
-
 impl Daemon {
     /// Drop pending requests not seen within `pending.expiry`, and purge
     /// expired replay and token records.
@@ -488,13 +385,69 @@ impl Daemon {
     }
 }
 
-/// Run store work on the blocking pool; a task that died is an internal
-/// error, never a panic of the handler.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
-) -> Result<T, Error> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| {
-        tracing::error!(error = %e, "store task failed");
-        Error::internal("the daemon could not complete the request", e)
-    })?
+impl Daemon {
+    /// The per-device check, once the request names its device.
+    pub fn limit_device(&self, device_id: &str) -> Result<(), Error> {
+        self.rate_limits.check(None, Some(device_id))
+    }
+
+    /// Account for a failed request from `source`: failures cost the device
+    /// extra (the source was charged by the HTTP layer before the body was
+    /// read), and refused proofs count towards the `proof_failures` flag.
+    pub fn after_failure(&self, source: std::net::IpAddr, device_id: Option<&str>, e: &Error) {
+        if e.is_client_failure() && device_id.is_some() {
+            self.rate_limits.charge_failure(None, device_id);
+        }
+        if matches!(e, Error::InvalidProof) {
+            self.proof_failures.record(device_id, source);
+        }
+    }
+}
+
+/// The daemon's side of the CRL and alerts: the use cases call these with
+/// their own state (crl.rs, alerts.rs).
+impl Daemon {
+    /// Re-sign the CRL now (after a committed change) and publish it.
+    pub async fn refresh_crl(&self) -> Result<Arc<crate::crl::CrlDoc>, Error> {
+        self.x509
+            .refresh(&self.core, &self.pki, &self.cfg.certificates)
+            .await
+    }
+
+    /// After a change that revoked something: regenerate, and if that fails
+    /// leave it to [`crl_maintenance`] (the change itself is committed).
+    pub async fn crl_changed(&self) {
+        if let Err(e) = self.refresh_crl().await {
+            tracing::warn!(error = %e, "CRL regeneration failed; will retry");
+        }
+    }
+
+    /// Record a security alert (alerts.rs).
+    pub async fn raise_alert(
+        &self,
+        a: crate::alerts::AlertDraft,
+    ) -> Result<Option<idprov_proto::admin::Alert>, Error> {
+        self.alerts.raise(&self.core, &self.cfg.monitor, a).await
+    }
+}
+
+/// Keep the CRL fresh: check every few seconds whether it is behind the
+/// store or past half of its validity.
+pub async fn crl_maintenance(d: Arc<Daemon>, shutdown: tokio_util::sync::CancellationToken) {
+    let period = (d.cfg.certificates.crl_validity / 8).clamp(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(60),
+    );
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match d.x509.due(&d.core, &d.cfg.certificates).await {
+            Ok(true) => d.crl_changed().await,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "CRL check failed"),
+        }
+    }
 }

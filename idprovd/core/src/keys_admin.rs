@@ -14,10 +14,11 @@ use idprov_proto::x509::{
 };
 use idprov_proto::{DeviceId, PublicKey};
 
-use crate::admin_ops::Actor;
+use crate::audit::Actor;
+use crate::audit::draft;
 use crate::certs::{add_key_tx, keys_response};
 use crate::crl::reason;
-use crate::daemon::{Daemon, draft};
+use crate::daemon::Daemon;
 use crate::error::{Error, check_reason};
 use crate::flags::Flag;
 use crate::registry::{MAX_REGISTRY_CAS, check_wrapped, parse_ca};

@@ -11,8 +11,6 @@
 //! `/healthz` and `/readyz`; the main HTTPS listener serves `/healthz` and
 //! `/readyz` too, never `/metrics`.
 
-use std::sync::Arc;
-
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -21,7 +19,6 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-use crate::Daemon;
 pub use crate::config::{MetricsConfig, MetricsOverrides};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -261,29 +258,6 @@ pub fn proof_class(e: &crate::proof::ProofError) -> &'static str {
         P::ChannelBindingMalformed | P::ChannelBindingMismatch | P::ChannelBindingMissing => {
             "channel_binding"
         }
-    }
-}
-
-impl Daemon {
-    /// Read the counts the gauges and `/readyz` report, in one snapshot.
-    pub async fn store_snapshot(self: &Arc<Self>) -> Result<StoreSnapshot, String> {
-        let d = Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
-            d.store
-                .read_with(|v| {
-                    let p = v.provisioning()?;
-                    Ok(StoreSnapshot {
-                        pending: v.pending_count()?,
-                        devices: v.device_count()?,
-                        oob_entries: v.oob_count()?,
-                        paused: p.paused,
-                        pause_reason: p.reason,
-                    })
-                })
-                .map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| format!("store task failed: {e}"))?
     }
 }
 

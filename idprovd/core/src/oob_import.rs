@@ -24,10 +24,11 @@ use idprov_proto::oob_import::{
     OobImportResult, OobImportSession, OobImportStart,
 };
 
-use crate::Daemon;
-use crate::admin_ops::{Actor, validate_oob};
-use crate::daemon::draft;
+use crate::audit::Actor;
+use crate::audit::draft;
+use crate::context::{Core, WeakCore};
 use crate::error::Error;
+use crate::oob::validate_oob;
 use crate::store::{CommitOptions, OobRecord};
 
 /// Import sessions open at once (each may hold one chunk in memory).
@@ -107,12 +108,12 @@ impl Imports {
 
 /// Once per daemon start: drop staging tables that no live session owns
 /// (imports cut short by a crash or restart).
-async fn sweep_once(d: &Arc<Daemon>, reg: &Imports) -> Result<(), Error> {
+async fn sweep_once(core: &Core, reg: &Imports) -> Result<(), Error> {
     if reg.swept.swap(true, std::sync::atomic::Ordering::SeqCst) {
         return Ok(());
     }
     let live: HashSet<String> = reg.lock().keys().cloned().collect();
-    d.with_store(move |s| {
+    core.with_store(move |s| {
         let n = s.drop_stale_oob_staging(&live)?;
         if n > 0 {
             tracing::info!(tables = n, "dropped staging tables of unfinished imports");
@@ -124,17 +125,18 @@ async fn sweep_once(d: &Arc<Daemon>, reg: &Imports) -> Result<(), Error> {
 
 /// Open a session for administrator `a`.
 pub async fn start(
-    d: &Arc<Daemon>,
+    imports: &Arc<Imports>,
+    core: &Core,
     a: &Actor,
     opts: OobImportStart,
 ) -> Result<OobImportSession, Error> {
-    let reg = &d.imports;
-    sweep_once(d, reg).await?;
+    let reg = imports;
+    sweep_once(core, reg).await?;
     let id = crate::tokens::base64_id();
     let evicted = {
         let mut map = reg.lock();
         let evicted = if map.len() >= MAX_SESSIONS {
-            evict_abandoned(&mut map, &a.name, d.clock.instant())
+            evict_abandoned(&mut map, &a.name, core.clock.instant())
         } else {
             Vec::new()
         };
@@ -155,7 +157,7 @@ pub async fn start(
                     next_seq: 0,
                     staged: 0,
                     last_body: [0; 32],
-                    last_used: d.clock.instant(),
+                    last_used: core.clock.instant(),
                     closed: false,
                 }),
                 in_flight: Arc::new(tokio::sync::Semaphore::new(CHUNKS_IN_FLIGHT as usize)),
@@ -166,10 +168,15 @@ pub async fn start(
     };
     for sid in evicted {
         let session = sid.clone();
-        d.with_store(move |s| s.drop_oob_staging(&session)).await?;
+        core.with_store(move |s| s.drop_oob_staging(&session))
+            .await?;
         tracing::info!(admin = %a.name, session = %sid, "abandoned OOB import session dropped for a new one");
     }
-    tokio::spawn(reap_when_idle(Arc::downgrade(d), id.clone()));
+    tokio::spawn(reap_when_idle(
+        Arc::downgrade(imports),
+        core.downgrade(),
+        id.clone(),
+    ));
     tracing::info!(admin = %a.name, session = %id, replace = opts.replace, prune = opts.prune, "OOB import started");
     Ok(OobImportSession {
         id,
@@ -209,14 +216,13 @@ fn evict_abandoned(map: &mut HashMap<String, Arc<Slot>>, admin: &str, now: Insta
 }
 
 /// End a session nobody has used for [`IMPORT_IDLE_SECS`] and drop what it
-/// staged. Holds the daemon only weakly, so a stopped daemon can close its
-/// store without waiting for this task.
-async fn reap_when_idle(d: std::sync::Weak<Daemon>, sid: String) {
+/// staged. Holds the sessions and the store only weakly, so a stopped daemon
+/// can close its store without waiting for this task.
+async fn reap_when_idle(imports: std::sync::Weak<Imports>, core: WeakCore, sid: String) {
     let limit = Duration::from_secs(IMPORT_IDLE_SECS);
     loop {
         tokio::time::sleep(limit / 5).await;
-        let Some(d) = d.upgrade() else { return };
-        let reg = &d.imports;
+        let Some(reg) = imports.upgrade() else { return };
         let Ok(slot) = reg.get(&sid) else {
             return; // committed or aborted
         };
@@ -224,14 +230,21 @@ async fn reap_when_idle(d: std::sync::Weak<Daemon>, sid: String) {
         if s.closed {
             return;
         }
-        if d.clock.instant().saturating_duration_since(s.last_used) <= limit {
+        if core
+            .clock()
+            .instant()
+            .saturating_duration_since(s.last_used)
+            <= limit
+        {
             continue;
         }
         // Closed under the lock: a late chunk cannot race the drop.
         slot.close(&mut s);
         reg.remove(&sid);
         let id = sid.clone();
-        match d.with_store(move |s| s.drop_oob_staging(&id)).await {
+        // The store is gone when the daemon stopped: nothing to drop then.
+        let Some(core) = core.upgrade() else { return };
+        match core.with_store(move |s| s.drop_oob_staging(&id)).await {
             Ok(()) => tracing::info!(session = %sid, "idle OOB import session dropped"),
             Err(e) => {
                 tracing::warn!(session = %sid, error = ?e, "could not drop idle import staging")
@@ -262,11 +275,16 @@ pub struct ChunkTicket {
 }
 
 /// Take a ticket for a chunk of session `sid` of administrator `a`.
-pub async fn chunk_ticket(d: &Daemon, a: &Actor, sid: &str) -> Result<ChunkTicket, Error> {
-    let slot = d.imports.get(sid)?;
+pub async fn chunk_ticket(
+    imports: &Imports,
+    core: &Core,
+    a: &Actor,
+    sid: &str,
+) -> Result<ChunkTicket, Error> {
+    let slot = imports.get(sid)?;
     {
         let mut s = lock_open(&slot, &a.name).await?;
-        s.last_used = d.clock.instant();
+        s.last_used = core.clock.instant();
     }
     let permit = slot
         .in_flight
@@ -282,7 +300,8 @@ pub async fn chunk_ticket(d: &Daemon, a: &Actor, sid: &str) -> Result<ChunkTicke
 
 /// A chunk: checked outside the session's lock, then staged in order.
 pub async fn chunk(
-    d: &Arc<Daemon>,
+    _imports: &Arc<Imports>,
+    core: &Core,
     a: &Actor,
     ticket: ChunkTicket,
     body: &[u8],
@@ -307,7 +326,7 @@ pub async fn chunk(
             "at most {MAX_OOB_BATCH} entries per chunk"
         )));
     }
-    let records = validate_parallel(c.entries, d.now()).await?;
+    let records = validate_parallel(c.entries, core.now()).await?;
 
     // Wait for the chunks before this one to be staged.
     let mut turn = slot.next_seq.subscribe();
@@ -339,7 +358,7 @@ pub async fn chunk(
         )));
     }
     let session = s.id.clone();
-    let staged = d
+    let staged = core
         .with_store(move |st| {
             let (staged, errors) = st.stage_oob(&session, &records)?;
             if !errors.is_empty() {
@@ -351,7 +370,7 @@ pub async fn chunk(
     s.staged = staged;
     s.last_body = body_sha;
     s.next_seq += 1;
-    s.last_used = d.clock.instant();
+    s.last_used = core.clock.instant();
     slot.next_seq.send_replace(s.next_seq);
     Ok(OobImportChunkAck { seq: c.seq, staged })
 }
@@ -422,13 +441,14 @@ fn refused(errors: Vec<EntryError>) -> Error {
 
 /// Commit (or dry-run) what session `sid` staged; the session ends.
 pub async fn commit(
-    d: &Arc<Daemon>,
+    imports: &Arc<Imports>,
+    core: &Core,
     a: &Actor,
     sid: &str,
     c: OobImportCommit,
 ) -> Result<OobImportResult, Error> {
     let sid = sid.to_string();
-    let reg = &d.imports;
+    let reg = imports;
     let slot = reg.get(&sid)?;
     let mut s = lock_open(&slot, &a.name).await?;
     // Whatever happens now, the session ends.
@@ -436,7 +456,8 @@ pub async fn commit(
     reg.remove(&sid);
     if c.expected_entries != s.staged {
         let session = sid.clone();
-        d.with_store(move |s| s.drop_oob_staging(&session)).await?;
+        core.with_store(move |s| s.drop_oob_staging(&session))
+            .await?;
         return Err(Error::conflict(format!(
             "the daemon staged {} entries but the commit expects {}; nothing was imported (the session is closed)",
             s.staged, c.expected_entries
@@ -447,11 +468,11 @@ pub async fn commit(
         prune: s.prune,
         dry_run: c.dry_run,
         expected_entries: c.expected_entries,
-        now: d.now(),
+        now: core.now(),
     };
     let session = s.id.clone();
     let actor = a.clone();
-    let outcome = d
+    let outcome = core
         .with_store(move |st| {
             let committed = st.commit_oob_import(&session, opts, &mut |result| {
                 Some(draft(
@@ -472,7 +493,7 @@ pub async fn commit(
     match outcome {
         Ok((result, entry, count)) => {
             if let Some(entry) = entry {
-                d.publish(vec![
+                core.publish(vec![
                     AdminEvent::OobChanged { count },
                     AdminEvent::Audit { entry },
                 ]);
@@ -484,7 +505,7 @@ pub async fn commit(
         Err(e) => {
             // The commit transaction was aborted; drop what was staged.
             let session = sid.clone();
-            if let Err(drop_err) = d.with_store(move |s| s.drop_oob_staging(&session)).await {
+            if let Err(drop_err) = core.with_store(move |s| s.drop_oob_staging(&session)).await {
                 tracing::warn!(session = %sid, error = ?drop_err, "could not drop import staging");
             }
             Err(e)
@@ -493,14 +514,15 @@ pub async fn commit(
 }
 
 /// Abort session `sid` and drop what it staged.
-pub async fn abort(d: &Arc<Daemon>, a: &Actor, sid: &str) -> Result<(), Error> {
-    let reg = &d.imports;
+pub async fn abort(imports: &Arc<Imports>, core: &Core, a: &Actor, sid: &str) -> Result<(), Error> {
+    let reg = imports;
     let slot = reg.get(sid)?;
     let mut s = lock_open(&slot, &a.name).await?;
     slot.close(&mut s);
     reg.remove(&sid);
     let session = s.id.clone();
-    d.with_store(move |s| s.drop_oob_staging(&session)).await?;
+    core.with_store(move |s| s.drop_oob_staging(&session))
+        .await?;
     tracing::info!(admin = %a.name, session = %sid, "OOB import aborted");
     Ok(())
 }

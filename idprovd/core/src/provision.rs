@@ -4,15 +4,21 @@
 //! table tests; [`Daemon::provision_tx`] reads what they need and records
 //! the outcome in a [`Unit`].
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+
 use idprov_proto::admin::{AdminEvent, DeviceStatus};
-use idprov_proto::device::{Credentials, PendingAnswer, ProvisionRequest};
+use idprov_proto::device::{
+    Credentials, PendingAnswer, ProofEndpoint, ProvisionRequest, ProvisionResponse, proof_audience,
+};
 use idprov_proto::{MacAddr, PublicKey};
 
+use crate::audit::draft;
 use crate::config::FlagConfig;
-use crate::daemon::{Daemon, draft, new_device};
+use crate::daemon::{Daemon, new_device};
 use crate::error::Error;
 use crate::flags::{self, Flag, Observed, Raised, suspicious};
-use crate::proof::VerifiedProof;
+use crate::proof::{self, VerifiedProof};
 use crate::storage::{Change, StoreView, Unit};
 use crate::store::StoreResult;
 use crate::store::{DeviceRecord, OobRecord, PendingRecord, secret_hash};
@@ -189,6 +195,82 @@ impl Ask<'_> {
             Some(&self.src),
             detail,
         ));
+    }
+}
+
+impl Daemon {
+    /// Flow 3: match the request against devices, the OOB list and pending.
+    pub async fn provision(
+        self: &Arc<Self>,
+        req: ProvisionRequest,
+        source: SocketAddr,
+        binding: Option<&[u8]>,
+    ) -> Result<ProvisionResponse, Error> {
+        let key = PublicKey::from_pem(&req.public_key, req.key_format)
+            .map_err(|e| Error::bad_request(format!("public_key: {e}")))?;
+        let now = self.now();
+        let aud = proof_audience(self.daemon_id(), ProofEndpoint::Provision);
+        let proof = proof::verify(&req.proof, &key, &req.device_id, &aud, now, &self.cfg.proof)
+            .and_then(|p| {
+                proof::check_binding(&p, binding, self.cfg.proof.require_channel_binding)?;
+                Ok(p)
+            })
+            .map_err(|reason| {
+                tracing::info!(device_id = %req.device_id, %source, %reason, "proof refused");
+                self.metrics
+                    .proof_failure(crate::metrics::proof_class(&reason));
+                Error::InvalidProof
+            })?;
+
+        let csr = self.prepare_csr(req.csr.as_deref(), &req.device_id)?;
+        self.check_presented_key(&req.device_id, &key).await?;
+        let recent_failures = self
+            .proof_failures
+            .recent(req.device_id.as_str(), source.ip());
+        let seen = crate::flags::Observed {
+            // Only read when there is a claim to compare.
+            neighbour_mac: req.mac.and_then(|_| crate::neighbour::lookup(source.ip())),
+            recent_failures,
+        };
+        let outcome = self
+            .transact(move |d, v, u| {
+                let ask = Ask {
+                    req: &req,
+                    key: &key,
+                    proof: &proof,
+                    csr: csr.as_ref(),
+                    now,
+                    src: source.ip().to_string(),
+                    seen: &seen,
+                };
+                d.provision_tx(v, u, &ask)
+            })
+            .await?;
+        // Counted only now that the decision is committed.
+        match outcome {
+            Outcome::Issued(c, rule) => {
+                self.metrics.decision("approved", rule.as_str());
+                self.metrics.token_issued();
+                if c.certificate.is_some() {
+                    self.metrics.certificate_issued();
+                }
+                Ok(ProvisionResponse::Approved(c))
+            }
+            Outcome::Pending(p, rule) => {
+                self.metrics.decision("pending", rule.as_str());
+                if rule == Waiting::MacChanged {
+                    self.metrics.alert(crate::flags::Flag::MacChanged.as_str());
+                }
+                Ok(ProvisionResponse::Pending(p))
+            }
+            Outcome::Refused(rule) => {
+                self.metrics.decision("refused", rule.as_str());
+                if rule != Refusal::NotActive {
+                    self.metrics.alert(rule.as_str());
+                }
+                Err(Error::Refused)
+            }
+        }
     }
 }
 

@@ -177,25 +177,6 @@ impl RateLimits {
     }
 }
 
-impl crate::Daemon {
-    /// The per-device check, once the request names its device.
-    pub fn limit_device(&self, device_id: &str) -> Result<(), Error> {
-        self.rate_limits.check(None, Some(device_id))
-    }
-
-    /// Account for a failed request from `source`: failures cost the device
-    /// extra (the source was charged by the HTTP layer before the body was
-    /// read), and refused proofs count towards the `proof_failures` flag.
-    pub fn after_failure(&self, source: IpAddr, device_id: Option<&str>, e: &Error) {
-        if e.is_client_failure() && device_id.is_some() {
-            self.rate_limits.charge_failure(None, device_id);
-        }
-        if matches!(e, Error::InvalidProof) {
-            self.proof_failures.record(device_id, source);
-        }
-    }
-}
-
 /// IPv6 sources are limited per /64; IPv4-mapped addresses as IPv4.
 fn source_key(ip: IpAddr) -> IpAddr {
     match ip {

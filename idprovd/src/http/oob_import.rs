@@ -36,7 +36,7 @@ async fn start(
     req: Request,
 ) -> Result<Response, ApiError> {
     let opts: OobImportStart = json_body(req, MAX_CONTROL_BODY).await?;
-    let session = imports::start(&d, &a, opts).await?;
+    let session = imports::start(&d.imports, &d.core, &a, opts).await?;
     Ok((StatusCode::CREATED, Json(session)).into_response())
 }
 
@@ -47,9 +47,9 @@ async fn chunk(
     req: Request,
 ) -> Result<Response, ApiError> {
     // The ticket before the body: it bounds the chunks in memory.
-    let ticket = imports::chunk_ticket(&d, &a, &sid).await?;
+    let ticket = imports::chunk_ticket(&d.imports, &d.core, &a, &sid).await?;
     let body = body_bytes(req, MAX_CHUNK_BODY, None).await?;
-    let ack = imports::chunk(&d, &a, ticket, &body).await?;
+    let ack = imports::chunk(&d.imports, &d.core, &a, ticket, &body).await?;
     Ok(Json(ack).into_response())
 }
 
@@ -61,7 +61,7 @@ async fn commit(
 ) -> Result<Response, ApiError> {
     // The session must exist before its body is read (as before the split).
     let c: OobImportCommit = json_body(req, MAX_CONTROL_BODY).await?;
-    Ok(Json(imports::commit(&d, &a, &sid, c).await?).into_response())
+    Ok(Json(imports::commit(&d.imports, &d.core, &a, &sid, c).await?).into_response())
 }
 
 async fn abort(
@@ -69,7 +69,7 @@ async fn abort(
     AdminAuth(a): AdminAuth,
     Path(sid): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    imports::abort(&d, &a, &sid).await?;
+    imports::abort(&d.imports, &d.core, &a, &sid).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
