@@ -128,18 +128,28 @@ pub async fn start(
     let cfg_limits = cfg.rate_limit.clone();
     let cfg_window = cfg.flags.proof_failure_window;
     let timers = clock.clone();
+    let core = idprovd_core::Core {
+        clock,
+        store,
+        events,
+        metrics,
+    };
+    let pki = Arc::new(pki);
+    let x509 = Arc::new(x509);
+    let admin = admin_ops::Admin::new(
+        core.clone(),
+        x509.clone(),
+        pki.clone(),
+        cfg.certificates.clone(),
+    );
     let daemon = Arc::new(Daemon {
-        core: idprovd_core::Core {
-            clock,
-            store,
-            events,
-            metrics,
-        },
+        core,
+        admin,
         admins: admins::AdminRegistry::new(&cfg.data_dir),
         event_streams: Arc::new(Semaphore::new(cfg.limits.max_event_streams)),
         shutdown: shutdown.clone(),
         cfg,
-        pki: Arc::new(pki),
+        pki,
         x509,
         rate_limits: ratelimit::RateLimits::new(&cfg_limits, timers.clone()),
         proof_failures: flags::FailureTracker::new(cfg_window, timers),

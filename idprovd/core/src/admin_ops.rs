@@ -14,13 +14,45 @@ use idprov_proto::admin::{
 use idprov_proto::error::EntryError;
 
 use crate::audit::draft;
-use crate::daemon::Daemon;
+use crate::config::CertConfig;
+use crate::context::Core;
+use crate::crl::X509State;
 use crate::error::{Error, check_reason};
 use crate::oob::validate_oob;
+use crate::pki::Pki;
 use crate::storage::Change;
 use crate::store::{DeviceRecord, KeyRecord, OobRecord, secret_hash};
 
 pub use crate::audit::Actor;
+
+/// What administrators do (this module and keys_admin.rs): the use cases of
+/// the admin API, on the shared [`Core`] and the CRL they refresh after a
+/// revocation.
+pub struct Admin {
+    pub(crate) core: Core,
+    pub(crate) x509: Arc<X509State>,
+    pki: Arc<Pki>,
+    certs: CertConfig,
+}
+
+impl Admin {
+    pub fn new(core: Core, x509: Arc<X509State>, pki: Arc<Pki>, certs: CertConfig) -> Admin {
+        Admin {
+            core,
+            x509,
+            pki,
+            certs,
+        }
+    }
+
+    /// After a change that revoked something: regenerate the CRL, and if
+    /// that fails leave it to the maintenance task (the change is committed).
+    pub(crate) async fn crl_changed(&self) {
+        if let Err(e) = self.x509.refresh(&self.core, &self.pki, &self.certs).await {
+            tracing::warn!(error = %e, "CRL regeneration failed; will retry");
+        }
+    }
+}
 
 fn limit(q: &ListQuery) -> usize {
     q.limit.unwrap_or(100).clamp(1, MAX_PAGE)
@@ -37,76 +69,81 @@ fn matches(q: &Option<String>, fields: &[&str]) -> bool {
     }
 }
 
-impl Daemon {
-    pub async fn list_pending(self: &Arc<Self>, q: ListQuery) -> Result<Page<PendingView>, Error> {
+impl Admin {
+    pub async fn list_pending(&self, q: ListQuery) -> Result<Page<PendingView>, Error> {
         let n = limit(&q);
-        self.read(move |_, v| {
-            let (items, next, total) =
-                v.list_pending(q.after.as_deref(), n, &|p: &crate::store::PendingRecord| {
-                    let mac = p.mac.map(|m| m.to_string()).unwrap_or_default();
-                    matches(&q.q, &[p.device_id.as_str(), &mac, &p.kid, &p.source])
-                })?;
-            Ok(Page {
-                items: items.iter().map(|p| p.view()).collect(),
-                next,
-                total,
+        self.core
+            .read(move |v| {
+                let (items, next, total) =
+                    v.list_pending(q.after.as_deref(), n, &|p: &crate::store::PendingRecord| {
+                        let mac = p.mac.map(|m| m.to_string()).unwrap_or_default();
+                        matches(&q.q, &[p.device_id.as_str(), &mac, &p.kid, &p.source])
+                    })?;
+                Ok(Page {
+                    items: items.iter().map(|p| p.view()).collect(),
+                    next,
+                    total,
+                })
             })
-        })
-        .await
+            .await
     }
 
-    pub async fn list_devices(self: &Arc<Self>, q: ListQuery) -> Result<Page<DeviceView>, Error> {
+    pub async fn list_devices(&self, q: ListQuery) -> Result<Page<DeviceView>, Error> {
         let n = limit(&q);
-        self.read(move |_, v| {
-            let (items, next, total) =
-                v.list_devices(q.after.as_deref(), n, &|d: &DeviceRecord| {
-                    let mac = d.mac.map(|m| m.to_string()).unwrap_or_default();
-                    let kids: Vec<&str> = d.keys.iter().map(|k| k.kid.as_str()).collect();
-                    let mut fields =
-                        vec![d.device_id.as_str(), mac.as_str(), d.admitted_by.as_str()];
-                    fields.extend(kids);
-                    matches(&q.q, &fields)
-                })?;
-            Ok(Page {
-                items: items.iter().map(|d| d.view()).collect(),
-                next,
-                total,
+        self.core
+            .read(move |v| {
+                let (items, next, total) =
+                    v.list_devices(q.after.as_deref(), n, &|d: &DeviceRecord| {
+                        let mac = d.mac.map(|m| m.to_string()).unwrap_or_default();
+                        let kids: Vec<&str> = d.keys.iter().map(|k| k.kid.as_str()).collect();
+                        let mut fields =
+                            vec![d.device_id.as_str(), mac.as_str(), d.admitted_by.as_str()];
+                        fields.extend(kids);
+                        matches(&q.q, &fields)
+                    })?;
+                Ok(Page {
+                    items: items.iter().map(|d| d.view()).collect(),
+                    next,
+                    total,
+                })
             })
-        })
-        .await
+            .await
     }
 
-    pub async fn get_device(self: &Arc<Self>, id: DeviceId) -> Result<DeviceView, Error> {
-        self.read(move |_, v| {
-            v.device(id.as_str())?
-                .map(|d| d.view())
-                .ok_or_else(|| Error::not_found(format!("no device {id}")))
-        })
-        .await
+    pub async fn get_device(&self, id: DeviceId) -> Result<DeviceView, Error> {
+        self.core
+            .read(move |v| {
+                v.device(id.as_str())?
+                    .map(|d| d.view())
+                    .ok_or_else(|| Error::not_found(format!("no device {id}")))
+            })
+            .await
     }
 
-    pub async fn list_oob(self: &Arc<Self>, q: ListQuery) -> Result<Page<OobEntryView>, Error> {
+    pub async fn list_oob(&self, q: ListQuery) -> Result<Page<OobEntryView>, Error> {
         let n = limit(&q);
-        self.read(move |_, v| {
-            let (items, next, total) = v.list_oob(q.after.as_deref(), n, &|o: &OobRecord| {
-                let mac = o.mac.map(|m| m.to_string()).unwrap_or_default();
-                let kid = o.kid.clone().unwrap_or_default();
-                let note = o.note.clone().unwrap_or_default();
-                matches(&q.q, &[o.device_id.as_str(), &mac, &kid, &note])
-            })?;
-            Ok(Page {
-                items: items.iter().map(|o| o.view()).collect(),
-                next,
-                total,
+        self.core
+            .read(move |v| {
+                let (items, next, total) =
+                    v.list_oob(q.after.as_deref(), n, &|o: &OobRecord| {
+                        let mac = o.mac.map(|m| m.to_string()).unwrap_or_default();
+                        let kid = o.kid.clone().unwrap_or_default();
+                        let note = o.note.clone().unwrap_or_default();
+                        matches(&q.q, &[o.device_id.as_str(), &mac, &kid, &note])
+                    })?;
+                Ok(Page {
+                    items: items.iter().map(|o| o.view()).collect(),
+                    next,
+                    total,
+                })
             })
-        })
-        .await
+            .await
     }
 
     /// Approve a pending device: it becomes an active device with the
     /// pending key; its next poll gets a token.
     pub async fn approve(
-        self: &Arc<Self>,
+        &self,
         id: DeviceId,
         revision: Option<u64>,
         actor: Actor,
@@ -116,7 +153,7 @@ impl Daemon {
     }
 
     pub async fn reject(
-        self: &Arc<Self>,
+        &self,
         id: DeviceId,
         revision: Option<u64>,
         reason: Option<String>,
@@ -128,7 +165,7 @@ impl Daemon {
     }
 
     async fn decide(
-        self: &Arc<Self>,
+        &self,
         id: DeviceId,
         revision: Option<u64>,
         reason: Option<String>,
@@ -138,9 +175,9 @@ impl Daemon {
         let revision = revision.ok_or_else(|| {
             Error::bad_request("revision is required: pass the revision you decided on")
         })?;
-        let now = self.now();
-        let view = self
-            .transact(move |_, v, u| {
+        let now = self.core.now();
+        let view = self.core
+            .transact(move |v, u| {
                 let Some(p) = v.pending(id.as_str())? else {
                     if v.device(id.as_str())?.is_some() {
                         return Err(Error::conflict(
@@ -207,16 +244,17 @@ impl Daemon {
     /// Revoke a device: every token and key of it stops working at once,
     /// for good (invariant I4).
     pub async fn revoke_device(
-        self: &Arc<Self>,
+        &self,
         id: DeviceId,
         revision: Option<u64>,
         reason: Option<String>,
         actor: Actor,
     ) -> Result<DeviceView, Error> {
         check_reason(reason.as_deref())?;
-        let now = self.now();
+        let now = self.core.now();
         let view = self
-            .transact(move |_, v, u| {
+            .core
+            .transact(move |v, u| {
                 let mut dev = v
                     .device(id.as_str())?
                     .ok_or_else(|| Error::not_found(format!("no device {id}")))?;
@@ -256,35 +294,36 @@ impl Daemon {
 
     /// Forget a device. Its tokens die with it (they name the record's
     /// epoch); a device with the same id later starts over as unknown.
-    pub async fn remove_device(self: &Arc<Self>, id: DeviceId, actor: Actor) -> Result<(), Error> {
-        let now = self.now();
-        self.transact(move |_, v, u| {
-            let dev = v
-                .device(id.as_str())?
-                .ok_or_else(|| Error::not_found(format!("no device {id}")))?;
-            crate::keys_admin::on_device_removed(v, u, &dev, now)?;
-            u.change(Change::DeleteDevice(id.clone()));
-            u.audit(draft(
-                now,
-                &actor.label(),
-                "device_removed",
-                Some(id.as_str()),
-                Some(&actor.source),
-                format!("status was {:?}", dev.status),
-            ));
-            u.event(AdminEvent::DeviceRemoved {
-                device_id: id.clone(),
-            });
-            Ok(())
-        })
-        .await?;
+    pub async fn remove_device(&self, id: DeviceId, actor: Actor) -> Result<(), Error> {
+        let now = self.core.now();
+        self.core
+            .transact(move |v, u| {
+                let dev = v
+                    .device(id.as_str())?
+                    .ok_or_else(|| Error::not_found(format!("no device {id}")))?;
+                crate::keys_admin::on_device_removed(v, u, &dev, now)?;
+                u.change(Change::DeleteDevice(id.clone()));
+                u.audit(draft(
+                    now,
+                    &actor.label(),
+                    "device_removed",
+                    Some(id.as_str()),
+                    Some(&actor.source),
+                    format!("status was {:?}", dev.status),
+                ));
+                u.event(AdminEvent::DeviceRemoved {
+                    device_id: id.clone(),
+                });
+                Ok(())
+            })
+            .await?;
         self.crl_changed().await;
         Ok(())
     }
 
     /// Upsert many OOB entries in one transaction: all of them or none.
     pub async fn upsert_oob(
-        self: &Arc<Self>,
+        &self,
         req: OobUpsertRequest,
         actor: Actor,
     ) -> Result<OobUpsertResult, Error> {
@@ -293,11 +332,11 @@ impl Daemon {
                 "at most {MAX_OOB_BATCH} entries per request; send larger lists in several requests or use idprov-oob"
             )));
         }
-        let now = self.now();
+        let now = self.core.now();
         let records = validate_oob(&req.entries, now)?;
         let (replace, dry_run) = (req.replace, req.dry_run);
-        let result = self
-            .transact(move |_, v, u| {
+        let result = self.core
+            .transact(move |v, u| {
                 let mut result = OobUpsertResult {
                     dry_run,
                     ..Default::default()
@@ -399,43 +438,45 @@ impl Daemon {
         Ok(result)
     }
 
-    pub async fn remove_oob(self: &Arc<Self>, id: DeviceId, actor: Actor) -> Result<(), Error> {
-        let now = self.now();
-        self.transact(move |_, v, u| {
-            if v.oob(id.as_str())?.is_none() {
-                return Err(Error::not_found(format!("no OOB entry for {id}")));
-            }
-            u.change(Change::DeleteOob(id.clone()));
-            u.audit(draft(
-                now,
-                &actor.label(),
-                "oob_removed",
-                Some(id.as_str()),
-                Some(&actor.source),
-                String::new(),
-            ));
-            // The count once this removal is applied.
-            let count = v.oob_count()?.saturating_sub(1);
-            u.event(AdminEvent::OobChanged { count });
-            Ok(())
-        })
-        .await?;
+    pub async fn remove_oob(&self, id: DeviceId, actor: Actor) -> Result<(), Error> {
+        let now = self.core.now();
+        self.core
+            .transact(move |v, u| {
+                if v.oob(id.as_str())?.is_none() {
+                    return Err(Error::not_found(format!("no OOB entry for {id}")));
+                }
+                u.change(Change::DeleteOob(id.clone()));
+                u.audit(draft(
+                    now,
+                    &actor.label(),
+                    "oob_removed",
+                    Some(id.as_str()),
+                    Some(&actor.source),
+                    String::new(),
+                ));
+                // The count once this removal is applied.
+                let count = v.oob_count()?.saturating_sub(1);
+                u.event(AdminEvent::OobChanged { count });
+                Ok(())
+            })
+            .await?;
         Ok(())
     }
 
-    pub async fn provisioning_state(self: &Arc<Self>) -> Result<ProvisioningState, Error> {
-        self.read(|_, v| Ok(v.provisioning()?)).await
+    pub async fn provisioning_state(&self) -> Result<ProvisioningState, Error> {
+        self.core.read(|v| Ok(v.provisioning()?)).await
     }
 
     pub async fn set_provisioning(
-        self: &Arc<Self>,
+        &self,
         state: ProvisioningState,
         actor: Actor,
     ) -> Result<ProvisioningState, Error> {
         check_reason(state.reason.as_deref())?;
-        let now = self.now();
+        let now = self.core.now();
         let state = self
-            .transact(move |_, _, u| {
+            .core
+            .transact(move |_, u| {
                 u.change(Change::SetProvisioning(state.clone()));
                 u.audit(draft(
                     now,
@@ -459,7 +500,7 @@ impl Daemon {
         Ok(state)
     }
 
-    pub async fn audit_page(self: &Arc<Self>, q: ListQuery) -> Result<Page<AuditEntry>, Error> {
+    pub async fn audit_page(&self, q: ListQuery) -> Result<Page<AuditEntry>, Error> {
         let n = limit(&q);
         let after = match q.after.as_deref() {
             None | Some("") => 0,
@@ -467,12 +508,13 @@ impl Daemon {
                 .parse::<u64>()
                 .map_err(|_| Error::bad_request("after must be an audit sequence number"))?,
         };
-        self.read(move |_, v| {
-            let (items, next, total) = v.audit_page(after, n, q.q.as_deref())?;
-            let next = next.map(|s| s.to_string());
-            Ok(Page { items, next, total })
-        })
-        .await
+        self.core
+            .read(move |v| {
+                let (items, next, total) = v.audit_page(after, n, q.q.as_deref())?;
+                let next = next.map(|s| s.to_string());
+                Ok(Page { items, next, total })
+            })
+            .await
     }
 }
 

@@ -43,7 +43,9 @@ pub struct Daemon {
     /// Admin event streams open at once.
     pub event_streams: Arc<Semaphore>,
     /// The CRL and its regeneration (crl.rs).
-    pub x509: crate::crl::X509State,
+    pub x509: Arc<crate::crl::X509State>,
+    /// The administrators' use cases (admin_ops.rs, keys_admin.rs).
+    pub admin: crate::admin_ops::Admin,
     /// Cancelled when the daemon shuts down (ends event streams at once).
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Per-source and per-device request limits (ratelimit.rs).

@@ -5,8 +5,6 @@
 //! change that revokes a certificate then regenerates the CRL before the
 //! answer leaves.
 
-use std::sync::Arc;
-
 use idprov_proto::admin::{AdminEvent, DeviceStatus, DeviceView};
 use idprov_proto::x509::{
     AdminKeyAddRequest, CertificateView, CrlInfo, KeysResponse, RegistryCaAddRequest,
@@ -14,11 +12,11 @@ use idprov_proto::x509::{
 };
 use idprov_proto::{DeviceId, PublicKey};
 
+use crate::admin_ops::Admin;
 use crate::audit::Actor;
 use crate::audit::draft;
 use crate::certs::{add_key_tx, keys_response};
 use crate::crl::reason;
-use crate::daemon::Daemon;
 use crate::error::{Error, check_reason};
 use crate::flags::Flag;
 use crate::registry::{MAX_REGISTRY_CAS, check_wrapped, parse_ca};
@@ -175,19 +173,20 @@ pub(crate) fn on_device_removed(
     Ok(())
 }
 
-impl Daemon {
+impl Admin {
     pub async fn admin_add_key(
-        self: &Arc<Self>,
+        &self,
         id: DeviceId,
         req: AdminKeyAddRequest,
         actor: Actor,
     ) -> Result<KeysResponse, Error> {
-        let now = self.now();
+        let now = self.core.now();
         if req.expires_at.is_some_and(|e| e <= now) {
             return Err(Error::bad_request("expires_at is in the past"));
         }
         let resp = self
-            .transact(move |_, v, u| {
+            .core
+            .transact(move |v, u| {
                 let mut dev = device_for_change(v, &id, req.revision)?;
                 if dev.status != DeviceStatus::Active {
                     return Err(Error::conflict("the device is not active"));
@@ -214,7 +213,7 @@ impl Daemon {
     /// back, and its certificates are revoked; tokens bound to it stop
     /// working (their key is gone).
     pub async fn admin_remove_key(
-        self: &Arc<Self>,
+        &self,
         id: DeviceId,
         kid: String,
         revoke: bool,
@@ -223,9 +222,10 @@ impl Daemon {
         actor: Actor,
     ) -> Result<KeysResponse, Error> {
         check_reason(why.as_deref())?;
-        let now = self.now();
+        let now = self.core.now();
         let resp = self
-            .transact(move |_, v, u| {
+            .core
+            .transact(move |v, u| {
                 let mut dev = device_for_change(v, &id, revision)?;
                 if dev.key(&kid).is_none() {
                     return Err(Error::not_found(format!("device {id} has no key {kid}")));
@@ -261,40 +261,40 @@ impl Daemon {
         Ok(resp)
     }
 
-    pub async fn device_certificates(
-        self: &Arc<Self>,
-        id: DeviceId,
-    ) -> Result<Vec<CertificateView>, Error> {
-        self.read(move |_, v| {
-            Ok(v.device_certs(id.as_str())?
-                .iter()
-                .map(|c| c.view())
-                .collect())
-        })
-        .await
+    pub async fn device_certificates(&self, id: DeviceId) -> Result<Vec<CertificateView>, Error> {
+        self.core
+            .read(move |v| {
+                Ok(v.device_certs(id.as_str())?
+                    .iter()
+                    .map(|c| c.view())
+                    .collect())
+            })
+            .await
     }
 
-    pub async fn certificate(self: &Arc<Self>, serial: String) -> Result<CertificateView, Error> {
+    pub async fn certificate(&self, serial: String) -> Result<CertificateView, Error> {
         let serial = normalise_serial(&serial)?;
-        self.read(move |_, v| {
-            v.cert(&serial)?
-                .map(|c| c.view())
-                .ok_or_else(|| Error::not_found(format!("no certificate with serial {serial}")))
-        })
-        .await
+        self.core
+            .read(move |v| {
+                v.cert(&serial)?
+                    .map(|c| c.view())
+                    .ok_or_else(|| Error::not_found(format!("no certificate with serial {serial}")))
+            })
+            .await
     }
 
     pub async fn revoke_certificate(
-        self: &Arc<Self>,
+        &self,
         serial: String,
         why: Option<String>,
         actor: Actor,
     ) -> Result<CertificateView, Error> {
         check_reason(why.as_deref())?;
         let serial = normalise_serial(&serial)?;
-        let now = self.now();
+        let now = self.core.now();
         let view = self
-            .transact(move |_, v, u| {
+            .core
+            .transact(move |v, u| {
                 let rec = v.cert(&serial)?.ok_or_else(|| {
                     Error::not_found(format!("no certificate with serial {serial}"))
                 })?;
@@ -322,7 +322,7 @@ impl Daemon {
     /// and bind it to its new key. Old tokens die with the new epoch. A
     /// revoked device stays revoked (I4).
     pub async fn reprovision(
-        self: &Arc<Self>,
+        &self,
         id: DeviceId,
         req: ReprovisionRequest,
         actor: Actor,
@@ -333,9 +333,9 @@ impl Daemon {
             ));
         }
         check_reason(Some(&req.reason))?;
-        let now = self.now();
-        let view = self
-            .transact(move |_, v, u| {
+        let now = self.core.now();
+        let view = self.core
+            .transact(move |v, u| {
                 let mut dev = device_for_change(v, &id, req.revision)?;
                 if dev.status != DeviceStatus::Active {
                     return Err(Error::conflict(
@@ -394,22 +394,24 @@ impl Daemon {
         Ok(view)
     }
 
-    pub async fn registry_cas(self: &Arc<Self>) -> Result<Vec<RegistryCaView>, Error> {
-        self.read(|_, v| Ok(v.registry_cas()?.iter().map(|c| c.view()).collect()))
+    pub async fn registry_cas(&self) -> Result<Vec<RegistryCaView>, Error> {
+        self.core
+            .read(|v| Ok(v.registry_cas()?.iter().map(|c| c.view()).collect()))
             .await
     }
 
     pub async fn add_registry_ca(
-        self: &Arc<Self>,
+        &self,
         req: RegistryCaAddRequest,
         actor: Actor,
     ) -> Result<RegistryCaView, Error> {
         let mut rec = parse_ca(&req.pem).map_err(Error::bad_request)?;
-        let now = self.now();
+        let now = self.core.now();
         rec.added_at = now;
         rec.added_by = label(&actor);
         let view = self
-            .transact(move |_, v, u| {
+            .core
+            .transact(move |v, u| {
                 let cas = v.registry_cas()?;
                 if cas.iter().any(|c| c.fingerprint == rec.fingerprint) {
                     return Err(Error::conflict("this CA is already registered"));
@@ -435,34 +437,31 @@ impl Daemon {
         Ok(view)
     }
 
-    pub async fn remove_registry_ca(
-        self: &Arc<Self>,
-        fingerprint: String,
-        actor: Actor,
-    ) -> Result<(), Error> {
+    pub async fn remove_registry_ca(&self, fingerprint: String, actor: Actor) -> Result<(), Error> {
         let fp = fingerprint.to_ascii_lowercase();
         if fp.len() != 64 || !fp.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Error::bad_request(
                 "fingerprint must be 64 hex digits (SHA-256 of the certificate)",
             ));
         }
-        let now = self.now();
-        self.transact(move |_, v, u| {
-            if !v.registry_cas()?.iter().any(|c| c.fingerprint == fp) {
-                return Err(Error::not_found(format!("no registry CA {fp}")));
-            }
-            u.change(Change::DeleteRegistryCa(fp.clone()));
-            u.audit(draft(
-                now,
-                &label(&actor),
-                "registry_ca_removed",
-                None,
-                Some(&actor.source),
-                fp.clone(),
-            ));
-            Ok(())
-        })
-        .await?;
+        let now = self.core.now();
+        self.core
+            .transact(move |v, u| {
+                if !v.registry_cas()?.iter().any(|c| c.fingerprint == fp) {
+                    return Err(Error::not_found(format!("no registry CA {fp}")));
+                }
+                u.change(Change::DeleteRegistryCa(fp.clone()));
+                u.audit(draft(
+                    now,
+                    &label(&actor),
+                    "registry_ca_removed",
+                    None,
+                    Some(&actor.source),
+                    fp.clone(),
+                ));
+                Ok(())
+            })
+            .await?;
         Ok(())
     }
 

@@ -100,7 +100,7 @@ async fn oob_list(
     AdminAuth(_): AdminAuth,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(d.list_oob(q).await?).into_response())
+    Ok(Json(d.admin.list_oob(q).await?).into_response())
 }
 
 async fn oob_upsert(
@@ -108,7 +108,7 @@ async fn oob_upsert(
     AdminAuth(a): AdminAuth,
     JsonBody(req): JsonBody<OobUpsertRequest>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(d.upsert_oob(req, a).await?).into_response())
+    Ok(Json(d.admin.upsert_oob(req, a).await?).into_response())
 }
 
 async fn oob_remove(
@@ -116,7 +116,7 @@ async fn oob_remove(
     AdminAuth(a): AdminAuth,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    d.remove_oob(device_id(&id)?, a).await?;
+    d.admin.remove_oob(device_id(&id)?, a).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -125,7 +125,7 @@ async fn pending_list(
     AdminAuth(_): AdminAuth,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(d.list_pending(q).await?).into_response())
+    Ok(Json(d.admin.list_pending(q).await?).into_response())
 }
 
 async fn approve(
@@ -134,7 +134,7 @@ async fn approve(
     Path(id): Path<String>,
     JsonBody(req): JsonBody<DecisionRequest>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(d.approve(device_id(&id)?, req.revision, a).await?).into_response())
+    Ok(Json(d.admin.approve(device_id(&id)?, req.revision, a).await?).into_response())
 }
 
 async fn reject(
@@ -144,7 +144,8 @@ async fn reject(
     JsonBody(req): JsonBody<DecisionRequest>,
 ) -> Result<Response, ApiError> {
     Ok(Json(
-        d.reject(device_id(&id)?, req.revision, req.reason, a)
+        d.admin
+            .reject(device_id(&id)?, req.revision, req.reason, a)
             .await?,
     )
     .into_response())
@@ -155,7 +156,7 @@ async fn device_list(
     AdminAuth(_): AdminAuth,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(d.list_devices(q).await?).into_response())
+    Ok(Json(d.admin.list_devices(q).await?).into_response())
 }
 
 async fn device_get(
@@ -163,7 +164,7 @@ async fn device_get(
     AdminAuth(_): AdminAuth,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(d.get_device(device_id(&id)?).await?).into_response())
+    Ok(Json(d.admin.get_device(device_id(&id)?).await?).into_response())
 }
 
 async fn device_revoke(
@@ -173,7 +174,8 @@ async fn device_revoke(
     JsonBody(req): JsonBody<DecisionRequest>,
 ) -> Result<Response, ApiError> {
     Ok(Json(
-        d.revoke_device(device_id(&id)?, req.revision, req.reason, a)
+        d.admin
+            .revoke_device(device_id(&id)?, req.revision, req.reason, a)
             .await?,
     )
     .into_response())
@@ -184,7 +186,7 @@ async fn device_remove(
     AdminAuth(a): AdminAuth,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    d.remove_device(device_id(&id)?, a).await?;
+    d.admin.remove_device(device_id(&id)?, a).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -192,7 +194,7 @@ async fn provisioning(
     State(d): State<Arc<Daemon>>,
     AdminAuth(_): AdminAuth,
 ) -> Result<Response, ApiError> {
-    Ok(Json(d.provisioning_state().await?).into_response())
+    Ok(Json(d.admin.provisioning_state().await?).into_response())
 }
 
 async fn set_provisioning(
@@ -200,7 +202,7 @@ async fn set_provisioning(
     AdminAuth(a): AdminAuth,
     JsonBody(req): JsonBody<ProvisioningState>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(d.set_provisioning(req, a).await?).into_response())
+    Ok(Json(d.admin.set_provisioning(req, a).await?).into_response())
 }
 
 async fn audit(
@@ -208,7 +210,7 @@ async fn audit(
     AdminAuth(_): AdminAuth,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(d.audit_page(q).await?).into_response())
+    Ok(Json(d.admin.audit_page(q).await?).into_response())
 }
 
 /// Server-sent events: `event: <name>` and `data: <AdminEvent JSON>`.

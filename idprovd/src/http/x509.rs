@@ -158,7 +158,7 @@ async fn admin_add_key(
     Path(id): Path<String>,
     JsonBody(req): JsonBody<AdminKeyAddRequest>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(d.admin_add_key(device_id(&id)?, req, a).await?).into_response())
+    Ok(Json(d.admin.admin_add_key(device_id(&id)?, req, a).await?).into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -175,7 +175,8 @@ async fn admin_remove_key(
     Query(q): Query<RemoveQuery>,
 ) -> Result<Response, ApiError> {
     Ok(Json(
-        d.admin_remove_key(device_id(&id)?, kid, false, q.revision, None, a)
+        d.admin
+            .admin_remove_key(device_id(&id)?, kid, false, q.revision, None, a)
             .await?,
     )
     .into_response())
@@ -188,7 +189,8 @@ async fn admin_revoke_key(
     JsonBody(req): JsonBody<DecisionRequest>,
 ) -> Result<Response, ApiError> {
     Ok(Json(
-        d.admin_remove_key(device_id(&id)?, kid, true, req.revision, req.reason, a)
+        d.admin
+            .admin_remove_key(device_id(&id)?, kid, true, req.revision, req.reason, a)
             .await?,
     )
     .into_response())
@@ -199,7 +201,7 @@ async fn device_certificates(
     AdminAuth(_): AdminAuth,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(d.device_certificates(device_id(&id)?).await?).into_response())
+    Ok(Json(d.admin.device_certificates(device_id(&id)?).await?).into_response())
 }
 
 async fn reprovision(
@@ -208,7 +210,7 @@ async fn reprovision(
     Path(id): Path<String>,
     JsonBody(req): JsonBody<ReprovisionRequest>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(d.reprovision(device_id(&id)?, req, a).await?).into_response())
+    Ok(Json(d.admin.reprovision(device_id(&id)?, req, a).await?).into_response())
 }
 
 async fn certificate(
@@ -216,7 +218,7 @@ async fn certificate(
     AdminAuth(_): AdminAuth,
     Path(serial): Path<String>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(d.certificate(serial).await?).into_response())
+    Ok(Json(d.admin.certificate(serial).await?).into_response())
 }
 
 async fn revoke_certificate(
@@ -225,14 +227,14 @@ async fn revoke_certificate(
     Path(serial): Path<String>,
     JsonBody(req): JsonBody<DecisionRequest>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(d.revoke_certificate(serial, req.reason, a).await?).into_response())
+    Ok(Json(d.admin.revoke_certificate(serial, req.reason, a).await?).into_response())
 }
 
 async fn registry_cas(
     State(d): State<Arc<Daemon>>,
     AdminAuth(_): AdminAuth,
 ) -> Result<Response, ApiError> {
-    Ok(Json(d.registry_cas().await?).into_response())
+    Ok(Json(d.admin.registry_cas().await?).into_response())
 }
 
 async fn add_registry_ca(
@@ -240,7 +242,11 @@ async fn add_registry_ca(
     AdminAuth(a): AdminAuth,
     JsonBody(req): JsonBody<RegistryCaAddRequest>,
 ) -> Result<Response, ApiError> {
-    Ok((StatusCode::CREATED, Json(d.add_registry_ca(req, a).await?)).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(d.admin.add_registry_ca(req, a).await?),
+    )
+        .into_response())
 }
 
 async fn remove_registry_ca(
@@ -248,10 +254,10 @@ async fn remove_registry_ca(
     AdminAuth(a): AdminAuth,
     Path(fp): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    d.remove_registry_ca(fp, a).await?;
+    d.admin.remove_registry_ca(fp, a).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn crl_info(State(d): State<Arc<Daemon>>, AdminAuth(_): AdminAuth) -> Response {
-    Json(d.crl_info()).into_response()
+    Json(d.admin.crl_info()).into_response()
 }
