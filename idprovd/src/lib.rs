@@ -19,8 +19,8 @@ pub mod server;
 pub mod service;
 
 pub use idprovd_core::{
-    admin_ops, admins, alerts, audit, certs, clock, config, context, crl, daemon, error, flags,
-    keys_admin, metrics, neighbour, oob_import, pki, proof, provision, ratelimit, registry,
+    admin_ops, admins, alerts, audit, certs, clock, config, context, crl, daemon, devices, error,
+    flags, keys_admin, metrics, neighbour, oob_import, pki, proof, provision, ratelimit, registry,
     storage, tokens, x509,
 };
 
@@ -125,9 +125,6 @@ pub async fn start(
     };
     let metrics = Arc::new(metrics::Metrics::new(commits));
     let (events, _) = broadcast::channel::<AdminEvent>(4096);
-    let cfg_limits = cfg.rate_limit.clone();
-    let cfg_window = cfg.flags.proof_failure_window;
-    let timers = clock.clone();
     let core = idprovd_core::Core {
         clock,
         store,
@@ -136,6 +133,12 @@ pub async fn start(
     };
     let pki = Arc::new(pki);
     let x509 = Arc::new(x509);
+    let cfg = Arc::new(cfg);
+    let devices = Arc::new(devices::Devices::new(
+        core.clone(),
+        cfg.clone(),
+        pki.clone(),
+    ));
     let admin = admin_ops::Admin::new(
         core.clone(),
         x509.clone(),
@@ -144,6 +147,7 @@ pub async fn start(
     );
     let daemon = Arc::new(Daemon {
         core,
+        devices,
         admin,
         admins: admins::AdminRegistry::new(&cfg.data_dir),
         event_streams: Arc::new(Semaphore::new(cfg.limits.max_event_streams)),
@@ -151,8 +155,6 @@ pub async fn start(
         cfg,
         pki,
         x509,
-        rate_limits: ratelimit::RateLimits::new(&cfg_limits, timers.clone()),
-        proof_failures: flags::FailureTracker::new(cfg_window, timers),
         alerts: alerts::Alerts::default(),
         imports: Arc::new(oob_import::Imports::default()),
     });
@@ -236,6 +238,6 @@ async fn housekeeping(d: Arc<Daemon>, shutdown: CancellationToken) {
         if let Err(e) = d.expire_pending().await {
             tracing::warn!(error = ?e, "housekeeping failed");
         }
-        d.rate_limits.clean();
+        d.devices.rate_limits.clean();
     }
 }

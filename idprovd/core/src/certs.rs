@@ -16,7 +16,7 @@ use idprov_proto::{DeviceId, PublicKey};
 use rustls_pki_types::CertificateDer;
 
 use crate::audit::draft;
-use crate::daemon::Daemon;
+use crate::devices::Devices;
 use crate::error::Error;
 use crate::proof;
 use crate::storage::{Change, StoreView, Unit};
@@ -43,7 +43,7 @@ pub fn invalid_client_cert() -> Error {
     Error::InvalidClientCert
 }
 
-impl Daemon {
+impl Devices {
     /// Parse and verify an optional CSR before the transaction (400 on a bad
     /// one; the device wrote it, so it may know why).
     pub fn prepare_csr(

@@ -22,6 +22,7 @@ pub mod config;
 pub mod context;
 pub mod crl;
 pub mod daemon;
+pub mod devices;
 pub mod error;
 pub mod flags;
 pub mod keys_admin;

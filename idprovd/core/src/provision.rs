@@ -15,7 +15,7 @@ use idprov_proto::{MacAddr, PublicKey};
 
 use crate::audit::draft;
 use crate::config::FlagConfig;
-use crate::daemon::{Daemon, new_device};
+use crate::devices::{Devices, new_device};
 use crate::error::Error;
 use crate::flags::{self, Flag, Observed, Raised, suspicious};
 use crate::proof::{self, VerifiedProof};
@@ -198,7 +198,7 @@ impl Ask<'_> {
     }
 }
 
-impl Daemon {
+impl Devices {
     /// Flow 3: match the request against devices, the OOB list and pending.
     pub async fn provision(
         self: &Arc<Self>,
@@ -274,7 +274,7 @@ impl Daemon {
     }
 }
 
-impl Daemon {
+impl Devices {
     /// Decide a provisioning request and record the decision in `u`.
     pub(crate) fn provision_tx(
         &self,

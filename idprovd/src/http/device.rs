@@ -36,9 +36,9 @@ async fn provision(
     // The per-source limit ran before the body was read
     // (ratelimit::limit_sources); now the per-device one, then the decision.
     let id = req.device_id.to_string();
-    d.limit_device(&id)?;
+    d.devices.limit_device(&id)?;
     let binding = conn.channel_binding.as_ref().map(|b| &b[..]);
-    let answer = d.provision(req, conn.peer, binding).await;
+    let answer = d.devices.provision(req, conn.peer, binding).await;
     super::ratelimit::after_request(&d, &conn, Some(&id), &answer);
     let answer = answer?;
     Ok(match &answer {
@@ -61,7 +61,7 @@ async fn renew(
     let binding = conn.channel_binding.as_ref().map(|b| &b[..]);
     // The device is known only once the token is verified; renewals are
     // limited per source (and a failed one costs more).
-    let creds = d.renew(req, conn.peer, binding).await;
+    let creds = d.devices.renew(req, conn.peer, binding).await;
     super::ratelimit::after_request(&d, &conn, None, &creds);
     let creds = creds?;
     Ok(Json(ProvisionResponse::Approved(creds)))
@@ -97,5 +97,5 @@ async fn token_status(
     State(d): State<Arc<Daemon>>,
     JsonBody(req): JsonBody<TokenStatusRequest>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(d.token_status(req.token).await?).into_response())
+    Ok(Json(d.devices.token_status(req.token).await?).into_response())
 }

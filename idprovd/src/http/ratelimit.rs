@@ -24,7 +24,7 @@ pub async fn limit_sources(State(d): State<Arc<Daemon>>, req: Request, next: Nex
     let Some(peer) = peer.filter(|_| limited) else {
         return next.run(req).await;
     };
-    if let Err(e) = d.rate_limits.check(Some(peer), None) {
+    if let Err(e) = d.devices.rate_limits.check(Some(peer), None) {
         return ApiError::from(e).into_response();
     }
     let resp = next.run(req).await;
@@ -33,7 +33,7 @@ pub async fn limit_sources(State(d): State<Arc<Daemon>>, req: Request, next: Nex
         .get::<ErrorCode>()
         .is_some_and(|c| is_failure(*c))
     {
-        d.rate_limits.charge_failure(Some(peer), None);
+        d.devices.rate_limits.charge_failure(Some(peer), None);
     }
     resp
 }
@@ -58,6 +58,6 @@ pub fn after_request<T>(
     result: &Result<T, crate::error::Error>,
 ) {
     if let Err(e) = result {
-        d.after_failure(conn.peer.ip(), device_id, e);
+        d.devices.after_failure(conn.peer.ip(), device_id, e);
     }
 }

@@ -124,7 +124,7 @@ async fn add_key(
     Extension(conn): Extension<ConnInfo>,
     JsonBody(req): JsonBody<AddKeyRequest>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(d.add_key(req, conn.peer).await?).into_response())
+    Ok(Json(d.devices.add_key(req, conn.peer).await?).into_response())
 }
 
 /// The body is optional (curl can renew with no body at all); when present
@@ -147,6 +147,7 @@ async fn renew_mtls(
             .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?
     };
     let creds = d
+        .devices
         .renew_mtls(conn.client_cert.clone(), req, conn.peer)
         .await?;
     Ok(Json(ProvisionResponse::Approved(creds)))
