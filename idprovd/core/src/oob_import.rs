@@ -312,7 +312,7 @@ pub async fn chunk(
     let next = *slot.next_seq.borrow();
     if c.seq.checked_add(1) == Some(next) {
         // The answer to this chunk was lost; it is staged already.
-        let s = lock_open(&slot, &a.name).await?;
+        let s = lock_open(slot, &a.name).await?;
         return resent(&s, c.seq, &body_sha);
     }
     if c.seq < next || c.seq >= next.saturating_add(CHUNKS_IN_FLIGHT) {
@@ -341,7 +341,7 @@ pub async fn chunk(
             )));
         }
     }
-    let mut s = lock_open(&slot, &a.name).await?;
+    let mut s = lock_open(slot, &a.name).await?;
     if c.seq.checked_add(1) == Some(s.next_seq) {
         // Sent twice, and the other copy was staged first.
         return resent(&s, c.seq, &body_sha);
@@ -519,7 +519,7 @@ pub async fn abort(imports: &Arc<Imports>, core: &Core, a: &Actor, sid: &str) ->
     let slot = reg.get(sid)?;
     let mut s = lock_open(&slot, &a.name).await?;
     slot.close(&mut s);
-    reg.remove(&sid);
+    reg.remove(sid);
     let session = s.id.clone();
     core.with_store(move |s| s.drop_oob_staging(&session))
         .await?;

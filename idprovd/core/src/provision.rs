@@ -715,6 +715,15 @@ mod tests {
     const M1: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
     const M2: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
 
+    /// (entry, presented kid, MAC, secret) → outcome.
+    type Row<'a> = (
+        OobRecord,
+        &'a str,
+        Option<MacAddr>,
+        Option<&'a idprov_proto::Secret>,
+        Result<Admission, Vec<Mismatch>>,
+    );
+
     #[test]
     fn oob_matching_table() {
         let s = |v: &str| idprov_proto::Secret::new(v);
@@ -723,13 +732,7 @@ mod tests {
         use Admission::*;
         use Mismatch::*;
         // (entry, presented kid, mac, secret) → outcome
-        let rows: Vec<(
-            OobRecord,
-            &str,
-            Option<MacAddr>,
-            Option<&idprov_proto::Secret>,
-            Result<Admission, Vec<Mismatch>>,
-        )> = vec![
+        let rows: Vec<Row> = vec![
             (entry(Some("k1"), None, None), "k1", None, None, Ok(OobKey)),
             (
                 entry(Some("k1"), None, None),

@@ -35,6 +35,14 @@ use crate::records::{
 /// A page of records: the items, the key to continue after, the total.
 pub type Paged<T> = (Vec<T>, Option<String>, u64);
 
+/// CRL entries `(serial, revoked_at, reason code)` still valid, and the
+/// serials of entries whose certificate expired.
+pub type CrlEntries = (Vec<(String, i64, u8)>, Vec<String>);
+
+/// A committed import: its result, its audit entry (none for a dry run),
+/// and the OOB count after it.
+pub type ImportCommitted = (OobImportResult, Option<AuditEntry>, u64);
+
 /// Reads a use case makes while it decides. Implemented by a backend's
 /// read snapshot and by its write transaction (which sees the same state
 /// until the unit is applied).
@@ -75,7 +83,7 @@ pub trait StoreView {
     fn revocation_version(&self) -> StoreResult<u64>;
     /// CRL entries `(serial, revoked_at, reason code)` of certificates still
     /// valid at `now`, and the serials of entries whose certificate expired.
-    fn crl_entries(&self, now: i64) -> StoreResult<(Vec<(String, i64, u8)>, Vec<String>)>;
+    fn crl_entries(&self, now: i64) -> StoreResult<CrlEntries>;
 
     fn list_devices(
         &self,
@@ -298,7 +306,7 @@ pub trait Store: Send + Sync + 'static {
         sid: &str,
         opts: CommitOptions,
         audit: &mut dyn FnMut(&OobImportResult) -> Option<AuditDraft>,
-    ) -> Result<Result<(OobImportResult, Option<AuditEntry>, u64), Vec<EntryError>>, Error>;
+    ) -> Result<Result<ImportCommitted, Vec<EntryError>>, Error>;
     fn drop_oob_staging(&self, sid: &str) -> Result<(), Error>;
     /// Drop staging of every session not in `live`; returns how many.
     fn drop_stale_oob_staging(

@@ -14,7 +14,7 @@ use super::identity::{KEY_IDS, MAC_IDS};
 use super::x509::{CERTS, CRL_ENTRIES};
 use super::{CLOCK_KEY, DbError, META, RedbStore, Rx, StoreResult, Tx, encode, out};
 use idprovd_core::Error;
-use idprovd_core::storage::{self, Change, Decide, Unit};
+use idprovd_core::storage::{self, Change, Decide, ImportCommitted, Unit};
 use idprovd_core::store::{AuditDraft, CommitOptions, OobRecord, SnapshotCounts};
 
 impl Tx<'_> {
@@ -147,7 +147,7 @@ impl storage::Store for RedbStore {
         sid: &str,
         opts: CommitOptions,
         audit: &mut dyn FnMut(&OobImportResult) -> Option<AuditDraft>,
-    ) -> Result<Result<(OobImportResult, Option<AuditEntry>, u64), Vec<EntryError>>, Error> {
+    ) -> Result<Result<ImportCommitted, Vec<EntryError>>, Error> {
         self.write(|tx| {
             let result = match tx.commit_oob_import(sid, opts)? {
                 Ok(r) => r,

@@ -5,7 +5,7 @@ use std::cell::Cell;
 use std::collections::HashSet;
 use std::fs::File;
 
-use idprov_proto::admin::{AdminEvent, AuditEntry};
+use idprov_proto::admin::AdminEvent;
 use idprov_proto::error::EntryError;
 use idprov_proto::oob_import::OobImportResult;
 use tempfile::TempDir;
@@ -74,7 +74,7 @@ impl Store for CommitsFailedDecisions {
         sid: &str,
         opts: CommitOptions,
         audit: &mut dyn FnMut(&OobImportResult) -> Option<AuditDraft>,
-    ) -> Result<Result<(OobImportResult, Option<AuditEntry>, u64), Vec<EntryError>>, Error> {
+    ) -> Result<Result<idprovd_core::storage::ImportCommitted, Vec<EntryError>>, Error> {
         Store::commit_oob_import(&self.0, sid, opts, audit)
     }
     fn drop_oob_staging(&self, sid: &str) -> Result<(), Error> {

@@ -11,7 +11,7 @@ use super::x509::{
     CERTS, CERTS_BY_DEVICE, CRL_DER, CRL_ENTRIES, CRL_STATE, REGISTRY_CAS, RETIRED_KEYS, VERSION,
     X509_META, be_u64,
 };
-use idprovd_core::storage::{Paged, StoreView};
+use idprovd_core::storage::{CrlEntries, Paged, StoreView};
 use idprovd_core::store::StoreResult as CoreResult;
 use idprovd_core::store::{
     CertRecord, CrlState, DeviceRecord, OobRecord, PendingRecord, RegistryCaRecord, RetiredKey,
@@ -40,7 +40,7 @@ fn get_json<T: DeserializeOwned>(
 /// Keyset paging over a JSON table: entries with key > `after`, filtered,
 /// at most `limit`.
 fn page<T: DeserializeOwned>(
-    t: &(impl ReadableTable<&'static str, &'static [u8]> + ReadableTableMetadata),
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
     after: Option<&str>,
     limit: usize,
     keep: &dyn Fn(&T) -> bool,
@@ -253,7 +253,7 @@ macro_rules! store_view {
                     Ok(be_u64(v.as_ref().map(|v| v.value())))
                 })
             }
-            fn crl_entries(&self, now: i64) -> CoreResult<(Vec<(String, i64, u8)>, Vec<String>)> {
+            fn crl_entries(&self, now: i64) -> CoreResult<CrlEntries> {
                 local(|| {
                     let t = self.tx.open_table(CRL_ENTRIES)?;
                     let mut out = Vec::with_capacity(t.len()? as usize);
