@@ -158,6 +158,11 @@ pub async fn start(
         alerts: alerts::Alerts::default(),
         imports: Arc::new(oob_import::Imports::default()),
     });
+    // Staging of imports that a crash or a stop cut short goes now, not
+    // when the next import starts.
+    if let Err(e) = daemon.imports.sweep(&daemon.core).await {
+        tracing::warn!(error = %e, "could not drop the staging of unfinished imports; the next import will try again");
+    }
     let router = http::router(daemon.clone());
     let limits = daemon.cfg.limits.clone();
     let housekeeping = tokio::spawn(housekeeping(daemon.clone(), shutdown.clone()));

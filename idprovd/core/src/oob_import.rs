@@ -3,7 +3,7 @@
 //! expiry). The HTTP layer (`http::oob_import`) reads the bodies and calls in.
 //!
 //! Sessions live in memory (they die with the daemon, and so does what they
-//! staged: the next import drops leftover staging tables). Every chunk is
+//! staged: the next start drops leftover staging tables). Every chunk is
 //! checked again here with the same rules as `POST /admin/oob` — the daemon
 //! never trusts the tool — and staged on disk, so memory stays bounded by a
 //! few chunks whatever the size of the import. These routes run outside the
@@ -106,10 +106,19 @@ impl Imports {
     }
 }
 
-/// Once per daemon start: drop staging tables that no live session owns
-/// (imports cut short by a crash or restart).
+impl Imports {
+    /// Drop what imports cut short by a crash or a restart staged. The
+    /// daemon calls this as it starts; if that fails, the first import of
+    /// the run tries again.
+    pub async fn sweep(&self, core: &Core) -> Result<(), Error> {
+        sweep_once(core, self).await
+    }
+}
+
+/// Once per daemon run: drop staging tables that no live session owns.
 async fn sweep_once(core: &Core, reg: &Imports) -> Result<(), Error> {
-    if reg.swept.swap(true, std::sync::atomic::Ordering::SeqCst) {
+    use std::sync::atomic::Ordering;
+    if reg.swept.load(Ordering::SeqCst) {
         return Ok(());
     }
     let live: HashSet<String> = reg.lock().keys().cloned().collect();
@@ -120,7 +129,9 @@ async fn sweep_once(core: &Core, reg: &Imports) -> Result<(), Error> {
         }
         Ok(())
     })
-    .await
+    .await?;
+    reg.swept.store(true, Ordering::SeqCst);
+    Ok(())
 }
 
 /// Open a session for administrator `a`.

@@ -6,8 +6,8 @@
 //! everything to the OOB list in the one write transaction that also drops
 //! them: a crash or kill before that commit returns leaves the list exactly
 //! as it was (invariant I3), and a crash after it leaves all of the import.
-//! Staging tables that outlive their session (the daemon restarted) are
-//! dropped when the next import starts.
+//! Staging tables that outlive their session (the daemon stopped or
+//! crashed) are dropped when the daemon starts again.
 
 use std::collections::HashSet;
 

@@ -298,3 +298,24 @@ async fn abandoned_sessions_of_the_same_administrator_make_room() -> R {
     assert_eq!(listed(&alice).await?, 1);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_staging_of_an_interrupted_import_is_swept_when_the_daemon_starts() -> R {
+    let d = TestDaemon::start().await?;
+    let admin = d.admin()?;
+    let sid = start(&admin).await?;
+    admin
+        .oob_import_chunk(&sid, &chunk(0, entries("swept", 3)))
+        .await?;
+    // The daemon stops with the session open; the next start must drop what
+    // it staged without waiting for another import.
+    let d = d.restart().await?;
+    let store = d.daemon.store.clone();
+    let left = tokio::task::spawn_blocking(move || {
+        store.drop_stale_oob_staging(&std::collections::HashSet::new())
+    })
+    .await?
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    assert_eq!(left, 0, "staging tables were left after a restart");
+    Ok(())
+}
