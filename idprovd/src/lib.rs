@@ -230,6 +230,26 @@ fn announce(r: &Running) {
         ca_fingerprint = %d.pki.ca_fingerprint,
         "idprovd ready"
     );
+    warn_if_no_administrator(&d.cfg.data_dir);
+}
+
+/// A daemon nobody can administer approves nothing: say so at start, and
+/// how to add an administrator.
+fn warn_if_no_administrator(data_dir: &std::path::Path) {
+    let why = match admins::list(data_dir) {
+        Ok(list) if !list.is_empty() => return,
+        Ok(_) => format!(
+            "{} is missing or lists no administrator",
+            data_dir.join(admins::ADMINS_FILE).display()
+        ),
+        Err(e) => format!("{e:#}"),
+    };
+    eprintln!(
+        "warning: no administrator can use this daemon ({why}): pending devices cannot be approved and the TUI cannot connect.\n\
+         Add one with: idprovd --data-dir {} admin add NAME --out NAME.profile",
+        data_dir.display()
+    );
+    tracing::warn!(reason = %why, "no administrator configured");
 }
 
 /// Expire stale pending requests and forget expired proofs and tokens.

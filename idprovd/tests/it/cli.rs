@@ -215,3 +215,48 @@ fn a_readable_private_key_stops_the_daemon() {
     assert!(!ok);
     assert!(stderr.contains("readable by others"), "{stderr}");
 }
+
+#[test]
+fn a_daemon_without_administrators_says_so_at_start() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("d");
+    // The first start creates the first administrator.
+    drop(start(&dir));
+    std::fs::remove_file(dir.join("admins.json")).expect("remove admins.json");
+    let mut child = idprovd(&dir)
+        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn idprovd");
+    let stderr = child.stderr.take().expect("stderr");
+    let daemon = Daemon(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    let mut warned = false;
+    while Instant::now() < deadline && !warned {
+        let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) else {
+            continue;
+        };
+        warned = line.contains("no administrator can use this daemon");
+        seen.push(line);
+    }
+    // The line after it says how to add one.
+    if let Ok(line) = rx.recv_timeout(Duration::from_secs(5)) {
+        seen.push(line);
+    }
+    drop(daemon);
+    assert!(warned, "no warning on stderr: {seen:#?}");
+    assert!(
+        seen.iter().any(|l| l.contains("admin add NAME")),
+        "the warning says how to add an administrator: {seen:#?}"
+    );
+}
