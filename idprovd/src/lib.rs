@@ -90,13 +90,15 @@ pub async fn start(
     let names = cfg.server_names.clone();
     let addrs = cfg.server_addresses.clone();
     let certs_cfg = cfg.certificates.clone();
-    let (pki, (store, commits), x509) = tokio::task::spawn_blocking(move || -> Result<_> {
+    let (lock, pki, (store, commits), x509) = tokio::task::spawn_blocking(move || -> Result<_> {
+        // First: a second daemon on this data dir must change nothing in it.
+        let lock = pki::DataDirLock::acquire(&dir)?;
         let pki = pki::Pki::load_or_create(&dir, now, &names, &addrs)?;
         let redb = store::RedbStore::open(&dir, &pki.identity.daemon_id, pki.created)?;
         let commits = redb.commit_histogram();
         let store: storage::SharedStore = Arc::new(redb);
         let x509 = crl::X509State::load(store.as_ref(), &pki, &certs_cfg, now)?;
-        Ok((pki, (store, commits), x509))
+        Ok((lock, pki, (store, commits), x509))
     })
     .await
     .context("startup task")??;
@@ -152,6 +154,7 @@ pub async fn start(
         admins: admins::AdminRegistry::new(&cfg.data_dir),
         event_streams: Arc::new(Semaphore::new(cfg.limits.max_event_streams)),
         shutdown: shutdown.clone(),
+        data_dir_lock: lock,
         cfg,
         pki,
         x509,

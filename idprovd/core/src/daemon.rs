@@ -27,6 +27,8 @@ pub struct Daemon {
     pub event_streams: Arc<Semaphore>,
     /// Cancelled when the daemon shuts down (ends event streams at once).
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// The hold on the data dir, released with the daemon.
+    pub data_dir_lock: crate::pki::DataDirLock,
     /// The device API's use cases (devices.rs, provision.rs, certs.rs).
     pub devices: Arc<crate::devices::Devices>,
     /// The administrators' use cases (admin_ops.rs, keys_admin.rs).

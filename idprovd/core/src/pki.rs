@@ -297,6 +297,43 @@ fn check_private_mode(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The name of the lock file a running daemon holds in its data dir.
+pub const DATA_DIR_LOCK: &str = ".idprovd.lock";
+
+/// A running daemon's hold on its data dir (an exclusive lock on
+/// [`DATA_DIR_LOCK`], released when the daemon ends, even by a crash).
+/// Taken before anything in the directory is read or written, so a second
+/// daemon on the same directory changes nothing before it is refused.
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: fs::File,
+}
+
+impl DataDirLock {
+    /// Lock `dir` (creating it, private, if it does not exist). Another
+    /// daemon holding it is `StoreError::Locked`.
+    pub fn acquire(dir: &Path) -> Result<DataDirLock> {
+        ensure_private_dir(dir)?;
+        let path = dir.join(DATA_DIR_LOCK);
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(DataDirLock { _file: file }),
+            Err(fs::TryLockError::WouldBlock) => {
+                Err(crate::store::StoreError::Locked(dir.to_path_buf()).into())
+            }
+            Err(fs::TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("locking {}", path.display()))
+            }
+        }
+    }
+}
+
 pub fn ensure_private_dir(dir: &Path) -> Result<()> {
     if !dir.exists() {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

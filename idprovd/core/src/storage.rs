@@ -368,9 +368,7 @@ impl dyn Store {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    #[error(
-        "another idprovd is already using {0} (redb holds a lock on the file); stop it or pick another data dir"
-    )]
+    #[error("another idprovd is already using {0}; stop it or pick another data dir")]
     Locked(PathBuf),
     #[error(
         "{0} is not an idprov store (missing or foreign schema marker); refusing to use it. Move it away or restore a backup"

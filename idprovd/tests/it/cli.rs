@@ -260,3 +260,36 @@ fn a_daemon_without_administrators_says_so_at_start() {
         "the warning says how to add an administrator: {seen:#?}"
     );
 }
+
+#[test]
+fn a_second_daemon_on_a_held_data_dir_changes_nothing_and_exits_4() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("d");
+    let (first, _url, _fp) = start(&dir);
+    let files = [
+        "server.pem",
+        "server.key",
+        "ca.pem",
+        "identity.json",
+        "admins.json",
+    ];
+    let before: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| std::fs::read(dir.join(f)).expect("data dir file"))
+        .collect();
+    let o = idprovd(&dir)
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .expect("second idprovd runs");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("another idprovd is already using"),
+        "{stderr}"
+    );
+    for (f, b) in files.iter().zip(&before) {
+        let now = std::fs::read(dir.join(f)).expect("data dir file");
+        assert!(&now == b, "the second daemon rewrote {f}");
+    }
+    drop(first);
+}
