@@ -124,18 +124,19 @@ pub async fn export(
             manifest.counts.devices, manifest.counts.oob
         );
         let admin = format!("admin:{}", actor.name);
-        this.transact(move |_, _, u| {
-            u.audit(crate::audit::draft(
-                now,
-                &admin,
-                "backup_exported",
-                None,
-                Some(&src),
-                detail.clone(),
-            ));
-            Ok(())
-        })
-        .await?;
+        this.core
+            .transact(move |_, u| {
+                u.audit(crate::audit::draft(
+                    now,
+                    &admin,
+                    "backup_exported",
+                    None,
+                    Some(&src),
+                    detail.clone(),
+                ));
+                Ok(())
+            })
+            .await?;
         tracing::info!(
             admin = %actor.name,
             bytes = size,

@@ -273,7 +273,7 @@ impl Admin {
                 dev.status_reason = reason.clone();
                 dev.revision += 1;
                 u.put_device(&dev);
-                crate::keys_admin::on_device_revoked(v, u, &dev, now)?;
+                crate::revocation::on_device_revoked(v, u, &dev, now)?;
                 u.audit(draft(
                     now,
                     &actor.label(),
@@ -301,7 +301,7 @@ impl Admin {
                 let dev = v
                     .device(id.as_str())?
                     .ok_or_else(|| Error::not_found(format!("no device {id}")))?;
-                crate::keys_admin::on_device_removed(v, u, &dev, now)?;
+                crate::revocation::on_device_removed(v, u, &dev, now)?;
                 u.change(Change::DeleteDevice(id.clone()));
                 u.audit(draft(
                     now,

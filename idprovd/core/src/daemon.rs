@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use idprov_proto::admin::AdminEvent;
 use tokio::sync::Semaphore;
 
 use crate::admins::AdminRegistry;
@@ -13,7 +12,6 @@ use crate::config::Config;
 use crate::context::Core;
 use crate::error::Error;
 use crate::pki::Pki;
-use crate::storage::{StoreView, Unit};
 
 pub use crate::audit::draft;
 
@@ -41,7 +39,7 @@ pub struct Daemon {
     pub imports: Arc<crate::oob_import::Imports>,
 }
 
-/// `d.store`, `d.clock`, `d.metrics`, `d.transact(…)` reach the core.
+/// `d.store`, `d.clock`, `d.metrics`, `d.core.transact(…)` reach the core.
 impl std::ops::Deref for Daemon {
     type Target = Core;
     fn deref(&self) -> &Core {
@@ -56,26 +54,6 @@ impl Daemon {
 
     pub fn now(&self) -> i64 {
         self.core.now()
-    }
-
-    /// [`Core::transact`] for a decision that needs the daemon's state.
-    pub async fn transact<T: Send + 'static>(
-        self: &Arc<Self>,
-        mut f: impl FnMut(&Daemon, &dyn StoreView, &mut Unit) -> Result<T, Error> + Send + 'static,
-    ) -> Result<T, Error> {
-        let d = Arc::clone(self);
-        self.core.transact(move |v, u| f(&d, v, u)).await
-    }
-
-    /// [`Core::transact_unpublished`] with the daemon's state.
-    pub async fn transact_unpublished<T: Send + 'static>(
-        self: &Arc<Self>,
-        mut f: impl FnMut(&Daemon, &dyn StoreView, &mut Unit) -> Result<T, Error> + Send + 'static,
-    ) -> Result<(T, Vec<AdminEvent>), Error> {
-        let d = Arc::clone(self);
-        self.core
-            .transact_unpublished(move |v, u| f(&d, v, u))
-            .await
     }
 
     /// Drop pending requests not seen within `pending.expiry`, and purge

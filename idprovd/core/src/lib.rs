@@ -36,6 +36,7 @@ pub mod provision;
 pub mod ratelimit;
 pub mod records;
 pub mod registry;
+pub mod revocation;
 pub mod storage;
 pub mod store;
 /// The conformance suite every storage backend runs (feature
