@@ -20,7 +20,7 @@ use crate::crl::X509State;
 use crate::error::{Error, check_reason};
 use crate::oob::validate_oob;
 use crate::pki::Pki;
-use crate::storage::Change;
+use crate::storage::{Change, StoreView};
 use crate::store::{DeviceRecord, KeyRecord, OobRecord, secret_hash};
 
 pub use crate::audit::Actor;
@@ -67,6 +67,27 @@ fn matches(q: &Option<String>, fields: &[&str]) -> bool {
             fields.iter().any(|f| f.to_lowercase().contains(&q))
         }
     }
+}
+
+/// The device an administrator changes, if the revision they saw (when
+/// given) is still current: of two administrators, exactly one wins.
+pub(crate) fn device_for_change(
+    v: &dyn StoreView,
+    id: &DeviceId,
+    revision: Option<u64>,
+) -> Result<DeviceRecord, Error> {
+    let dev = v
+        .device(id.as_str())?
+        .ok_or_else(|| Error::not_found(format!("no device {id}")))?;
+    if let Some(r) = revision
+        && r != dev.revision
+    {
+        return Err(Error::conflict(format!(
+            "the device changed since you saw it (revision {} now, you saw {r})",
+            dev.revision
+        )));
+    }
+    Ok(dev)
 }
 
 impl Admin {
@@ -255,17 +276,7 @@ impl Admin {
         let view = self
             .core
             .transact(move |v, u| {
-                let mut dev = v
-                    .device(id.as_str())?
-                    .ok_or_else(|| Error::not_found(format!("no device {id}")))?;
-                if let Some(r) = revision
-                    && r != dev.revision
-                {
-                    return Err(Error::conflict(format!(
-                        "the device changed since you saw it (revision {} now, you saw {r})",
-                        dev.revision
-                    )));
-                }
+                let mut dev = device_for_change(v, &id, revision)?;
                 if dev.status == DeviceStatus::Revoked {
                     return Err(Error::conflict("the device is already revoked"));
                 }

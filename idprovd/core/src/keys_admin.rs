@@ -12,7 +12,7 @@ use idprov_proto::x509::{
 };
 use idprov_proto::{DeviceId, PublicKey};
 
-use crate::admin_ops::Admin;
+use crate::admin_ops::{Admin, device_for_change};
 use crate::audit::Actor;
 use crate::audit::draft;
 use crate::certs::{add_key_tx, keys_response};
@@ -22,29 +22,9 @@ use crate::flags::Flag;
 use crate::registry::{MAX_REGISTRY_CAS, check_wrapped, parse_ca};
 use crate::revocation::{retire_key, retire_key_tx, revoke_cert, revoke_device_certs};
 use crate::storage::{Change, StoreView};
-use crate::store::DeviceRecord;
 
 fn label(a: &Actor) -> String {
     format!("admin:{}", a.name)
-}
-
-fn device_for_change(
-    v: &dyn StoreView,
-    id: &DeviceId,
-    revision: Option<u64>,
-) -> Result<DeviceRecord, Error> {
-    let dev = v
-        .device(id.as_str())?
-        .ok_or_else(|| Error::not_found(format!("no device {id}")))?;
-    if let Some(r) = revision
-        && r != dev.revision
-    {
-        return Err(Error::conflict(format!(
-            "the device changed since you saw it (revision {} now, you saw {r})",
-            dev.revision
-        )));
-    }
-    Ok(dev)
 }
 
 /// Parse a key an administrator gives and check it against registry CAs.

@@ -15,7 +15,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
@@ -259,10 +259,4 @@ pub fn proof_class(e: &crate::proof::ProofError) -> &'static str {
             "channel_binding"
         }
     }
-}
-
-/// Buckets from 100 µs to ~3.3 s: an fsync is ~1 ms on an SSD, far more on
-/// an SD card.
-pub fn commit_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
 }

@@ -220,15 +220,6 @@ impl RedbStore {
         self.commit_seconds.observe(started.elapsed().as_secs_f64());
         Ok(out)
     }
-
-    /// Run `f` on a consistent snapshot.
-    pub fn read<T, E>(&self, f: impl FnOnce(&Rx) -> Result<T, E>) -> Result<T, E>
-    where
-        E: From<DbError>,
-    {
-        let rtx = self.db.begin_read().map_err(DbError::from)?;
-        f(&Rx { tx: rtx })
-    }
 }
 
 fn open_error(path: &Path, e: redb::DatabaseError) -> DbError {
