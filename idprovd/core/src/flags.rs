@@ -63,6 +63,11 @@ impl Flag {
         Flag::ProofFailures,
     ];
 
+    /// Flags about the claimed MAC's relation to other IDs or the wire.
+    pub fn is_mac_based(self) -> bool {
+        matches!(self, Flag::MacReused | Flag::MacMismatch)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Flag::RepeatProvision => "repeat_provision",
@@ -112,9 +117,27 @@ pub fn suspicious(mac: MacAddr) -> Option<&'static str> {
     }
 }
 
+/// How an OOB match authenticated the request, as far as holding goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatchedBy {
+    /// The key the OOB list holds for this device ID.
+    ListedKey,
+    /// A MAC or a one-time secret, without a listed key.
+    MacOrSecret,
+}
+
 /// Do these flags keep an OOB match from being admitted?
-pub fn holds(cfg: &FlagConfig, flags: &[Raised]) -> bool {
-    flags.iter().any(|f| cfg.hold.contains(&f.flag))
+///
+/// A request that proved possession of the key its OOB entry lists is
+/// authenticated by that key: a MAC also seen under another ID (several
+/// services behind one gateway or host, each listed with its own key) or
+/// differing from the neighbour table does not stop it — it is admitted
+/// and the MAC flags are recorded. A match by MAC alone or by a secret has
+/// nothing stronger than the MAC to go on, so there they hold as listed.
+pub fn holds(cfg: &FlagConfig, flags: &[Raised], by: MatchedBy) -> bool {
+    flags.iter().any(|f| {
+        cfg.hold.contains(&f.flag) && !(by == MatchedBy::ListedKey && f.flag.is_mac_based())
+    })
 }
 
 /// "name: detail; name: detail" for an audit entry.
@@ -219,13 +242,21 @@ mod tests {
                 detail: String::new(),
             }]
         };
-        assert!(!holds(&cfg, &flag(Flag::MacSuspicious)));
-        assert!(holds(&cfg, &flag(Flag::MacMismatch)));
+        let by = MatchedBy::MacOrSecret;
+        assert!(!holds(&cfg, &flag(Flag::MacSuspicious), by));
+        assert!(holds(&cfg, &flag(Flag::MacMismatch), by));
+        assert!(holds(&cfg, &flag(Flag::MacReused), by));
+        // A listed key outweighs the MAC flags, not the others.
+        let key = MatchedBy::ListedKey;
+        assert!(!holds(&cfg, &flag(Flag::MacMismatch), key));
+        assert!(!holds(&cfg, &flag(Flag::MacReused), key));
+        assert!(holds(&cfg, &flag(Flag::KeyReused), key));
+        assert!(holds(&cfg, &flag(Flag::ProofFailures), key));
         let strict = FlagConfig {
             hold: Flag::CHECKED.to_vec(),
             ..FlagConfig::default()
         };
-        assert!(holds(&strict, &flag(Flag::MacSuspicious)));
+        assert!(holds(&strict, &flag(Flag::MacSuspicious), by));
         assert!(strict.validate().is_ok());
         // A flag the request checks never raise cannot hold anything.
         let odd = FlagConfig {

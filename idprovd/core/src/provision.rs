@@ -304,7 +304,13 @@ impl Devices {
                 }
                 Ok(rule) => {
                     let raised = self.raised_flags(v, u, ask)?;
-                    if flags::holds(&self.cfg.flags, &raised) {
+                    let by = match rule {
+                        Admission::OobKey => flags::MatchedBy::ListedKey,
+                        Admission::OobMac | Admission::OobSecret => flags::MatchedBy::MacOrSecret,
+                        // match_oob names only OOB rules.
+                        Admission::DeviceKey | Admission::Admin => flags::MatchedBy::MacOrSecret,
+                    };
+                    if flags::holds(&self.cfg.flags, &raised, by) {
                         held = Some(raised);
                     } else {
                         return self.admit_oob(v, u, ask, entry, rule, &raised);

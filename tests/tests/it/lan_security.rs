@@ -28,11 +28,15 @@ async fn paused(rt: &NsRuntime, d: &LanDaemon) -> Result<bool> {
 }
 
 async fn oob_keys(rt: &NsRuntime, d: &LanDaemon, keys: &[(&str, &DeviceKey)]) -> Result<()> {
-    let admin = d.admin()?;
-    let entries: Vec<OobEntryInput> = keys
+    let entries = keys
         .iter()
         .map(|(id, k)| idprov_tests::oob_entry(id, Some(k), None, None))
         .collect();
+    oob_upsert(rt, d, entries).await
+}
+
+async fn oob_upsert(rt: &NsRuntime, d: &LanDaemon, entries: Vec<OobEntryInput>) -> Result<()> {
+    let admin = d.admin()?;
     rt.run(async move {
         admin
             .oob_upsert(&OobUpsertRequest {
@@ -44,6 +48,15 @@ async fn oob_keys(rt: &NsRuntime, d: &LanDaemon, keys: &[(&str, &DeviceKey)]) ->
     })
     .await??;
     Ok(())
+}
+
+/// The flags recorded on device `id`.
+async fn device_flags(rt: &NsRuntime, d: &LanDaemon, id: &str) -> Result<Vec<String>> {
+    let (admin, id) = (d.admin()?, id.parse()?);
+    let dev = rt
+        .run(async move { admin.device_get(&id).await.map_err(anyhow::Error::from) })
+        .await??;
+    Ok(dev.flags)
 }
 
 /// Provision `id` from `rt`'s host over the LAN, claiming `mac`.
@@ -222,23 +235,30 @@ async fn a_claimed_mac_is_checked_against_the_neighbour_table() -> Result<()> {
     // The truth: admitted (veth MACs are locally administered: recorded).
     let ok = provision_from(&dev, &d, lan.addr("hub"), "mac-true", &honest, Some(real)).await?;
     assert_eq!(ok.status, 200, "{:?}", ok.body);
-    let admin = d.admin()?;
-    let dv = hub
-        .run(async move {
-            admin
-                .device_get(&"mac-true".parse()?)
-                .await
-                .map_err(anyhow::Error::from)
-        })
-        .await??;
-    assert!(
-        !dv.flags.contains(&"mac_mismatch".to_string()),
-        "{:?}",
-        dv.flags
-    );
+    let flags = device_flags(&hub, &d, "mac-true").await?;
+    assert!(!flags.contains(&"mac_mismatch".to_string()), "{flags:?}");
 
-    // Claiming the other host's MAC from this one: held, flagged.
-    let held = provision_from(&dev, &d, lan.addr("hub"), "mac-liar", &liar, Some(foreign)).await?;
+    // Claiming the other host's MAC from this one, with the key the OOB list
+    // holds for the ID: the key authenticates it; admitted, and flagged.
+    let listed =
+        provision_from(&dev, &d, lan.addr("hub"), "mac-liar", &liar, Some(foreign)).await?;
+    assert_eq!(listed.status, 200, "{:?}", listed.body);
+    let flags = device_flags(&hub, &d, "mac-liar").await?;
+    assert!(flags.contains(&"mac_mismatch".to_string()), "{flags:?}");
+
+    // An entry listed by MAC alone has nothing but the MAC: the same lie is
+    // held in pending, flagged.
+    let only = idprov_tests::oob_entry("mac-only", None, Some(foreign), None);
+    oob_upsert(&hub, &d, vec![only]).await?;
+    let held = provision_from(
+        &dev,
+        &d,
+        lan.addr("hub"),
+        "mac-only",
+        &DeviceKey::es256(),
+        Some(foreign),
+    )
+    .await?;
     assert_eq!(held.status, 202, "{:?}", held.body);
     let admin = d.admin()?;
     let pending = hub
@@ -251,8 +271,8 @@ async fn a_claimed_mac_is_checked_against_the_neighbour_table() -> Result<()> {
     let p = pending
         .items
         .iter()
-        .find(|p| p.device_id.as_str() == "mac-liar")
-        .context("mac-liar is not pending")?;
+        .find(|p| p.device_id.as_str() == "mac-only")
+        .context("mac-only is not pending")?;
     assert!(
         p.flags.contains(&"mac_mismatch".to_string()),
         "{:?}",

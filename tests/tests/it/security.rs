@@ -326,3 +326,40 @@ async fn idprov_client_binds_its_proofs_to_their_connection() -> R {
     assert_ne!(creds.token, renewed.token);
     Ok(())
 }
+
+/// Several services behind one gateway, each listed with its own key, share
+/// the gateway's MAC: the key the OOB list holds admits each one (flagged
+/// `mac_reused`), while a match by MAC alone or by secret is still held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listed_key_is_admitted_despite_a_shared_mac() -> R {
+    let d = TestDaemon::start().await?;
+    let gateway: idprov_proto::MacAddr = "b8:27:eb:00:00:42".parse()?;
+    let (k1, k2) = (DeviceKey::es256(), DeviceKey::es256());
+    d.oob(vec![
+        oob_entry("gw-svc-1", Some(&k1), None, None),
+        oob_entry("gw-svc-2", Some(&k2), None, None),
+        oob_entry("gw-secret", None, None, Some("correct horse battery")),
+    ])
+    .await?;
+    let first = d
+        .provision_with("gw-svc-1", &k1, |r| r.mac = Some(gateway))
+        .await?;
+    assert_eq!(first.status, 200, "{:?}", first.body);
+    // Same MAC, another listed ID with its own listed key: admitted, flagged.
+    let second = d
+        .provision_with("gw-svc-2", &k2, |r| r.mac = Some(gateway))
+        .await?;
+    assert_eq!(second.status, 200, "{:?}", second.body);
+    let dev = d.admin()?.device_get(&"gw-svc-2".parse()?).await?;
+    assert_eq!(dev.flags, vec!["mac_reused"]);
+    // Admitted by its secret only, with the same MAC: held for a person.
+    let by_secret = d
+        .provision_with("gw-secret", &DeviceKey::es256(), |r| {
+            r.mac = Some(gateway);
+            r.secret = Some(idprov_proto::Secret::new("correct horse battery"));
+        })
+        .await?;
+    assert_eq!(by_secret.status, 202, "{:?}", by_secret.body);
+    assert_eq!(pending_flags(&d, "gw-secret").await?, vec!["mac_reused"]);
+    Ok(())
+}
