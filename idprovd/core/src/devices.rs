@@ -129,8 +129,19 @@ impl Devices {
         if rec.device_epoch != dev.epoch || dev.status != DeviceStatus::Active {
             return Err(Error::InvalidToken);
         }
-        let Some(key_rec) = dev.key(&rec.kid).filter(|k| k.is_usable(now)) else {
+        if !dev.key(&rec.kid).is_some_and(|k| k.is_usable(now)) {
             return Err(Error::InvalidToken);
+        }
+        // Rotation: the token proves the device's earlier authentication; a
+        // proof whose `kid` names another usable key of this device (added
+        // through add-key, vouched for by a key it held) proves possession
+        // of that key, and the new token is bound to it. Without a `kid`,
+        // or with the token's own, the token's key signs as before.
+        let signer_kid = proof::header_kid(&req.proof).unwrap_or_else(|| rec.kid.clone());
+        let Some(key_rec) = dev.key(&signer_kid).filter(|k| k.is_usable(now)) else {
+            tracing::info!(device_id = %device_id, %source, kid = %signer_kid, "renewal proof names no usable key of the device");
+            self.metrics.proof_failure("kid");
+            return Err(Error::InvalidProof);
         };
         let key = PublicKey::from_pem(&key_rec.pem, Some(key_rec.format))
             .map_err(|e| Error::from(StoreError::Record(e.to_string())))?;
@@ -147,7 +158,10 @@ impl Devices {
                 Error::InvalidProof
             })?;
         let epoch = dev.epoch;
-        let kid = rec.kid.clone();
+        let token_kid = rec.kid.clone();
+        if signer_kid != token_kid {
+            tracing::info!(device_id = %device_id, from = %token_kid, to = %signer_kid, "renewal rotates to another key");
+        }
         let csr = self.prepare_csr(req.csr.as_deref(), &device_id)?;
         let creds = self
             .transact(move |d, v, u| {
@@ -159,10 +173,14 @@ impl Devices {
                     .device(device_id.as_str())?
                     .filter(|d| d.epoch == epoch && d.status == DeviceStatus::Active)
                     .ok_or(Error::InvalidToken)?;
-                if !dev.key(&kid).is_some_and(|k| k.is_usable(now)) {
+                if !dev.key(&token_kid).is_some_and(|k| k.is_usable(now)) {
                     return Err(Error::InvalidToken);
                 }
-                let mut creds = d.issue(u, &mut dev, &kid, now)?;
+                // The proof's key may have been removed since it was checked.
+                if !dev.key(&signer_kid).is_some_and(|k| k.is_usable(now)) {
+                    return Err(Error::InvalidProof);
+                }
+                let mut creds = d.issue(u, &mut dev, &signer_kid, now)?;
                 d.attach_certificate(v, u, &dev, &mut creds, csr.as_ref(), now)?;
                 u.event(AdminEvent::DeviceUpserted { device: dev.view() });
                 Ok(creds)

@@ -174,6 +174,17 @@ pub fn verify(
     })
 }
 
+/// The `kid` a proof's header names, read without verifying anything: only
+/// to choose which of the device's stored keys to verify it with (renewal
+/// into a newer key). `None` when absent or unreadable; [`verify`] then
+/// refuses whatever is wrong with the header.
+pub fn header_kid(token: &str) -> Option<String> {
+    if token.len() > MAX_PROOF_LEN {
+        return None;
+    }
+    jsonwebtoken::decode_header(token).ok()?.kid
+}
+
 /// Channel binding (RFC 9266): a proof that names a TLS connection must have
 /// come on that connection, so a rogue server cannot relay a device's proof
 /// to this daemon. A proof without `cbt` is accepted unless `required`
