@@ -14,6 +14,7 @@ mod lan_security;
 mod limits;
 mod oob_import;
 mod ops;
+mod protocol_examples;
 mod protocol_rules;
 mod python_interop;
 mod security;
