@@ -19,6 +19,10 @@ use crate::trust::{PinnedCa, bootstrap_tls_config};
 const MAX_BODY: usize = 256 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a pending device asks the daemon to hold its `/provision`
+/// request for a decision (RFC 7240 `Prefer: wait`); daemons that do not
+/// wait answer at once, and the client then polls after `Retry-After`.
+pub(crate) const PROVISION_WAIT: Duration = Duration::from_secs(25);
 
 fn user_agent() -> &'static str {
     concat!("idprov-client/", env!("CARGO_PKG_VERSION"))
@@ -69,22 +73,44 @@ impl DaemonApi {
         Ok(info)
     }
 
-    /// 200 approved or 202 pending. `build` makes the request with the
-    /// channel binding of the connection it will be sent on (bound.rs).
+    /// 200 approved or 202 pending, and whether the daemon held the request
+    /// for a decision (`Preference-Applied: wait`). `build` makes the
+    /// request with the channel binding of the connection it will be sent
+    /// on (bound.rs).
     pub async fn provision(
         &self,
         build: impl FnOnce(Option<&str>) -> Result<ProvisionRequest, Error>,
-    ) -> Result<ProvisionResponse, Error> {
-        let raw = self.post_bound(paths::PROVISION, build).await?;
+    ) -> Result<(ProvisionResponse, bool), Error> {
+        let prefer = (
+            http::HeaderName::from_static("prefer"),
+            http::HeaderValue::from_str(&format!("wait={}", PROVISION_WAIT.as_secs()))
+                .map_err(|e| Error::config_from("building the request", e))?,
+        );
+        let raw = self
+            .post_bound(
+                paths::PROVISION,
+                REQUEST_TIMEOUT + PROVISION_WAIT,
+                &[prefer],
+                build,
+            )
+            .await?;
+        let waited = raw
+            .headers
+            .get_all("preference-applied")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|p| p.trim().starts_with("wait")));
         let (_, answer) = self.decode(raw)?;
-        Ok(answer)
+        Ok((answer, waited))
     }
 
     pub async fn renew(
         &self,
         build: impl FnOnce(Option<&str>) -> Result<RenewRequest, Error>,
     ) -> Result<Credentials, Error> {
-        let raw = self.post_bound(paths::RENEW, build).await?;
+        let raw = self
+            .post_bound(paths::RENEW, REQUEST_TIMEOUT, &[], build)
+            .await?;
         let (status, answer) = self.decode(raw)?;
         match answer {
             ProvisionResponse::Approved(c) => Ok(c),
@@ -98,15 +124,22 @@ impl DaemonApi {
     async fn post_bound<B: serde::Serialize>(
         &self,
         path: &str,
+        timeout: Duration,
+        extra: &[(http::HeaderName, http::HeaderValue)],
         build: impl FnOnce(Option<&str>) -> Result<B, Error>,
     ) -> Result<crate::bound::RawAnswer, Error> {
+        let mut headers = vec![(
+            http::header::USER_AGENT,
+            http::HeaderValue::from_static(user_agent()),
+        )];
+        headers.extend_from_slice(extra);
         crate::bound::post_bound(
             &self.bound_tls,
             &self.base,
             &format!("{}{path}", base_path(&self.base)),
-            user_agent(),
             MAX_BODY,
-            REQUEST_TIMEOUT,
+            timeout,
+            &headers,
             build,
         )
         .await

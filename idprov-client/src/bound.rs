@@ -28,14 +28,15 @@ pub(crate) struct RawAnswer {
 }
 
 /// Connect to `base`, build the JSON body with the connection's channel
-/// binding (base64url), POST it to `path` on that connection.
+/// binding (base64url), POST it to `path` on that connection with the
+/// `extra` headers (user agent, preferences).
 pub(crate) async fn post_bound<B: serde::Serialize>(
     tls: &Arc<rustls::ClientConfig>,
     base: &str,
     path: &str,
-    user_agent: &str,
     max_body: usize,
     timeout: Duration,
+    extra: &[(http::HeaderName, http::HeaderValue)],
     build: impl FnOnce(Option<&str>) -> Result<B, Error>,
 ) -> Result<RawAnswer, Error> {
     let net = |step: &str, source: Option<BoxError>| Error::Network {
@@ -90,12 +91,14 @@ pub(crate) async fn post_bound<B: serde::Serialize>(
                 .map_err(|e| net("HTTP handshake", Some(e.into())))?;
         let driver = tokio::spawn(conn);
         let host = url.host_str().unwrap_or("idprovd").to_string();
-        let req = http::Request::post(path)
+        let mut req = http::Request::post(path)
             .header(http::header::HOST, host)
             .header(http::header::CONTENT_TYPE, "application/json")
-            .header(http::header::USER_AGENT, user_agent)
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| Error::config_from("building the request", e))?;
+        for (name, value) in extra {
+            req.headers_mut().insert(name.clone(), value.clone());
+        }
         let resp = sender
             .send_request(req)
             .await

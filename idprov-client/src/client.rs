@@ -121,7 +121,7 @@ impl Client {
                 Err(e) => Err(e),
             };
             let wait = match result {
-                Ok(ProvisionResponse::Approved(c)) => {
+                Ok((ProvisionResponse::Approved(c), _)) => {
                     self.remember(&c).await;
                     inner.events.emit(Event::Provisioned {
                         expires_at: c.expires_at,
@@ -129,11 +129,18 @@ impl Client {
                     });
                     return Ok(c);
                 }
-                Ok(ProvisionResponse::Pending(p)) => {
+                Ok((ProvisionResponse::Pending(p), waited)) => {
                     failures = 0;
                     let hint = Duration::from_secs(p.retry_after_secs);
-                    let wait = inner.backoff.after_hint(hint, polls.min(4), MAX_HINT);
-                    polls = polls.saturating_add(1);
+                    // A daemon that held the request already spent the wait:
+                    // ask again after its hint (often 0), with little jitter.
+                    let wait = if waited {
+                        inner.backoff.after_hint(hint, 0, MAX_HINT)
+                    } else {
+                        let wait = inner.backoff.after_hint(hint, polls.min(4), MAX_HINT);
+                        polls = polls.saturating_add(1);
+                        wait
+                    };
                     inner.events.emit(Event::Pending {
                         verification_code: idprov_proto::ids::escape_untrusted(
                             &p.verification_code,
@@ -223,7 +230,7 @@ impl Client {
         .then_some(c)
     }
 
-    async fn provision_once(&self, conn: &Conn) -> Result<ProvisionResponse, Error> {
+    async fn provision_once(&self, conn: &Conn) -> Result<(ProvisionResponse, bool), Error> {
         let key = self.inner.signer.public_key();
         let csr = self.csr()?;
         let build = |cbt: Option<&str>| {

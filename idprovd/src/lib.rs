@@ -166,6 +166,15 @@ pub async fn start(
     if let Err(e) = daemon.imports.sweep(&daemon.core).await {
         tracing::warn!(error = %e, "could not drop the staging of unfinished imports; the next import will try again");
     }
+    // Pending devices waiting on an open request are woken by the committed
+    // events, and answered at once when the daemon stops.
+    let waiters = daemon.devices.waiters.clone();
+    tokio::spawn(waiters.clone().follow(daemon.core.events.subscribe()));
+    let stopping = shutdown.clone();
+    tokio::spawn(async move {
+        stopping.cancelled().await;
+        waiters.close();
+    });
     let router = http::router(daemon.clone());
     let limits = daemon.cfg.limits.clone();
     let housekeeping = tokio::spawn(housekeeping(daemon.clone(), shutdown.clone()));

@@ -85,6 +85,14 @@ pub struct PendingConfig {
     /// What pending devices are told to wait before asking again.
     #[serde(with = "humantime_serde")]
     pub retry_after: Duration,
+    /// Longest a pending device's request is held open waiting for the
+    /// decision (`Prefer: wait=N`, waiters.rs); 0 turns waiting off.
+    #[serde(with = "humantime_serde")]
+    pub max_wait: Duration,
+    /// Most requests held open at once, in all and per source address
+    /// (IPv6: per /64); past either the device gets `Retry-After` at once.
+    pub max_waiters: usize,
+    pub max_waiters_per_source: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -173,6 +181,9 @@ impl Default for PendingConfig {
             cap: 10_000,
             expiry: Duration::from_secs(7 * 24 * 3600),
             retry_after: Duration::from_secs(30),
+            max_wait: Duration::from_secs(25),
+            max_waiters: 4096,
+            max_waiters_per_source: 128,
         }
     }
 }
@@ -315,6 +326,9 @@ impl Config {
         }
         if self.proof.replay_cache_max == 0 || self.pending.cap == 0 {
             return bad("proof.replay_cache_max and pending.cap must be positive");
+        }
+        if self.pending.max_wait > Duration::from_secs(120) {
+            return bad("pending.max_wait must be at most 120s");
         }
         if self.limits.max_body_bytes < 1024 || self.limits.max_body_bytes > 64 * 1024 * 1024 {
             return bad("limits.max_body_bytes must be between 1024 and 67108864");

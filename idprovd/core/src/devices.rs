@@ -40,6 +40,8 @@ pub struct Devices {
     pub rate_limits: crate::ratelimit::RateLimits,
     /// Recent refused proofs, for the `proof_failures` flag (flags.rs).
     pub proof_failures: crate::flags::FailureTracker,
+    /// Pending devices waiting on an open request (waiters.rs).
+    pub waiters: Arc<crate::waiters::Waiters>,
 }
 
 /// `self.metrics`, `self.clock`, `self.store` reach the core.
@@ -58,6 +60,10 @@ impl Devices {
             proof_failures: crate::flags::FailureTracker::new(
                 cfg.flags.proof_failure_window,
                 timers,
+            ),
+            waiters: crate::waiters::Waiters::new(
+                cfg.pending.max_waiters,
+                cfg.pending.max_waiters_per_source,
             ),
             core,
             cfg,

@@ -44,6 +44,7 @@ pub mod store;
 #[cfg(feature = "conformance")]
 pub mod store_conformance;
 pub mod tokens;
+pub mod waiters;
 pub mod x509;
 
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use idprov_proto::admin::{AdminEvent, DeviceStatus};
 use idprov_proto::device::{
@@ -177,6 +178,8 @@ pub(crate) struct Ask<'a> {
     pub now: i64,
     pub src: String,
     pub seen: &'a Observed,
+    /// The request holds a place to wait for its decision (waiters.rs).
+    pub holding: bool,
 }
 
 impl Ask<'_> {
@@ -198,6 +201,41 @@ impl Ask<'_> {
     }
 }
 
+/// A provisioning request once its proof, key and CSR are checked: what
+/// the decision (and, for a waiting request, each re-check) reads.
+struct Checked {
+    req: ProvisionRequest,
+    key: PublicKey,
+    proof: VerifiedProof,
+    csr: Option<CheckedCsr>,
+    src: String,
+    seen: crate::flags::Observed,
+    holding: bool,
+}
+
+impl Checked {
+    fn ask(&self, now: i64) -> Ask<'_> {
+        Ask {
+            req: &self.req,
+            key: &self.key,
+            proof: &self.proof,
+            csr: self.csr.as_ref(),
+            now,
+            src: self.src.clone(),
+            seen: &self.seen,
+            holding: self.holding,
+        }
+    }
+}
+
+/// A provisioning answer, and whether the request waited for a decision.
+#[derive(Debug)]
+pub struct Provisioned {
+    pub answer: ProvisionResponse,
+    /// The longest wait the daemon granted (`Prefer: wait`), if any.
+    pub waited: Option<Duration>,
+}
+
 impl Devices {
     /// Flow 3: match the request against devices, the OOB list and pending.
     pub async fn provision(
@@ -206,6 +244,22 @@ impl Devices {
         source: SocketAddr,
         binding: Option<&[u8]>,
     ) -> Result<ProvisionResponse, Error> {
+        Ok(self
+            .provision_waiting(req, source, binding, None)
+            .await?
+            .answer)
+    }
+
+    /// [`Devices::provision`], where a device that would be told to come
+    /// back later may ask to wait up to `wait` (at most `pending.max_wait`)
+    /// on this request for an administrator's decision (waiters.rs).
+    pub async fn provision_waiting(
+        self: &Arc<Self>,
+        req: ProvisionRequest,
+        source: SocketAddr,
+        binding: Option<&[u8]>,
+        wait: Option<Duration>,
+    ) -> Result<Provisioned, Error> {
         let key = PublicKey::from_pem(&req.public_key, req.key_format)
             .map_err(|e| Error::bad_request(format!("public_key: {e}")))?;
         let now = self.now();
@@ -232,21 +286,84 @@ impl Devices {
             neighbour_mac: req.mac.and_then(|_| crate::neighbour::lookup(source.ip())),
             recent_failures,
         };
+        // The place to wait is taken before the decision, so that an
+        // approval committed between the two still wakes this request.
+        let wait = wait
+            .map(|w| w.min(self.cfg.pending.max_wait))
+            .filter(|w| !w.is_zero());
+        let slot = wait.and_then(|_| self.waiters.enter(req.device_id.as_str(), source.ip()));
+        let checked = Arc::new(Checked {
+            req,
+            key,
+            proof,
+            csr,
+            src: source.ip().to_string(),
+            seen,
+            holding: slot.is_some(),
+        });
+        let c = checked.clone();
         let outcome = self
-            .transact(move |d, v, u| {
-                let ask = Ask {
-                    req: &req,
-                    key: &key,
-                    proof: &proof,
-                    csr: csr.as_ref(),
-                    now,
-                    src: source.ip().to_string(),
-                    seen: &seen,
-                };
-                d.provision_tx(v, u, &ask)
-            })
+            .transact(move |d, v, u| d.provision_tx(v, u, &c.ask(now)))
             .await?;
-        // Counted only now that the decision is committed.
+        // A request that has just made the device pending is answered at
+        // once, so that the device can show its verification code; it is
+        // told to ask again at once (retry_after 0), and that request waits.
+        let (Outcome::Pending(p, Waiting::Repeat | Waiting::MacChanged), Some(slot), Some(wait)) =
+            (&outcome, slot, wait)
+        else {
+            return Ok(Provisioned {
+                answer: self.answer(outcome)?,
+                waited: None,
+            });
+        };
+        let pending = p.clone();
+        self.answer(outcome)?;
+        let answer = self.await_decision(slot, checked, pending, wait).await?;
+        Ok(Provisioned {
+            answer,
+            waited: Some(wait),
+        })
+    }
+
+    /// Hold a pending request until its device is decided or `wait` ends.
+    /// Each wake re-reads the store; only a decided device is written to
+    /// (its first token, or nothing for a refusal).
+    async fn await_decision(
+        self: &Arc<Self>,
+        mut slot: crate::waiters::Slot,
+        checked: Arc<Checked>,
+        pending: PendingAnswer,
+        wait: Duration,
+    ) -> Result<ProvisionResponse, Error> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            tokio::select! {
+                _ = slot.woken() => {}
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+            if slot.closing() {
+                break;
+            }
+            let id = checked.req.device_id.to_string();
+            if self.read(move |_, v| Ok(v.device(&id)?)).await?.is_none() {
+                continue;
+            }
+            let c = checked.clone();
+            let outcome = self
+                .transact(move |d, v, u| d.collect_tx(v, u, &c.ask(d.now())))
+                .await?;
+            if let Some(outcome) = outcome {
+                return self.answer(outcome);
+            }
+        }
+        // Still pending (`retry_after_secs` is 0: the next request that
+        // finds a place to wait is held again; one that does not is slowed
+        // down by pending_tx's rule, which says how long to wait).
+        Ok(ProvisionResponse::Pending(pending))
+    }
+
+    /// The committed outcome as the device's answer, counted in metrics.
+    fn answer(&self, outcome: Outcome) -> Result<ProvisionResponse, Error> {
         match outcome {
             Outcome::Issued(c, rule) => {
                 self.metrics.decision("approved", rule.as_str());
@@ -321,6 +438,22 @@ impl Devices {
 
         // 3. Unknown (or held): wait for an administrator.
         self.pending_tx(v, u, ask, held)
+    }
+
+    /// A waiting request's re-check: once its device is decided, the answer
+    /// the known-device rule gives (its first token, or a refusal); `None`
+    /// while it is still undecided. The proof was consumed when it arrived.
+    fn collect_tx(
+        &self,
+        v: &dyn StoreView,
+        u: &mut Unit,
+        ask: &Ask<'_>,
+    ) -> Result<Option<Outcome>, Error> {
+        let Some(dev) = v.device(ask.id())? else {
+            return Ok(None);
+        };
+        self.preflight(v, u, ask.now)?;
+        self.known_tx(v, u, ask, dev).map(Some)
     }
 
     fn raised_flags(
@@ -450,7 +583,8 @@ impl Devices {
         let retry = self.cfg.pending.retry_after.as_secs().max(1);
         let answer = PendingAnswer {
             device_id: req.device_id.clone(),
-            retry_after_secs: retry,
+            // A request that may wait asks again at once, and waits then.
+            retry_after_secs: if ask.holding { 0 } else { retry },
             verification_code: ask.key.verification_code(),
         };
         let rule = match v.pending(id)? {
@@ -472,7 +606,9 @@ impl Devices {
                     return Ok(Outcome::Refused(Refusal::KeyConflict));
                 }
                 let earliest = p.last_seen + (retry as i64) / 2;
-                if now < earliest {
+                // A request that waits for its decision is not a fast poll:
+                // the wait itself paces it (and its place is bounded).
+                if now < earliest && !ask.holding {
                     // Abort: nothing is recorded, the proof is not consumed.
                     let wait = (p.last_seen + retry as i64 - now).max(1) as u64;
                     return Err(Error::SlowDown { retry_after: wait });

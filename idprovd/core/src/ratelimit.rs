@@ -178,7 +178,7 @@ impl RateLimits {
 }
 
 /// IPv6 sources are limited per /64; IPv4-mapped addresses as IPv4.
-fn source_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn source_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -12,6 +12,7 @@ mod device_api;
 mod lan_dnssd;
 mod lan_security;
 mod limits;
+mod long_poll;
 mod oob_import;
 mod ops;
 mod protocol_examples;
