@@ -232,6 +232,25 @@ pub(crate) fn choose(
     Ok(Discovery { chosen, others })
 }
 
+/// What the client makes of DNS-SD answers (the untrusted TXT records,
+/// names and addresses) and whom it then picks: the entry point of the
+/// `dnssd_txt` fuzz target (docs/fuzzing.md). Not part of the API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub fn fuzz_answers(
+    answers: &[mdns_sd::ResolvedService],
+    pinned: Option<&str>,
+) -> Result<Discovery, Error> {
+    let all: Vec<DiscoveredDaemon> = answers
+        .iter()
+        .map(DiscoveredDaemon::from_resolved)
+        .collect();
+    for d in &all {
+        let _ = (d.summary(), d.url(), d.is_compatible());
+    }
+    choose(all, pinned, Duration::ZERO)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
