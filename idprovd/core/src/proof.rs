@@ -143,7 +143,9 @@ pub fn verify(
     if c.exp <= now - skew || c.exp <= c.iat {
         return Err(ProofError::Expired);
     }
-    if c.exp - c.iat > max_life {
+    // iat and exp are the sender's i64s: `exp - iat` can overflow, and a
+    // wrapped lifetime must not pass (fuzz/corpus/proof/regression-*).
+    if c.exp.checked_sub(c.iat).is_none_or(|life| life > max_life) {
         return Err(ProofError::TooLongLived);
     }
     if c.nbf.is_some_and(|nbf| nbf > now + skew) {
@@ -168,7 +170,7 @@ pub fn verify(
     };
     Ok(VerifiedProof {
         jti: c.jti,
-        remember_until: c.exp + skew,
+        remember_until: c.exp.saturating_add(skew),
         kid: header.kid,
         cbt,
     })

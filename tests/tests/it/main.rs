@@ -9,6 +9,7 @@ mod admin_api;
 mod client_loopback;
 mod client_x509;
 mod device_api;
+mod fuzz_regressions;
 mod lan_dnssd;
 mod lan_security;
 mod limits;
