@@ -1,5 +1,5 @@
 //! A typed client of the idprovd admin API (`/idprov/v1/admin/`), used by the
-//! TUI and by oob-tool. It reads an administrator profile, pins the daemon's
+//! TUI, oob-tool and idprovctl. It reads an administrator profile, pins the daemon's
 //! CA from it, and maps every error answer to [`AdminError::Api`] with the
 //! daemon's stable code.
 
@@ -22,6 +22,29 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
 mod x509;
+
+/// The exit codes of every idprov tool (`idprovd`, `idprovctl`,
+/// `idprov-oob`, `idprov-tui`), kept in one place so that a script sees the
+/// same number for the same trouble whichever tool it ran (documented in
+/// docs/operations.md, "Exit codes").
+pub mod exit {
+    pub const OK: u8 = 0;
+    /// Any other failure (I/O, a request the daemon refused, the daemon
+    /// stopped on an error while running).
+    pub const FAILURE: u8 = 1;
+    /// Bad command line (clap).
+    pub const USAGE: u8 = 2;
+    /// The configuration (or the administrator profile) is missing or
+    /// invalid. Restarting will not help.
+    pub const CONFIG: u8 = 3;
+    /// The data dir, store or backup is unusable (corrupt, foreign, locked
+    /// by another daemon, non-empty restore target). Restarting will not help.
+    pub const DATA: u8 = 4;
+    /// The daemon could not be reached.
+    pub const UNAVAILABLE: u8 = 5;
+    /// `idprovd audit verify`: the audit chain is broken (tampering or damage).
+    pub const AUDIT_BROKEN: u8 = 6;
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -77,6 +100,19 @@ fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 impl AdminError {
+    /// The tools' exit code for this error: the daemon unreachable is
+    /// [`exit::UNAVAILABLE`], a missing or bad profile [`exit::CONFIG`],
+    /// anything the daemon answered [`exit::FAILURE`].
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            AdminError::Connect { .. } => exit::UNAVAILABLE,
+            AdminError::NoProfile(_)
+            | AdminError::ProfileRead { .. }
+            | AdminError::ProfileInvalid { .. } => exit::CONFIG,
+            AdminError::Api { .. } | AdminError::Unexpected { .. } => exit::FAILURE,
+        }
+    }
+
     /// The daemon's error code, if the daemon answered with one.
     pub fn code(&self) -> Option<ErrorCode> {
         match self {

@@ -12,24 +12,9 @@ use crate::config::LogFormat;
 /// from (`unknown` when built outside a git checkout).
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("IDPROV_GIT_REV"), ")");
 
-/// Exit codes of `idprovd` (documented in docs/operations.md).
-pub mod exit {
-    pub const OK: u8 = 0;
-    /// Any other failure (I/O, a refused request, the daemon stopped on an
-    /// error while running).
-    pub const FAILURE: u8 = 1;
-    /// Bad command line (clap).
-    pub const USAGE: u8 = 2;
-    /// The configuration is invalid. Restarting will not help.
-    pub const CONFIG: u8 = 3;
-    /// The data dir, store or backup is unusable (corrupt, foreign, locked
-    /// by another daemon, non-empty restore target). Restarting will not help.
-    pub const DATA: u8 = 4;
-    /// The daemon could not be reached (backup).
-    pub const UNAVAILABLE: u8 = 5;
-    /// `audit verify`: the audit chain is broken (tampering or damage).
-    pub const AUDIT_BROKEN: u8 = 6;
-}
+/// Exit codes of `idprovd` (documented in docs/operations.md): the numbers
+/// every idprov tool shares.
+pub use idprov_admin_client::exit;
 
 #[derive(Parser, Debug)]
 #[command(

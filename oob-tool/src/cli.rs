@@ -18,8 +18,9 @@ pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("IDPROV_
     name = "idprov-oob",
     version = VERSION,
     about = "Bulk upload, export and key generation for the idprovd OOB list",
-    after_help = "Exit codes: 0 ok, 1 failure (problems in the files, a refused import, \
-                  an unreachable daemon), 2 bad command line."
+    after_help = "Exit codes: 0 ok, 1 failure (problems in the files, a refused import), \
+                  2 bad command line, 3 no or invalid administrator profile, \
+                  5 the daemon could not be reached."
 )]
 pub struct Cli {
     /// Administrator profile (TOML) written by idprovd. Default: $IDPROV_PROFILE,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use idprov_admin_client::AdminClient;
+use idprov_admin_client::{AdminClient, exit};
 use idprov_oob::cli::{Cli, Command};
 use idprov_oob::export;
 use idprov_oob::generate::{self, Plan};
@@ -42,7 +42,13 @@ fn main() -> ExitCode {
             } else {
                 eprintln!("error: {e:#}");
             }
-            ExitCode::FAILURE
+            // The numbers every idprov tool shares: an unreachable daemon
+            // is 5, a missing or invalid profile 3, anything else 1.
+            ExitCode::from(
+                e.chain()
+                    .find_map(|c| c.downcast_ref::<idprov_admin_client::AdminError>())
+                    .map_or(exit::FAILURE, idprov_admin_client::AdminError::exit_code),
+            )
         }
     }
 }

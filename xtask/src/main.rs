@@ -46,6 +46,7 @@ fn commands() -> Vec<clap::Command> {
         idprovd::cli::command(),
         idprov_oob::cli::command(),
         idprov_tui::cli::command(),
+        idprovctl::cli::command(),
     ]
 }
 
@@ -129,7 +130,7 @@ mod tests {
         assert!(bash.contains("check-config") && bash.contains("--metrics-listen"));
         assert!(tmp.path().join("completions/zsh/_idprovd").exists());
         assert!(tmp.path().join("completions/fish/idprovd.fish").exists());
-        for bin in ["idprov-oob", "idprov-tui"] {
+        for bin in ["idprov-oob", "idprov-tui", "idprovctl"] {
             assert!(man.join(format!("{bin}.1")).exists(), "{bin}");
             assert!(
                 tmp.path()
@@ -138,6 +139,8 @@ mod tests {
             );
         }
         assert!(man.join("idprov-oob-import.1").exists());
+        assert!(man.join("idprovctl-approve.1").exists());
+        assert!(man.join("idprovctl-devices-revoke.1").exists());
         assert!(files.len() >= 20, "{files:?}");
     }
 }

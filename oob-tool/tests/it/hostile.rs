@@ -283,7 +283,8 @@ async fn a_failed_export_leaves_nothing_behind() {
         &text.replace(&server, "https://127.0.0.1:1"),
     );
     let out = run_oob(&dead, env.work.path(), &["export", "--out", "out/e.csv"]).await;
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    // 5, as in every idprov tool (docs/operations.md, "Exit codes").
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
     assert!(listing().is_empty(), "left behind: {:?}", listing());
     // One clear line: what failed, where, and the cause, each said once.
     let err = stderr(&out);
