@@ -164,14 +164,22 @@ pub enum AdminCommand {
         /// The daemon URL to put in the profile (default: from `listen`).
         #[arg(long)]
         server: Option<String>,
+        /// Replace the profile file if it exists (e.g. re-creating the
+        /// data dir's admin.profile).
+        #[arg(long)]
+        force: bool,
     },
     /// List administrators.
     List {
         #[arg(long)]
         json: bool,
     },
-    /// Remove an administrator; its token stops working at once.
-    Remove { name: String },
+    /// Remove an administrator; its token stops working at once. The last
+    /// administrator cannot be removed.
+    Remove {
+        /// The administrator's name.
+        name: String,
+    },
 }
 
 /// The clap command, for completions and man pages.

@@ -113,7 +113,7 @@ pub async fn start(
             &pki.ca_fingerprint,
             now,
         )?;
-        admins::write_profile(&path, &profile)?;
+        admins::write_profile(&path, &profile, admins::ExistingProfile::Refuse)?;
         Some(path)
     } else {
         None

@@ -180,17 +180,30 @@ fn init_logging(cfg: &Config) {
 fn admin(cfg: Config, cmd: AdminCommand) -> Result<()> {
     let dir = &cfg.data_dir;
     match cmd {
-        AdminCommand::Add { name, out, server } => {
+        AdminCommand::Add {
+            name,
+            out,
+            server,
+            force,
+        } => {
             let (pem, fp) = pki::read_ca(dir)?;
             let server = server.unwrap_or_else(|| idprovd::server_url(cfg.listen));
-            if out.exists() {
-                anyhow::bail!("{} already exists; refusing to overwrite", out.display());
+            let existing = if force {
+                admins::ExistingProfile::Replace
+            } else {
+                admins::ExistingProfile::Refuse
+            };
+            if existing == admins::ExistingProfile::Refuse && out.exists() {
+                anyhow::bail!(
+                    "{} already exists; refusing to overwrite it (--force replaces it)",
+                    out.display()
+                );
             }
             let now = idprovd::Clock::now(&idprovd::SystemClock);
             let profile = admins::add(dir, &name, &server, &pem, &fp, now)?;
-            if let Err(e) = admins::write_profile(&out, &profile) {
+            if let Err(e) = admins::write_profile(&out, &profile, existing) {
                 // Don't leave an administrator nobody has the token of.
-                let _ = admins::remove(dir, &name);
+                let _ = admins::remove(dir, &name, admins::LastAdmin::MayRemove);
                 return Err(e);
             }
             println!(
@@ -213,7 +226,7 @@ fn admin(cfg: Config, cmd: AdminCommand) -> Result<()> {
             }
         }
         AdminCommand::Remove { name } => {
-            admins::remove(dir, &name)?;
+            admins::remove(dir, &name, admins::LastAdmin::Keep)?;
             println!("administrator {name} removed");
         }
     }

@@ -157,13 +157,28 @@ pub fn add(
     })
 }
 
-pub fn remove(data_dir: &Path, name: &str) -> Result<()> {
+/// Whether a removal may leave the daemon with no administrator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LastAdmin {
+    /// Refuse: nobody could administer the daemon afterwards (the command
+    /// line's `admin remove`).
+    Keep,
+    /// Allow (undoing an `admin add` whose profile could not be written).
+    MayRemove,
+}
+
+pub fn remove(data_dir: &Path, name: &str, last: LastAdmin) -> Result<()> {
     update(data_dir, |file| {
-        let before = file.admins.len();
-        file.admins.retain(|a| a.name != name);
-        if file.admins.len() == before {
+        if !file.admins.iter().any(|a| a.name == name) {
             return Err(anyhow!("no administrator named {name:?}"));
         }
+        if last == LastAdmin::Keep && file.admins.len() == 1 {
+            bail!(
+                "refusing to remove {name:?}, the last administrator: nobody could administer \
+                 the daemon; add another first (idprovd admin add NAME --out FILE)"
+            );
+        }
+        file.admins.retain(|a| a.name != name);
         Ok(())
     })
 }
@@ -172,10 +187,22 @@ pub fn list(data_dir: &Path) -> Result<Vec<AdminEntry>> {
     Ok(read_file(&data_dir.join(ADMINS_FILE))?.admins)
 }
 
-/// Write a profile file, 0600, refusing to overwrite an existing one.
-pub fn write_profile(path: &Path, profile: &AdminProfile) -> Result<()> {
-    if path.exists() {
-        bail!("{} already exists; refusing to overwrite", path.display());
+/// Whether writing a profile may replace an existing file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExistingProfile {
+    Refuse,
+    /// `admin add --force`: replace it (atomically; the old token in it is
+    /// the one of an administrator that may no longer exist).
+    Replace,
+}
+
+/// Write a profile file, 0600, atomically.
+pub fn write_profile(path: &Path, profile: &AdminProfile, existing: ExistingProfile) -> Result<()> {
+    if existing == ExistingProfile::Refuse && path.exists() {
+        bail!(
+            "{} already exists; refusing to overwrite it (--force replaces it)",
+            path.display()
+        );
     }
     let text = toml::to_string_pretty(profile).context("rendering the profile")?;
     write_atomic(path, text.as_bytes(), 0o600)

@@ -293,3 +293,61 @@ fn a_second_daemon_on_a_held_data_dir_changes_nothing_and_exits_4() {
     }
     drop(first);
 }
+
+/// Issue 18 item 5: removing the last administrator would leave a daemon
+/// nobody can administer; and a profile file in the way can be replaced
+/// with `--force`.
+#[test]
+#[allow(clippy::expect_used)]
+fn the_last_administrator_cannot_be_removed_and_force_replaces_a_profile() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("d");
+    let (_daemon, url, _) = start(&dir);
+    let code = |c: &mut Command| c.output().expect("runs").status.code();
+
+    let o = idprovd(&dir)
+        .args(["admin", "remove", "admin"])
+        .output()
+        .expect("runs");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("last administrator"), "{err}");
+    let (_, list, _) = out(idprovd(&dir).args(["admin", "list", "--json"]));
+    assert!(list.contains("\"admin\""), "still there: {list}");
+
+    // With a second administrator the first can go; then bob is the last.
+    let bob = tmp.path().join("bob.profile");
+    let add = |name: &str, profile: &std::path::Path, force: bool| {
+        let mut c = idprovd(&dir);
+        c.args(["admin", "add", name, "--server", &url, "--out"])
+            .arg(profile);
+        if force {
+            c.arg("--force");
+        }
+        c
+    };
+    assert_eq!(code(&mut add("bob", &bob, false)), Some(0));
+    assert_eq!(
+        code(idprovd(&dir).args(["admin", "remove", "admin"])),
+        Some(0)
+    );
+    assert_eq!(
+        code(idprovd(&dir).args(["admin", "remove", "bob"])),
+        Some(1)
+    );
+
+    // Re-creating "admin": its old profile file is in the way.
+    let first = dir.join("admin.profile");
+    let old = std::fs::read_to_string(&first).expect("first profile");
+    let o = add("admin", &first, false).output().expect("runs");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("--force"), "{err}");
+    let (_, list, _) = out(idprovd(&dir).args(["admin", "list", "--json"]));
+    assert!(!list.contains("\"admin\""), "nothing added: {list}");
+    assert_eq!(code(&mut add("admin", &first, true)), Some(0));
+    assert_ne!(std::fs::read_to_string(&first).expect("new"), old);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let client = idprov_admin_client::AdminClient::from_profile_path(Some(&first)).expect("p");
+    assert_eq!(rt.block_on(client.whoami()).expect("works").name, "admin");
+}

@@ -36,7 +36,7 @@ async fn admin_calls_need_a_valid_administrator() -> R {
     // A removed administrator is refused at once.
     let admin = d.admin()?;
     assert_eq!(admin.whoami().await?.name, "admin");
-    idprovd::admins::remove(&d.dir, "admin")?;
+    idprovd::admins::remove(&d.dir, "admin", idprovd::admins::LastAdmin::MayRemove)?;
     let err = admin
         .whoami()
         .await
