@@ -65,8 +65,9 @@ impl TryFrom<String> for DeviceId {
 }
 
 impl fmt::Display for DeviceId {
+    /// Honours width, fill and alignment (`{:<32}`), so tables line up.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.pad(&self.0)
     }
 }
 
@@ -133,11 +134,11 @@ impl FromStr for MacAddr {
 impl fmt::Display for MacAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
-        write!(
-            f,
+        // Through `pad`, so width and alignment apply to the whole address.
+        f.pad(&format!(
             "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
             b[0], b[1], b[2], b[3], b[4], b[5]
-        )
+        ))
     }
 }
 
@@ -164,6 +165,17 @@ pub fn escape_untrusted(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn display_honours_width_and_alignment() {
+        let id: DeviceId = "ab".parse().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(format!("[{id:<5}]"), "[ab   ]");
+        assert_eq!(format!("[{id:>5}]"), "[   ab]");
+        let mac: MacAddr = "02:00:5e:10:00:01"
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(format!("[{mac:<18}]"), "[02:00:5e:10:00:01 ]");
+    }
 
     #[test]
     fn device_id_grammar() {

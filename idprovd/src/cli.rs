@@ -143,11 +143,13 @@ pub enum AuditCommand {
 pub enum CaCommand {
     /// Print the CA fingerprint (SHA-256 of the certificate, hex).
     Fingerprint {
+        /// Print the fingerprint and the certificate as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Print the CA certificate (PEM).
     Cert {
+        /// Print the fingerprint and the certificate as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -157,6 +159,7 @@ pub enum CaCommand {
 pub enum AdminCommand {
     /// Create an administrator and write its profile (0600).
     Add {
+        /// The administrator's name: 1-32 characters of a-z 0-9 _ -.
         name: String,
         /// Where to write the profile.
         #[arg(long, value_hint = clap::ValueHint::FilePath)]
@@ -171,6 +174,7 @@ pub enum AdminCommand {
     },
     /// List administrators.
     List {
+        /// Print the list as JSON (creation times in unix seconds).
         #[arg(long)]
         json: bool,
     },

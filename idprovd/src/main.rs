@@ -53,6 +53,17 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     exit::FAILURE
 }
 
+/// A unix time for people: RFC 3339 UTC (`--json` keeps the number).
+fn utc(unix: i64) -> String {
+    match u64::try_from(unix) {
+        Ok(s) => humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(s),
+        )
+        .to_string(),
+        Err(_) => unix.to_string(),
+    }
+}
+
 fn real_main() -> Result<()> {
     let cli = Cli::parse();
     let g = &cli.global;
@@ -221,7 +232,7 @@ fn admin(cfg: Config, cmd: AdminCommand) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 for a in list {
-                    println!("{}\tcreated {}", a.name, a.created_at);
+                    println!("{}\tcreated {}", a.name, utc(a.created_at));
                 }
             }
         }
@@ -372,7 +383,7 @@ fn restore(cfg: &Config, file: &Path, force: bool, check: bool, json: bool) -> R
             "{}: a complete backup of {} taken at {} ({} devices)",
             file.display(),
             manifest.daemon_id,
-            manifest.created_at,
+            utc(manifest.created_at),
             manifest.counts.devices
         );
     } else {
@@ -381,7 +392,7 @@ fn restore(cfg: &Config, file: &Path, force: bool, check: bool, json: bool) -> R
             manifest.daemon_id,
             manifest.counts.devices,
             manifest.counts.oob,
-            manifest.created_at,
+            utc(manifest.created_at),
             dir.display()
         );
     }

@@ -66,8 +66,10 @@ pub enum Command {
     },
     /// Check files without contacting the daemon.
     Check {
+        /// CSV, JSON or JSON Lines files, checked as one import.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Input format (default: by file extension).
         #[arg(long, value_enum)]
         format: Option<Format>,
         /// Print the result as JSON (entries, problems, warnings).
@@ -91,11 +93,13 @@ pub enum Command {
         /// One JSON array, for scripts.
         #[arg(long)]
         json: bool,
+        /// Only entries whose id, MAC or fingerprint contains this text.
         #[arg(long, short)]
         query: Option<String>,
     },
     /// Remove entries by device ID.
     Remove {
+        /// Device IDs of the entries to remove.
         #[arg(required = true)]
         ids: Vec<String>,
     },

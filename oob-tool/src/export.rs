@@ -210,6 +210,8 @@ pub fn table_row(e: &OobEntryView) -> String {
         "{:<32} {:<31} {:<17} {:<6} {:<20} {}",
         e.device_id, key, mac, secret, expires, note
     )
+    .trim_end()
+    .to_string()
 }
 
 pub fn table_header() -> String {

@@ -314,6 +314,16 @@ fn the_last_administrator_cannot_be_removed_and_force_replaces_a_profile() {
     assert!(err.contains("last administrator"), "{err}");
     let (_, list, _) = out(idprovd(&dir).args(["admin", "list", "--json"]));
     assert!(list.contains("\"admin\""), "still there: {list}");
+    // A date, not unix seconds (issue 18 item 6).
+    let (_, list, _) = out(idprovd(&dir).args(["admin", "list"]));
+    let created = list.trim().rsplit(' ').next().unwrap_or_default();
+    assert!(
+        list.starts_with("admin\tcreated 20") && created.ends_with('Z'),
+        "{list}"
+    );
+
+    let (_, help, _) = out(idprovd(&dir).args(["admin", "list", "--help"]));
+    assert!(help.contains("Print the list as JSON"), "{help}");
 
     // With a second administrator the first can go; then bob is the last.
     let bob = tmp.path().join("bob.profile");

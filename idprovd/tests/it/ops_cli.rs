@@ -280,8 +280,15 @@ fn backup_through_the_daemon_and_restore_with_refusals() {
     assert_eq!(code, 0, "{stderr}");
     let v: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
     assert_eq!(v["checked_only"], false);
-    let (code, _, _) = out(idprovd(&new).args(["restore", "--check"]).arg(&file));
+    let (code, stdout, _) = out(idprovd(&new).args(["restore", "--check"]).arg(&file));
     assert_eq!(code, 0);
+    // A date a person can read, not unix seconds (issue 18 item 6).
+    let at = stdout
+        .split(" taken at ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .unwrap_or_default();
+    assert!(at.starts_with("20") && at.ends_with('Z'), "{stdout}");
 
     // Same daemon, same CA.
     let (_, fp_old, _) = out(idprovd(&dir).args(["ca", "fingerprint"]));

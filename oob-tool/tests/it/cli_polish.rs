@@ -170,3 +170,44 @@ fn json_type_errors_name_the_field() {
          6 problem(s) in 5 row(s); nothing was imported\n"
     );
 }
+
+/// Issue 18 item 6: `list` lines its columns up whatever the ID's length
+/// (the DEVICE ID column used to take the ID's own width).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_aligns_its_columns() {
+    let env = crate::common::Env::start().await;
+    env.import_ok(
+        "a.csv",
+        "device_id,mac\nx,02:00:00:00:00:01\na-much-longer-device-id-1,02:00:00:00:00:02\n",
+    )
+    .await;
+    let o = env.oob(&["list"]).await;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    let key_col = lines[0].find("KEY").expect("header");
+    let mac_col = lines[0].find("MAC").expect("header");
+    for row in &lines[1..3] {
+        // The key column ("-": a MAC-only entry) and the MAC start under
+        // their headings.
+        assert_eq!(row.find(" - ").map(|i| i + 1), Some(key_col), "{text}");
+        assert_eq!(row.find("02:00").expect("mac"), mac_col, "{text}");
+    }
+}
+
+/// Every argument says what it is in `--help` (issue 18 item 6).
+#[test]
+fn arguments_have_help_text() {
+    for (sub, want) in [
+        ("remove", "Device IDs of the entries to remove"),
+        ("list", "Only entries whose id"),
+        ("check", "checked as one import"),
+    ] {
+        let o = Command::new(BIN)
+            .args([sub, "--help"])
+            .output()
+            .expect("runs");
+        let help = String::from_utf8_lossy(&o.stdout);
+        assert!(help.contains(want), "{sub}: {help}");
+    }
+}
