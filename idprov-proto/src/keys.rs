@@ -11,6 +11,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::pem::PemError;
 use aws_lc_rs::digest;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -102,8 +103,10 @@ pub enum KeyError {
     PrivateKey,
     #[error("unsupported PEM label {0:?}; expected PUBLIC KEY, RSA PUBLIC KEY or CERTIFICATE")]
     Label(String),
-    #[error("more than one PEM block; send exactly one key")]
+    #[error("more than one PEM block, or text around it; send exactly one key")]
     ExtraData,
+    #[error("{0}")]
+    Pem(PemError),
     #[error("malformed key encoding")]
     Malformed,
     #[error("malformed X.509 certificate")]
@@ -157,23 +160,23 @@ impl PublicKey {
         if text.contains("PRIVATE KEY-----") {
             return Err(KeyError::PrivateKey);
         }
-        let (rest, block) =
-            x509_parser::pem::parse_x509_pem(text.as_bytes()).map_err(|_| KeyError::NotPem)?;
-        if !rest.iter().all(u8::is_ascii_whitespace) {
-            return Err(KeyError::ExtraData);
-        }
+        let block = crate::pem::parse_one(text).map_err(|e| match e {
+            PemError::NoBlock => KeyError::NotPem,
+            PemError::ExtraData => KeyError::ExtraData,
+            other => KeyError::Pem(other),
+        })?;
         let (spki_der, cert_der, is_x509) = match block.label.as_str() {
-            "PUBLIC KEY" => (block.contents.clone(), None, false),
-            "RSA PUBLIC KEY" => (pkcs1_to_spki(&block.contents)?, None, false),
+            "PUBLIC KEY" => (block.der.clone(), None, false),
+            "RSA PUBLIC KEY" => (pkcs1_to_spki(&block.der)?, None, false),
             "CERTIFICATE" => {
-                let (tail, cert) = X509Certificate::from_der(&block.contents)
+                let (tail, cert) = X509Certificate::from_der(&block.der)
                     .map_err(|_| KeyError::MalformedCertificate)?;
                 if !tail.is_empty() {
                     return Err(KeyError::MalformedCertificate);
                 }
                 (
                     cert.public_key().raw.to_vec(),
-                    Some(block.contents.clone()),
+                    Some(block.der.clone()),
                     true,
                 )
             }

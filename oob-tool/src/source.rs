@@ -568,7 +568,7 @@ impl Iterator for JsonlRows {
 /// left off, the caller reports the line itself.
 fn parse_json(text: &[u8]) -> Result<RawRecord, String> {
     // serde would accept an array for a struct and name the type otherwise.
-    if text.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+    if !idprov_proto::json::is_object(text) {
         return Err("an entry must be a JSON object ({\"device_id\": ..., ...})".into());
     }
     let mut de = serde_json::Deserializer::from_slice(text);

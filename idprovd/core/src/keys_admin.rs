@@ -94,8 +94,16 @@ impl Admin {
             .core
             .transact(move |v, u| {
                 let mut dev = device_for_change(v, &id, revision)?;
-                if dev.key(&kid).is_none() {
+                let Some(key) = dev.key(&kid) else {
                     return Err(Error::not_found(format!("device {id} has no key {kid}")));
+                };
+                // Without a usable key an active device can never
+                // authenticate again, yet it would still look admitted.
+                let others_usable = dev.keys.iter().any(|k| k.kid != kid && k.is_usable(now));
+                if dev.status == DeviceStatus::Active && key.is_usable(now) && !others_usable {
+                    return Err(Error::conflict(format!(
+                        "key {kid} is the last active key of device {id}; to stop the device, revoke or remove the device instead"
+                    )));
                 }
                 let (action, code, tag) = if revoke {
                     ("key_revoked", reason::KEY_COMPROMISE, "revoked")

@@ -546,5 +546,7 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
-    serde_json::from_slice(bytes).map_err(|e| Error::bad_request(format!("invalid JSON body: {e}")))
+    // The same rule as every other body (the HTTP layer's extractor): a
+    // chunk is parsed here because its exact bytes are hashed here.
+    idprov_proto::json::from_object_slice(bytes).map_err(|e| Error::bad_request(e.to_string()))
 }

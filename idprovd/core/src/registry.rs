@@ -32,12 +32,16 @@ pub fn parse_ca(pem: &str) -> Result<RegistryCaRecord, String> {
     if text.contains("PRIVATE KEY-----") {
         return Err("a private key was given; send only the CA certificate".into());
     }
-    let (rest, block) = x509_parser::pem::parse_x509_pem(text.as_bytes())
-        .map_err(|_| "not a PEM block (expected -----BEGIN CERTIFICATE-----)".to_string())?;
-    if block.label != "CERTIFICATE" || !rest.iter().all(u8::is_ascii_whitespace) {
+    let block = idprov_proto::pem::parse_one(text).map_err(|e| match e {
+        idprov_proto::pem::PemError::NoBlock => {
+            "not a PEM block (expected -----BEGIN CERTIFICATE-----)".to_string()
+        }
+        other => other.to_string(),
+    })?;
+    if block.label != "CERTIFICATE" {
         return Err("expected exactly one PEM block labelled CERTIFICATE".into());
     }
-    let (tail, cert) = X509Certificate::from_der(&block.contents)
+    let (tail, cert) = X509Certificate::from_der(&block.der)
         .map_err(|_| "malformed X.509 certificate".to_string())?;
     if !tail.is_empty() {
         return Err("malformed X.509 certificate".into());
@@ -53,7 +57,7 @@ pub fn parse_ca(pem: &str) -> Result<RegistryCaRecord, String> {
     // WebPKI must accept it as a trust anchor, or no key could ever pass.
     let mut roots = RootCertStore::empty();
     roots
-        .add(CertificateDer::from(block.contents.clone()))
+        .add(CertificateDer::from(block.der.clone()))
         .map_err(|e| format!("unusable as a trust anchor: {e}"))?;
     let subject: String = cert
         .subject()
@@ -63,13 +67,13 @@ pub fn parse_ca(pem: &str) -> Result<RegistryCaRecord, String> {
         .take(256)
         .collect();
     Ok(RegistryCaRecord {
-        fingerprint: sha256_hex(&block.contents),
+        fingerprint: sha256_hex(&block.der),
         subject,
         not_before: cert.validity().not_before.timestamp(),
         not_after: cert.validity().not_after.timestamp(),
         added_at: 0,
         added_by: String::new(),
-        pem: idprov_proto::keys::pem_encode("CERTIFICATE", &block.contents),
+        pem: idprov_proto::keys::pem_encode("CERTIFICATE", &block.der),
     })
 }
 

@@ -13,6 +13,7 @@
 use std::time::Duration;
 
 use idprov_proto::keys::pem_encode;
+use idprov_proto::pem::PemError;
 use idprov_proto::{DeviceId, KeyAlg, KeyError, PublicKey};
 use rcgen::{
     CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose,
@@ -43,6 +44,8 @@ pub enum CsrError {
     NotPem,
     #[error("csr is not a valid PKCS#10 certification request")]
     Malformed,
+    #[error("csr: {0}")]
+    Pem(PemError),
     #[error("csr key: {0}")]
     Key(KeyError),
     #[error(
@@ -79,18 +82,18 @@ pub fn check_csr(pem: &str, device: &DeviceId) -> Result<CheckedCsr, CsrError> {
     if pem.len() > MAX_CSR_LEN {
         return Err(CsrError::TooLong);
     }
-    let (rest, block) =
-        x509_parser::pem::parse_x509_pem(pem.trim().as_bytes()).map_err(|_| CsrError::NotPem)?;
-    if !rest.iter().all(u8::is_ascii_whitespace)
-        || !matches!(
-            block.label.as_str(),
-            "CERTIFICATE REQUEST" | "NEW CERTIFICATE REQUEST"
-        )
-    {
+    let block = idprov_proto::pem::parse_one(pem).map_err(|e| match e {
+        PemError::NoBlock | PemError::ExtraData => CsrError::NotPem,
+        other => CsrError::Pem(other),
+    })?;
+    if !matches!(
+        block.label.as_str(),
+        "CERTIFICATE REQUEST" | "NEW CERTIFICATE REQUEST"
+    ) {
         return Err(CsrError::NotPem);
     }
     let (tail, csr) =
-        X509CertificationRequest::from_der(&block.contents).map_err(|_| CsrError::Malformed)?;
+        X509CertificationRequest::from_der(&block.der).map_err(|_| CsrError::Malformed)?;
     if !tail.is_empty() {
         return Err(CsrError::Malformed);
     }

@@ -70,9 +70,9 @@ impl FromRequestParts<Arc<Daemon>> for AdminAuth {
             .headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(bearer_token)
             .ok_or_else(ApiError::unauthorized)?;
-        match d.admins.authenticate(token.trim()) {
+        match d.admins.authenticate(token) {
             Some(name) => Ok(AdminAuth(Actor { name, source })),
             None => {
                 tracing::warn!(%source, "admin authentication failed");
@@ -80,6 +80,18 @@ impl FromRequestParts<Arc<Daemon>> for AdminAuth {
             }
         }
     }
+}
+
+/// The token of an `Authorization` value, parsed exactly as
+/// docs/protocol.md says: the scheme `Bearer` (case-insensitive, as RFC 7235
+/// makes every auth scheme), exactly one space, then the token with no
+/// whitespace in or around it. Nothing is trimmed: a credential that only
+/// passes once cleaned up is not the credential that was issued.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.split_at_checked(6)?;
+    let token = rest.strip_prefix(' ')?;
+    let clean = !token.is_empty() && !token.bytes().any(|b| b.is_ascii_whitespace());
+    (scheme.eq_ignore_ascii_case("Bearer") && clean).then_some(token)
 }
 
 /// A device id from the path, parsed by its grammar.

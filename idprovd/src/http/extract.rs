@@ -83,10 +83,10 @@ pub async fn body_bytes(
     }
 }
 
-/// Parse a JSON body into our error type.
+/// Parse a JSON body into our error type. Only a JSON object is a body
+/// (`idprov_proto::json`): every JSON body of both APIs comes through here.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    idprov_proto::json::from_object_slice(bytes).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 /// Query string, parsed into our error type.

@@ -143,8 +143,7 @@ async fn renew_mtls(
     let req: MtlsRenewRequest = if body.iter().all(u8::is_ascii_whitespace) {
         MtlsRenewRequest::default()
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?
+        super::extract::parse_json(&body)?
     };
     let creds = d
         .devices

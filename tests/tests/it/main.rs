@@ -10,6 +10,7 @@ mod client_loopback;
 mod client_x509;
 mod device_api;
 mod fuzz_regressions;
+mod input_strict;
 mod lan_dnssd;
 mod lan_security;
 mod limits;
