@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod export;
 pub mod generate;
+pub mod lost;
 pub mod record;
 pub mod source;
 pub mod upload;

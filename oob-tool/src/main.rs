@@ -400,7 +400,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// An import error message that says once that nothing was imported (the
 /// daemon's and the checks' messages often say so already).
 fn with_outcome(message: &str) -> String {
-    if message.contains("nothing was imported") || message.contains("nothing was stored") {
+    if message.contains("nothing was imported")
+        || message.contains("nothing was stored")
+        || message.contains("the outcome is unknown")
+    {
         message.to_string()
     } else {
         format!("{message}; nothing was imported")

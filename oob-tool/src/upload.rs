@@ -97,7 +97,13 @@ pub async fn import(
                 },
             )
             .await
-            .map_err(|e| refused(e, &[]));
+            .map_err(|e| {
+                if crate::lost::is_lost(&e) {
+                    anyhow::Error::new(CommitLost(e))
+                } else {
+                    refused(e, &[])
+                }
+            });
         phases.commit = committing.elapsed();
         r
     };
@@ -112,6 +118,11 @@ pub async fn import(
             Err(anyhow::anyhow!("interrupted by {signal} {when}"))
         }
     };
+    if let Err(e) = &outcome
+        && e.is::<CommitLost>()
+    {
+        return settle_lost(client, &session.id, opts.dry_run, outcome).await;
+    }
     if outcome.is_err() {
         // Best effort: the daemon also drops idle sessions by itself, and a
         // failed commit ends the session anyway.
@@ -119,6 +130,43 @@ pub async fn import(
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), abort).await;
     }
     outcome
+}
+
+/// No answer to the commit came back (the connection broke after it left).
+#[derive(Debug, thiserror::Error)]
+#[error("the connection broke before the daemon's answer to the commit arrived: {0}")]
+struct CommitLost(AdminError);
+
+/// The commit's answer was lost: say that the outcome is unknown, then ask
+/// the daemon what it did (`crate::lost`).
+async fn settle_lost(
+    client: &AdminClient,
+    session: &str,
+    dry_run: bool,
+    lost: anyhow::Result<OobImportResult>,
+) -> anyhow::Result<OobImportResult> {
+    let e = match lost {
+        Err(e) => e,
+        ok => return ok,
+    };
+    if dry_run {
+        bail!("{e:#}; a dry run stores nothing, so nothing was stored");
+    }
+    eprintln!(
+        "warning: {e:#}
+warning: the outcome is unknown until the daemon answers again (it applies all of an import or none of it); asking it about session {session}…"
+    );
+    match crate::lost::settle(client, session).await? {
+        crate::lost::Settled::Committed { result, seq } => {
+            eprintln!(
+                "the daemon committed the import (audit entry {seq}); the lists of device IDs were in the lost answer"
+            );
+            Ok(result)
+        }
+        crate::lost::Settled::NotImported => {
+            bail!("{e:#}; the daemon did not commit it: nothing was imported")
+        }
+    }
 }
 
 /// A future that ends with the name of the first SIGINT, SIGTERM or SIGHUP.

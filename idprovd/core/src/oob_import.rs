@@ -462,9 +462,25 @@ pub async fn commit(
     let reg = imports;
     let slot = reg.get(&sid)?;
     let mut s = lock_open(&slot, &a.name).await?;
-    // Whatever happens now, the session ends.
+    // Whatever happens now, the session ends. It stays registered, closed
+    // and locked, until the commit is over: a client whose answer was lost
+    // asks about the session (abort), waits here for the outcome, and only
+    // then gets "not found" and looks for the commit in the audit log.
     slot.close(&mut s);
+    let result = commit_locked(core, a, &sid, &s, c).await;
     reg.remove(&sid);
+    result
+}
+
+/// The commit proper, under the session's lock.
+async fn commit_locked(
+    core: &Core,
+    a: &Actor,
+    sid: &str,
+    s: &Session,
+    c: OobImportCommit,
+) -> Result<OobImportResult, Error> {
+    let sid = sid.to_string();
     if c.expected_entries != s.staged {
         let session = sid.clone();
         core.with_store(move |s| s.drop_oob_staging(&session))
@@ -482,6 +498,7 @@ pub async fn commit(
         now: core.now(),
     };
     let session = s.id.clone();
+    let session_name = s.id.clone();
     let actor = a.clone();
     let outcome = core
         .with_store(move |st| {
@@ -492,8 +509,10 @@ pub async fn commit(
                     "oob_import",
                     None,
                     Some(&actor.source),
+                    // The session id lets a client that lost the answer
+                    // find out that its import was committed.
                     format!(
-                        "added {}, changed {}, unchanged {}, removed {}",
+                        "session {session_name}: added {}, changed {}, unchanged {}, removed {}",
                         result.added, result.changed, result.unchanged, result.removed
                     ),
                 ))

@@ -61,7 +61,14 @@ async fn commit(
 ) -> Result<Response, ApiError> {
     // The session must exist before its body is read (as before the split).
     let c: OobImportCommit = json_body(req, MAX_CONTROL_BODY).await?;
-    Ok(Json(imports::commit(&d.imports, &d.core, &a, &sid, c).await?).into_response())
+    // A task of its own: a client that goes away mid-commit must not cancel
+    // the commit half-way through its bookkeeping (the store transaction
+    // would still land, while the session and its lock vanished early).
+    let task = tokio::spawn(async move { imports::commit(&d.imports, &d.core, &a, &sid, c).await });
+    let result = task
+        .await
+        .map_err(|e| crate::error::Error::internal("the import commit task failed", e))??;
+    Ok(Json(result).into_response())
 }
 
 async fn abort(

@@ -4,6 +4,7 @@
 
 mod bad_files;
 mod cli_polish;
+mod commit_lost;
 mod common;
 mod hostile;
 mod kill;
