@@ -299,3 +299,29 @@ pub fn pinned_client_from(
         .timeout(std::time::Duration::from_secs(30))
         .build()?)
 }
+
+/// Send `bytes` as they are on a new TLS connection to a daemon and read
+/// until it closes the connection or `wait` passes: for malformed requests
+/// that no HTTP client would send.
+pub async fn raw_exchange(
+    addr: SocketAddr,
+    ca_pem: &str,
+    bytes: &[u8],
+    wait: std::time::Duration,
+) -> Result<Vec<u8>> {
+    let mut conn = BoundConn::connect(addr, ca_pem).await?;
+    conn.stream.write_all(bytes).await?;
+    conn.stream.flush().await?;
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let read = async {
+        loop {
+            match conn.stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(wait, read).await;
+    Ok(out)
+}

@@ -148,3 +148,56 @@ impl IntoResponse for ApiError {
         resp
     }
 }
+
+/// The longest text of an answer axum made itself that is kept as the
+/// message of the JSON error that replaces it.
+const FOREIGN_TEXT: usize = 1024;
+
+/// Answers that axum makes itself (an extractor's rejection, such as a path
+/// segment that is not UTF-8) are text, while the protocol promises a JSON
+/// error for every answer that is not 2xx: turn them into ours, keeping the
+/// status and the text as the message. Our own errors pass untouched.
+pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json || !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let code = match status.as_u16() {
+        401 => ErrorCode::Unauthorized,
+        404 => ErrorCode::NotFound,
+        405 => ErrorCode::MethodNotAllowed,
+        408 => ErrorCode::Timeout,
+        409 => ErrorCode::Conflict,
+        413 => ErrorCode::PayloadTooLarge,
+        415 => ErrorCode::UnsupportedMediaType,
+        500..=599 => ErrorCode::Internal,
+        _ => ErrorCode::BadRequest,
+    };
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, FOREIGN_TEXT)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    tracing::debug!(status = status.as_u16(), %message, "a text answer became a JSON error");
+    let mut out = ApiError::new(code, message).into_response();
+    *out.status_mut() = status;
+    for (name, value) in &parts.headers {
+        if name != http::header::CONTENT_TYPE && name != http::header::CONTENT_LENGTH {
+            out.headers_mut()
+                .entry(name)
+                .or_insert_with(|| value.clone());
+        }
+    }
+    out
+}

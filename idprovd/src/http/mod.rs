@@ -65,6 +65,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
             ratelimit::limit_sources,
         ))
         .layer(middleware::from_fn_with_state(d.clone(), metrics::track))
+        .layer(middleware::from_fn(error::json_errors))
         .layer(middleware::from_fn(request_id))
         .with_state(d)
 }

@@ -17,6 +17,7 @@ mod limits;
 mod long_poll;
 mod oob_import;
 mod ops;
+mod protocol_errors;
 mod protocol_examples;
 mod protocol_rules;
 mod python_interop;
