@@ -98,9 +98,17 @@ impl Admin {
                     return Err(Error::not_found(format!("device {id} has no key {kid}")));
                 };
                 // Without a usable key an active device can never
-                // authenticate again, yet it would still look admitted.
+                // authenticate again, yet it would still look admitted: a
+                // routine removal of its last key is refused. Revoking it
+                // (a compromised key) is never refused — stopping the key
+                // at once matters more; the device then needs
+                // re-provisioning, as the answer's key list shows.
                 let others_usable = dev.keys.iter().any(|k| k.kid != kid && k.is_usable(now));
-                if dev.status == DeviceStatus::Active && key.is_usable(now) && !others_usable {
+                if !revoke
+                    && dev.status == DeviceStatus::Active
+                    && key.is_usable(now)
+                    && !others_usable
+                {
                     return Err(Error::conflict(format!(
                         "key {kid} is the last active key of device {id}; to stop the device, revoke or remove the device instead"
                     )));
