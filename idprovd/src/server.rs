@@ -24,8 +24,13 @@ use crate::config::LimitsConfig;
 use crate::http::ConnInfo;
 use crate::pki::Pki;
 
-/// Time in-flight requests get to finish after shutdown is asked for.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time in-flight requests get to finish after shutdown is asked for; the
+/// connections still open then are closed. With [`CUT_WAIT`] and the
+/// store's close this keeps SIGTERM to exit under the documented 10 s
+/// (docs/operations.md, "Shutdown").
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(8);
+/// How long the connections closed after the drain get to let go.
+const CUT_WAIT: Duration = Duration::from_millis(500);
 
 pub fn tls_config(pki: &Pki) -> Result<Arc<ServerConfig>> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -54,6 +59,8 @@ pub async fn serve(
     let total = Arc::new(Semaphore::new(limits.max_connections));
     let per_source: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
     let graceful = GracefulShutdown::new();
+    // Cancelled after the drain: closes the connections still open.
+    let cut = CancellationToken::new();
 
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -97,15 +104,65 @@ pub async fn serve(
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let router = router.clone();
-        let builder = builder.clone();
-        let handshake_timeout = limits.handshake_timeout;
-        let watcher = graceful.watcher();
+        let conn = Connection {
+            acceptor: acceptor.clone(),
+            router: router.clone(),
+            builder: builder.clone(),
+            handshake_timeout: limits.handshake_timeout,
+            watcher: graceful.watcher(),
+        };
+        let cut = cut.clone();
         tokio::spawn(async move {
-            let _permit = permit;
-            let _source = source_guard;
-            let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+            tokio::select! {
+                () = conn.serve(tcp, peer) => {}
+                () = cut.cancelled() => {
+                    tracing::debug!(%peer, "connection closed at shutdown");
+                }
+            }
+            // Released only now, after the connection (and with it the
+            // router's hold on the daemon) is gone: the drain below counts
+            // on that.
+            drop(source_guard);
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(DRAIN_TIMEOUT) => {
+            let open = limits.max_connections.saturating_sub(total.available_permits());
+            tracing::warn!(open, "in-flight requests did not finish in time; closing their connections");
+        }
+    }
+    // A client stalled on its body would otherwise keep its connection
+    // task, and through the router the daemon and its store, alive past the
+    // drain: the store could not be closed cleanly.
+    cut.cancel();
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(CUT_WAIT, total.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still closing after the drain");
+    }
+    Ok(())
+}
+
+/// What a connection task needs to serve one accepted socket.
+struct Connection {
+    acceptor: TlsAcceptor,
+    router: Router,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    handshake_timeout: Duration,
+    watcher: hyper_util::server::graceful::Watcher,
+}
+
+impl Connection {
+    /// TLS handshake (bounded), then HTTP until the peer or a graceful
+    /// shutdown ends it.
+    async fn serve(self, tcp: tokio::net::TcpStream, peer: std::net::SocketAddr) {
+        let tls =
+            match tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -116,46 +173,38 @@ pub async fn serve(
                     return;
                 }
             };
-            // Verified to chain to the daemon CA; whether it is still good
-            // is checked by the application on every request (rule 4).
-            let client_cert = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .map(|c| Arc::new(c.clone().into_owned()));
-            let channel_binding = tls
-                .get_ref()
-                .1
-                .export_keying_material(
-                    [0u8; idprov_proto::device::CHANNEL_BINDING_LEN],
-                    idprov_proto::device::CHANNEL_BINDING_LABEL,
-                    None,
-                )
-                .ok();
-            let info = ConnInfo {
-                peer,
-                client_cert,
-                channel_binding,
-            };
-            let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-                req.extensions_mut().insert(info.clone());
-                router.clone().oneshot(req)
-            });
-            let conn = builder.serve_connection(TokioIo::new(tls), svc);
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
+        // Verified to chain to the daemon CA; whether it is still good
+        // is checked by the application on every request (rule 4).
+        let client_cert = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| Arc::new(c.clone().into_owned()));
+        let channel_binding = tls
+            .get_ref()
+            .1
+            .export_keying_material(
+                [0u8; idprov_proto::device::CHANNEL_BINDING_LEN],
+                idprov_proto::device::CHANNEL_BINDING_LABEL,
+                None,
+            )
+            .ok();
+        let info = ConnInfo {
+            peer,
+            client_cert,
+            channel_binding,
+        };
+        let router = self.router;
+        let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            req.extensions_mut().insert(info.clone());
+            router.clone().oneshot(req)
         });
-    }
-    drop(listener);
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(DRAIN_TIMEOUT) => {
-            tracing::warn!("in-flight requests did not finish in time; closing");
+        let conn = self.builder.serve_connection(TokioIo::new(tls), svc);
+        if let Err(e) = self.watcher.watch(conn.into_owned()).await {
+            tracing::debug!(%peer, error = %e, "connection ended with an error");
         }
     }
-    Ok(())
 }
 
 /// Counts a connection against its source address while alive.

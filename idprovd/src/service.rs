@@ -14,8 +14,11 @@ use crate::{Daemon, Running};
 
 /// How often the status line is refreshed when there is no watchdog.
 const STATUS_EVERY: Duration = Duration::from_secs(30);
-/// How long shutdown waits for the last users of the store to let go.
-const CLOSE_WAIT: Duration = Duration::from_secs(5);
+/// How long shutdown waits for the last users of the store to let go. The
+/// HTTPS connections are closed by then (`server::serve`); this covers
+/// tasks ending on the shutdown signal, and keeps SIGTERM to exit within
+/// the documented 10 s.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 fn under_systemd() -> bool {
     std::env::var_os("NOTIFY_SOCKET").is_some()

@@ -6,3 +6,4 @@ mod audit_cli;
 mod cli;
 mod config_example;
 mod ops_cli;
+mod shutdown;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_idprovd");
 
-fn idprovd(dir: &Path) -> Command {
+pub(crate) fn idprovd(dir: &Path) -> Command {
     let mut c = Command::new(BIN);
     c.env("IDPROVD_MDNS__ENABLED", "false")
         .env_remove("RUST_LOG")
@@ -24,7 +24,7 @@ fn idprovd(dir: &Path) -> Command {
     c
 }
 
-fn out(c: &mut Command) -> (i32, String, String) {
+pub(crate) fn out(c: &mut Command) -> (i32, String, String) {
     let o = c.output().expect("idprovd runs");
     (
         o.status.code().unwrap_or(-1),
@@ -33,8 +33,10 @@ fn out(c: &mut Command) -> (i32, String, String) {
     )
 }
 
-struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
+    /// `host:port` of the HTTPS listener.
+    pub(crate) https: String,
     metrics: String,
     stderr: mpsc::Receiver<String>,
 }
@@ -47,7 +49,7 @@ impl Drop for Daemon {
 }
 
 impl Daemon {
-    fn start(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
+    pub(crate) fn start(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
         let mut c = idprovd(dir);
         c.args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
             .args(extra)
@@ -67,9 +69,13 @@ impl Daemon {
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let mut metrics = String::new();
+        let mut https = String::new();
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline && metrics.is_empty() {
             let Some(Ok(line)) = lines.next() else { break };
+            if let Some((_, rest)) = line.split_once(" listening on https://") {
+                https = rest.trim().to_string();
+            }
             if let Some(rest) = line.strip_prefix("metrics on ") {
                 metrics = rest.trim().to_string();
             }
@@ -78,13 +84,21 @@ impl Daemon {
         assert!(!metrics.is_empty(), "daemon announced its metrics URL");
         Daemon {
             child,
+            https,
             metrics,
             stderr,
         }
     }
 
     /// SIGTERM, then the exit status and everything logged.
-    fn terminate(mut self) -> (i32, Vec<String>) {
+    fn terminate(self) -> (i32, Vec<String>) {
+        let (code, logs, _) = self.terminate_timed(Duration::from_secs(15));
+        (code, logs)
+    }
+
+    /// SIGTERM, then the exit status, everything logged and the time from
+    /// the signal to the exit (which must come within `limit`).
+    pub(crate) fn terminate_timed(mut self, limit: Duration) -> (i32, Vec<String>, Duration) {
         let pid = self.child.id().to_string();
         assert!(
             Command::new("kill")
@@ -93,20 +107,25 @@ impl Daemon {
                 .expect("kill")
                 .success()
         );
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let signalled = Instant::now();
+        let deadline = signalled + limit;
         let code = loop {
             if let Some(s) = self.child.try_wait().expect("wait") {
                 break s.code().unwrap_or(-1);
             }
-            assert!(Instant::now() < deadline, "daemon did not stop");
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not stop within {limit:?} of SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(50));
         };
+        let took = signalled.elapsed();
         // The reader thread ends at EOF.
         let mut logs = Vec::new();
         while let Ok(l) = self.stderr.recv_timeout(Duration::from_secs(2)) {
             logs.push(l);
         }
-        (code, logs)
+        (code, logs, took)
     }
 }
 
@@ -219,7 +238,7 @@ fn logs_follow_format_and_level_and_sigterm_closes_the_store() {
 
 /// Open the store (the daemon is stopped) and report whether redb had to
 /// repair it, i.e. whether it was not closed cleanly.
-fn needs_repair(dir: &Path) -> bool {
+pub(crate) fn needs_repair(dir: &Path) -> bool {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     let repaired = Arc::new(AtomicBool::new(false));
