@@ -34,6 +34,9 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         if cause.downcast_ref::<ConfigError>().is_some() {
             return exit::CONFIG;
         }
+        if cause.downcast_ref::<pki::KeyMaterialError>().is_some() {
+            return exit::DATA;
+        }
         if let Some(s) = cause.downcast_ref::<StoreError>() {
             return match s {
                 StoreError::Db(_) => exit::FAILURE,

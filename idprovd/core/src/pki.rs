@@ -1,13 +1,17 @@
 //! The daemon's key material in its data dir: the CA (P-256), the server
-//! certificate it issues itself, and the token-signing key. Created on first
-//! start, reused afterwards; private keys are written 0600 (in a 0700 dir).
+//! certificate it issues itself, and the token-signing key. Created on the
+//! first start in an empty dir, never again: an initialised dir missing or
+//! holding other key material is refused ([`KeyMaterialError`]); private
+//! keys are written 0600 (in a 0700 dir).
 //!
 //! ```text
 //! ca.pem  ca.key          the CA devices pin (fingerprint = SHA-256 of DER)
 //! server.pem  server.key  TLS; the certificate is re-issued at every start
-//!                         so its SANs follow the host's names and addresses
+//!                         so its SANs follow the host's names and addresses;
+//!                         a missing server.key is made again (derived)
 //! signing.key             ES256 key of daemon tokens (kid = RFC 7638)
-//! identity.json           the daemon id, and that a store was created
+//! identity.json           the daemon id, CA fingerprint and signing kid
+//!                         (written last: the dir was initialised)
 //! ```
 
 use std::fs;
@@ -34,11 +38,69 @@ pub const SERVER_KEY: &str = "server.key";
 pub const SIGNING_KEY: &str = "signing.key";
 pub const IDENTITY: &str = "identity.json";
 
-/// Written once, when the data dir is initialised.
+/// The store's file name (the backend owns the file; the data dir's rules
+/// below need its name).
+pub const STORE_FILE: &str = "idprov.redb";
+
+/// A data dir holding any of these is initialised: its key material is
+/// loaded and checked, never created again (issue 13).
+const INITIALISED_BY: [&str; 6] = [
+    IDENTITY,
+    STORE_FILE,
+    CA_KEY,
+    CA_CERT,
+    SIGNING_KEY,
+    SERVER_KEY,
+];
+
+/// Written when the data dir is initialised (last, so its presence means
+/// the key material was complete), with what the keys must match at every
+/// later start.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Identity {
     pub daemon_id: String,
     pub created_at: i64,
+    /// SHA-256 of the CA certificate devices pinned. Absent in data dirs
+    /// from before it was recorded: recorded at their next start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_fingerprint: Option<String>,
+    /// The kid (RFC 7638) of `signing.key`, which every issued token names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_kid: Option<String>,
+}
+
+/// Key material of an initialised data dir that is missing, damaged or not
+/// the one the dir was created with. The daemon refuses to start (exit 4)
+/// rather than create new material: a new CA voids every device's pin, a
+/// new signing key every issued token.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{path}: {problem}. idprovd never creates key material in an initialised data dir; restore the data dir from a backup (stop the daemon, then: idprovd --data-dir {dir} restore BACKUP.tar --force; see docs/operations.md)",
+    path = path.display(),
+    dir = path.parent().unwrap_or(Path::new(".")).display()
+)]
+pub struct KeyMaterialError {
+    pub path: PathBuf,
+    pub problem: Problem,
+}
+
+/// What is wrong with a file of key material.
+#[derive(Debug, thiserror::Error)]
+pub enum Problem {
+    #[error("missing, although the data dir is initialised ({0} exists)")]
+    Missing(&'static str),
+    #[error("damaged ({0})")]
+    Damaged(String),
+    #[error("does not match {0}")]
+    Mismatch(String),
+}
+
+fn key_error(dir: &Path, file: &str, problem: Problem) -> anyhow::Error {
+    KeyMaterialError {
+        path: dir.join(file),
+        problem,
+    }
+    .into()
 }
 
 /// Everything cryptographic the daemon holds.
@@ -66,8 +128,11 @@ pub struct SigningKey {
 }
 
 impl Pki {
-    /// Load the data dir, creating what is missing on first start.
-    /// `extra_names`/`extra_addrs` are added to the server certificate.
+    /// Load the data dir, or initialise an empty one. An initialised dir
+    /// (any of [`INITIALISED_BY`] exists) must hold all its key material,
+    /// matching what `identity.json` recorded; nothing is written until it
+    /// has been checked. `extra_names`/`extra_addrs` are added to the
+    /// server certificate.
     pub fn load_or_create(
         dir: &Path,
         now: i64,
@@ -75,61 +140,93 @@ impl Pki {
         extra_addrs: &[IpAddr],
     ) -> Result<Pki> {
         ensure_private_dir(dir)?;
+        // `marker` is what makes the dir initialised, for the messages.
+        let (marker, created) = match INITIALISED_BY.into_iter().find(|f| dir.join(f).exists()) {
+            Some(m) => (m, false),
+            None => {
+                Self::create(dir, now)?;
+                (IDENTITY, true)
+            }
+        };
         let identity_path = dir.join(IDENTITY);
-        let created = !identity_path.exists();
-        if created && dir.join(CA_KEY).exists() {
-            return Err(anyhow!(
-                "{} has a CA key but no {IDENTITY}; refusing to guess. Restore the data dir or move it away",
-                dir.display()
+        let bytes = read_material(dir, IDENTITY, marker)?;
+        let mut identity: Identity = serde_json::from_slice(&bytes)
+            .map_err(|e| key_error(dir, IDENTITY, Problem::Damaged(e.to_string())))?;
+        let ca_key = load_key(dir, CA_KEY, marker)?;
+        let ca_cert_pem = String::from_utf8(read_material(dir, CA_CERT, marker)?)
+            .map_err(|_| key_error(dir, CA_CERT, Problem::Damaged("not text".into())))?;
+        let ca_cert_der = pem_cert(&ca_cert_pem)
+            .ok_or_else(|| key_error(dir, CA_CERT, Problem::Damaged("no certificate".into())))?;
+        if let Err(e) = ca_key_signs_for(&ca_key, &ca_cert_der) {
+            return Err(key_error(
+                dir,
+                CA_KEY,
+                Problem::Mismatch(format!("{CA_CERT} ({e})")),
             ));
         }
-
-        let ca_key = load_or_create_key(&dir.join(CA_KEY))?;
-        let identity = if created {
-            let id = Identity {
-                daemon_id: format!("idprovd-{}", hex::encode(rand::random::<[u8; 6]>())),
-                created_at: now,
-            };
+        let ca_fingerprint = sha256_hex(&ca_cert_der);
+        if let Some(recorded) = identity.ca_fingerprint.as_deref()
+            && recorded != ca_fingerprint
+        {
+            return Err(key_error(
+                dir,
+                CA_CERT,
+                Problem::Mismatch(format!(
+                    "the CA recorded in {IDENTITY} (fingerprint {recorded}, found {ca_fingerprint}): devices pinned the recorded one"
+                )),
+            ));
+        }
+        let signing = SigningKey::from_keypair(&load_key(dir, SIGNING_KEY, marker)?)?;
+        if let Some(recorded) = identity.signing_kid.as_deref()
+            && recorded != signing.kid
+        {
+            return Err(key_error(
+                dir,
+                SIGNING_KEY,
+                Problem::Mismatch(format!(
+                    "the signing key recorded in {IDENTITY} (kid {recorded}, found {}): issued tokens name the recorded one",
+                    signing.kid
+                )),
+            ));
+        }
+        // Checked here, before the server certificate is written: a lost
+        // store must leave the dir as it was too.
+        if !created && !dir.join(STORE_FILE).exists() {
+            return Err(crate::store::StoreError::Missing(dir.join(STORE_FILE)).into());
+        }
+        // The server key is derived material: devices pin the CA, not it,
+        // and its certificate is issued from the (checked) CA at every
+        // start. A missing one is made again; a damaged one is left for a
+        // human to look at.
+        let server_key = match load_key(dir, SERVER_KEY, marker) {
+            Ok(k) => k,
+            Err(e) if !dir.join(SERVER_KEY).exists() => {
+                tracing::warn!(error = %e, "server.key was missing; a new one is made, its certificate issued from the intact CA");
+                create_key(&dir.join(SERVER_KEY))?
+            }
+            Err(e) => return Err(e),
+        };
+        if identity.ca_fingerprint.is_none() || identity.signing_kid.is_none() {
+            // A data dir from before these were recorded: record them now,
+            // so the next start can check them.
+            identity.ca_fingerprint = Some(ca_fingerprint.clone());
+            identity.signing_kid = Some(signing.kid.clone());
             write_atomic(
                 &identity_path,
-                serde_json::to_vec_pretty(&id)?.as_slice(),
+                &serde_json::to_vec_pretty(&identity)?,
                 0o644,
             )?;
-            id
-        } else {
-            let bytes = fs::read(&identity_path)
-                .with_context(|| format!("reading {}", identity_path.display()))?;
-            serde_json::from_slice(&bytes)
-                .with_context(|| format!("{} is not valid", identity_path.display()))?
-        };
-
-        let ca_path = dir.join(CA_CERT);
-        let ca_params = ca_params(&identity.daemon_id);
-        let ca_cert_pem = if ca_path.exists() {
-            fs::read_to_string(&ca_path)
-                .with_context(|| format!("reading {}", ca_path.display()))?
-        } else {
-            let cert = ca_params.self_signed(&ca_key).context("creating the CA")?;
-            write_atomic(&ca_path, cert.pem().as_bytes(), 0o644)?;
-            cert.pem()
-        };
-        let ca_cert_der = pem_cert(&ca_cert_pem)
-            .with_context(|| format!("{} holds no certificate", ca_path.display()))?;
-        let ca_fingerprint = sha256_hex(&ca_cert_der);
-
-        let server_key = load_or_create_key(&dir.join(SERVER_KEY))?;
-        let issuer = Issuer::from_ca_cert_der(&ca_cert_der, &ca_key)
-            .context("the CA certificate does not match ca.key")?;
-        let server_cert = server_params(&identity.daemon_id, extra_names, extra_addrs)?
-            .signed_by(&server_key, &issuer)
-            .context("issuing the server certificate")?;
-        write_atomic(&dir.join(SERVER_CERT), server_cert.pem().as_bytes(), 0o644)?;
-        let server_chain = vec![server_cert.der().clone(), ca_cert_der.clone()];
-        let server_key_der =
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server_key.serialize_der()));
-
-        let signing = SigningKey::from_keypair(&load_or_create_key(&dir.join(SIGNING_KEY))?)?;
-
+            tracing::info!(ca_fingerprint = %ca_fingerprint, signing_kid = %signing.kid, "recorded the CA fingerprint and signing kid in identity.json");
+        }
+        let (server_chain, server_key) = issue_server_cert(
+            dir,
+            &identity,
+            &ca_cert_der,
+            &ca_key,
+            &server_key,
+            extra_names,
+            extra_addrs,
+        )?;
         Ok(Pki {
             identity,
             ca_cert_pem,
@@ -137,10 +234,34 @@ impl Pki {
             ca_fingerprint,
             ca_key,
             server_chain,
-            server_key: server_key_der,
+            server_key,
             signing,
             created,
         })
+    }
+
+    /// Initialise an empty data dir: keys, CA, then `identity.json` last.
+    /// The caller loads it like any other.
+    fn create(dir: &Path, now: i64) -> Result<()> {
+        let daemon_id = format!("idprovd-{}", hex::encode(rand::random::<[u8; 6]>()));
+        let ca_key = create_key(&dir.join(CA_KEY))?;
+        let ca_cert = ca_params(&daemon_id)
+            .self_signed(&ca_key)
+            .context("creating the CA")?;
+        write_atomic(&dir.join(CA_CERT), ca_cert.pem().as_bytes(), 0o644)?;
+        let signing = SigningKey::from_keypair(&create_key(&dir.join(SIGNING_KEY))?)?;
+        create_key(&dir.join(SERVER_KEY))?;
+        let identity = Identity {
+            daemon_id,
+            created_at: now,
+            ca_fingerprint: Some(sha256_hex(ca_cert.der())),
+            signing_kid: Some(signing.kid),
+        };
+        write_atomic(
+            &dir.join(IDENTITY),
+            serde_json::to_vec_pretty(&identity)?.as_slice(),
+            0o644,
+        )
     }
 
     /// An issuer for certificates signed by the daemon CA (admin and, later,
@@ -149,6 +270,75 @@ impl Pki {
         Issuer::from_ca_cert_der(&self.ca_cert_der, &self.ca_key)
             .context("the CA certificate does not match ca.key")
     }
+
+    /// That the CA key signs what the CA certificate's key verifies (what
+    /// `/readyz` reports as the CA check).
+    pub fn check_ca(&self) -> Result<()> {
+        ca_key_signs_for(&self.ca_key, &self.ca_cert_der)
+    }
+}
+
+/// Sign a probe with `key` and verify it with the public key of `cert`.
+fn ca_key_signs_for(key: &KeyPair, cert: &CertificateDer<'_>) -> Result<()> {
+    use rcgen::SigningKey as _;
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref())
+        .map_err(|e| anyhow!("the certificate does not parse: {e}"))?;
+    let public = parsed.public_key().subject_public_key.data.as_ref();
+    let probe = rand::random::<[u8; 32]>();
+    let sig = key
+        .sign(&probe)
+        .map_err(|e| anyhow!("the key cannot sign: {e}"))?;
+    aws_lc_rs::signature::UnparsedPublicKey::new(
+        &aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1,
+        public,
+    )
+    .verify(&probe, &sig)
+    .map_err(|_| anyhow!("a signature by the key does not verify with the certificate's key"))
+}
+
+/// Issue this start's server certificate from the CA and write it.
+fn issue_server_cert(
+    dir: &Path,
+    identity: &Identity,
+    ca_cert_der: &CertificateDer<'static>,
+    ca_key: &KeyPair,
+    server_key: &KeyPair,
+    extra_names: &[String],
+    extra_addrs: &[IpAddr],
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+    let issuer = Issuer::from_ca_cert_der(ca_cert_der, ca_key)
+        .context("the CA certificate does not match ca.key")?;
+    let server_cert = server_params(&identity.daemon_id, extra_names, extra_addrs)?
+        .signed_by(server_key, &issuer)
+        .context("issuing the server certificate")?;
+    write_atomic(&dir.join(SERVER_CERT), server_cert.pem().as_bytes(), 0o644)?;
+    let chain = vec![server_cert.der().clone(), ca_cert_der.clone()];
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server_key.serialize_der()));
+    Ok((chain, key))
+}
+
+/// A file of key material an initialised data dir must hold.
+fn read_material(dir: &Path, file: &str, marker: &'static str) -> Result<Vec<u8>> {
+    match fs::read(dir.join(file)) {
+        Ok(b) => Ok(b),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(key_error(dir, file, Problem::Missing(marker)))
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", dir.join(file).display())),
+    }
+}
+
+/// A private key an initialised data dir must hold.
+fn load_key(dir: &Path, file: &str, marker: &'static str) -> Result<KeyPair> {
+    let path = dir.join(file);
+    if path.exists() {
+        check_private_mode(&path)?;
+    }
+    let bytes = read_material(dir, file, marker)?;
+    std::str::from_utf8(&bytes)
+        .ok()
+        .and_then(|pem| KeyPair::from_pem(pem).ok())
+        .ok_or_else(|| key_error(dir, file, Problem::Damaged("not a PEM private key".into())))
 }
 
 /// Read only the CA certificate and its fingerprint (for `ca fingerprint`,
@@ -267,13 +457,7 @@ fn pem_cert(pem: &str) -> Option<CertificateDer<'static>> {
         .and_then(|r| r.ok())
 }
 
-fn load_or_create_key(path: &Path) -> Result<KeyPair> {
-    if path.exists() {
-        check_private_mode(path)?;
-        let pem =
-            fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        return KeyPair::from_pem(&pem).with_context(|| format!("{} is not a key", path.display()));
-    }
+fn create_key(path: &Path) -> Result<KeyPair> {
     let kp = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).context("generating a key")?;
     write_atomic(path, kp.serialize_pem().as_bytes(), 0o600)?;
     Ok(kp)

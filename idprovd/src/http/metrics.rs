@@ -66,12 +66,12 @@ pub async fn track(State(d): State<Arc<Daemon>>, req: Request, next: Next) -> Re
     resp
 }
 
-/// `GET /readyz`: 200 when the store answers, the CA key matches its
-/// certificate and provisioning is not paused; 503 otherwise. The body says
+/// `GET /readyz`: 200 when the store answers, the CA key signs what its
+/// certificate verifies and provisioning is not paused; 503 otherwise. The body says
 /// which check failed.
 pub async fn readyz(State(d): State<Arc<Daemon>>) -> Response {
     let snapshot = d.store_snapshot().await;
-    let ca = d.pki.ca_issuer().map_err(|e| format!("{e:#}"));
+    let ca = d.pki.check_ca().map_err(|e| format!("{e:#}"));
     let store_check = match &snapshot {
         Ok(_) => serde_json::json!({ "ok": true }),
         Err(e) => serde_json::json!({ "ok": false, "error": e }),

@@ -50,7 +50,8 @@ const SCHEMA: &[u8] = b"idprov-store/1";
 const DAEMON_ID_KEY: &str = "daemon_id";
 pub(crate) const CLOCK_KEY: &str = "clock_high_water";
 pub(crate) const PROVISIONING_KEY: &str = "provisioning";
-pub const STORE_FILE: &str = "idprov.redb";
+/// The store file in the data dir (named in core: the data dir rules need it).
+pub const STORE_FILE: &str = idprovd_core::pki::STORE_FILE;
 
 /// This backend's error: a redb failure, or one of the storage interface's
 /// errors (`StoreError`) it detected itself. Converted to `StoreError` (and

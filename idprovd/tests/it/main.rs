@@ -5,5 +5,6 @@
 mod audit_cli;
 mod cli;
 mod config_example;
+mod key_material;
 mod ops_cli;
 mod shutdown;

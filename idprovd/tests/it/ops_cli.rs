@@ -91,7 +91,7 @@ impl Daemon {
     }
 
     /// SIGTERM, then the exit status and everything logged.
-    fn terminate(self) -> (i32, Vec<String>) {
+    pub(crate) fn terminate(self) -> (i32, Vec<String>) {
         let (code, logs, _) = self.terminate_timed(Duration::from_secs(15));
         (code, logs)
     }
