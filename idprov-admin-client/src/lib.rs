@@ -434,6 +434,17 @@ impl AdminClient {
         self.call(Method::PUT, paths::PROVISIONING, None, Some(state))
             .await
     }
+    /// The daemon's clock against its high-water mark.
+    pub async fn clock(&self) -> Result<idprov_proto::admin::ClockState, AdminError> {
+        self.call::<(), _>(Method::GET, paths::CLOCK, None, None)
+            .await
+    }
+    /// Accept the daemon's current clock after a corrected forward jump
+    /// (lowers the high-water mark to it; audited as `clock_accepted`).
+    pub async fn accept_clock(&self) -> Result<idprov_proto::admin::ClockState, AdminError> {
+        self.call::<(), _>(Method::POST, paths::CLOCK_ACCEPT, None, None)
+            .await
+    }
     /// Security alerts raised since the daemon started (issue 7).
     pub async fn alerts(&self) -> Result<idprov_proto::admin::AlertList, AdminError> {
         self.call::<(), _>(Method::GET, paths::ALERTS, None, None)

@@ -21,6 +21,10 @@ pub mod paths {
     pub const BACKUP: &str = "/idprov/v1/admin/backup";
     /// `GET`: security alerts raised since the daemon started, newest last.
     pub const ALERTS: &str = "/idprov/v1/admin/alerts";
+    /// `GET`: the clock against its high-water mark ([`super::ClockState`]).
+    pub const CLOCK: &str = "/idprov/v1/admin/clock";
+    /// `POST`: accept the current clock, lowering the high-water mark to it.
+    pub const CLOCK_ACCEPT: &str = "/idprov/v1/admin/clock/accept";
 }
 
 /// Largest page a list call returns.
@@ -233,6 +237,10 @@ pub enum AlertKind {
     OwnNameSpoofed,
     /// A goodbye (TTL 0) for the daemon's own records that it did not send.
     RogueGoodbye,
+    /// The daemon's clock is behind the highest time it recorded (it was
+    /// ahead and has been corrected, or it went back): provisioning is
+    /// refused until it catches up or an administrator accepts it.
+    ClockRegressed,
 }
 
 impl AlertKind {
@@ -241,8 +249,21 @@ impl AlertKind {
             AlertKind::RogueAdvertiser => "rogue_advertiser",
             AlertKind::OwnNameSpoofed => "own_name_spoofed",
             AlertKind::RogueGoodbye => "rogue_goodbye",
+            AlertKind::ClockRegressed => "clock_regressed",
         }
     }
+}
+
+/// The daemon's clock against the persisted high-water mark (the highest
+/// time a provision or renewal recorded).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClockState {
+    pub now: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub high_water: Option<i64>,
+    /// `now` is more than the tolerance (5 s) behind `high_water`:
+    /// provisioning and renewal answer `503 clock_regressed`.
+    pub regressed: bool,
 }
 
 /// A security alert (flow 7). Every alert is also an audit entry.

@@ -275,6 +275,10 @@ async fn housekeeping(d: Arc<Daemon>, shutdown: CancellationToken) {
         if let Err(e) = d.expire_pending().await {
             tracing::warn!(error = ?e, "housekeeping failed");
         }
+        // Raises the alert of a regressed clock even with no probe asking.
+        if let Err(e) = d.clock_state().await {
+            tracing::warn!(error = ?e, "clock check failed");
+        }
         d.devices.rate_limits.clean();
     }
 }

@@ -41,6 +41,9 @@ pub struct Alerts {
     list: Mutex<VecDeque<Alert>>,
     next: AtomicU64,
     last_seen: Mutex<HashMap<String, Instant>>,
+    /// A regressed-clock alert was raised and the clock has not recovered
+    /// since: one alert per episode (clock_check.rs).
+    pub(crate) clock_alerted: std::sync::atomic::AtomicBool,
 }
 
 impl Alerts {
@@ -88,7 +91,9 @@ impl Alerts {
             return Ok(None);
         }
         let now = core.now();
-        let pause = cfg.on_rogue == OnRogue::Pause;
+        // A regressed clock already refuses provisioning by itself; a pause
+        // would outlive the clock's correction.
+        let pause = cfg.on_rogue == OnRogue::Pause && a.kind != AlertKind::ClockRegressed;
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let draft_alert = a.clone();
         let (paused, events) = core

@@ -25,7 +25,7 @@ use crate::tokens;
 use crate::audit::draft;
 
 /// Seconds the clock may step back before the daemon refuses to issue.
-const CLOCK_TOLERANCE: i64 = 5;
+pub(crate) const CLOCK_TOLERANCE: i64 = 5;
 /// Expired replay/token records purged per request, to keep work bounded.
 const PURGE_PER_REQUEST: usize = 64;
 

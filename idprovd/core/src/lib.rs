@@ -18,6 +18,7 @@ pub mod alerts;
 pub mod audit;
 pub mod certs;
 pub mod clock;
+pub mod clock_check;
 pub mod config;
 pub mod context;
 pub mod crl;

@@ -141,6 +141,9 @@ pub enum Change {
     },
     /// Raise the clock high-water mark to `now` (never lowers it).
     AdvanceClock(i64),
+    /// Set the clock high-water mark to exactly this time, lowering it: an
+    /// administrator accepted a corrected clock.
+    AcceptClock(i64),
     SetProvisioning(ProvisioningState),
     /// Index that `device_id` used this key (and MAC).
     NoteIdentity {

@@ -49,6 +49,8 @@ pub fn routes() -> Router<Arc<Daemon>> {
         )
         .route(paths::PROVISIONING, get(provisioning).put(set_provisioning))
         .route(paths::AUDIT, get(audit))
+        .route(paths::CLOCK, get(clock))
+        .route(paths::CLOCK_ACCEPT, post(clock_accept))
 }
 
 pub fn stream_routes() -> Router<Arc<Daemon>> {
@@ -215,6 +217,20 @@ async fn set_provisioning(
     JsonBody(req): JsonBody<ProvisioningState>,
 ) -> Result<Response, ApiError> {
     Ok(Json(d.admin.set_provisioning(req, a).await?).into_response())
+}
+
+async fn clock(
+    State(d): State<Arc<Daemon>>,
+    AdminAuth(_): AdminAuth,
+) -> Result<Response, ApiError> {
+    Ok(Json(d.clock_state().await?).into_response())
+}
+
+async fn clock_accept(
+    State(d): State<Arc<Daemon>>,
+    AdminAuth(a): AdminAuth,
+) -> Result<Response, ApiError> {
+    Ok(Json(d.accept_clock(a).await?).into_response())
 }
 
 async fn audit(

@@ -67,7 +67,8 @@ pub async fn track(State(d): State<Arc<Daemon>>, req: Request, next: Next) -> Re
 }
 
 /// `GET /readyz`: 200 when the store answers, the CA key signs what its
-/// certificate verifies and provisioning is not paused; 503 otherwise. The body says
+/// certificate verifies, provisioning is not paused and the clock is not
+/// behind its high-water mark; 503 otherwise. The body says
 /// which check failed.
 pub async fn readyz(State(d): State<Arc<Daemon>>) -> Response {
     let snapshot = d.store_snapshot().await;
@@ -89,7 +90,18 @@ pub async fn readyz(State(d): State<Arc<Daemon>>) -> Response {
         Ok(_) => serde_json::json!({ "ok": true, "paused": false }),
         Err(_) => serde_json::json!({ "ok": false, "error": "store unavailable" }),
     };
-    let ready = snapshot.as_ref().is_ok_and(|s| !s.paused) && ca.is_ok();
+    let clock = d.clock_state().await;
+    let clock_check = match &clock {
+        Ok(c) => serde_json::json!({
+            "ok": !c.regressed,
+            "now": c.now,
+            "high_water": c.high_water,
+        }),
+        Err(e) => serde_json::json!({ "ok": false, "error": e.to_string() }),
+    };
+    let ready = snapshot.as_ref().is_ok_and(|s| !s.paused)
+        && ca.is_ok()
+        && clock.as_ref().is_ok_and(|c| !c.regressed);
     let status = if ready {
         StatusCode::OK
     } else {
@@ -97,7 +109,12 @@ pub async fn readyz(State(d): State<Arc<Daemon>>) -> Response {
     };
     let body = serde_json::json!({
         "ready": ready,
-        "checks": { "store": store_check, "ca": ca_check, "provisioning": prov_check },
+        "checks": {
+            "store": store_check,
+            "ca": ca_check,
+            "provisioning": prov_check,
+            "clock": clock_check,
+        },
     });
     (status, axum::Json(body)).into_response()
 }

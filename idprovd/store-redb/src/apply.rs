@@ -36,6 +36,11 @@ impl Tx<'_> {
                     self.purge_tokens(now, max)?;
                 }
                 Change::AdvanceClock(now) => self.advance_clock(now)?,
+                Change::AcceptClock(now) => {
+                    self.tx
+                        .open_table(META)?
+                        .insert(CLOCK_KEY, now.to_be_bytes().as_slice())?;
+                }
                 Change::SetProvisioning(s) => self.set_provisioning(&s)?,
                 Change::NoteIdentity {
                     device_id,

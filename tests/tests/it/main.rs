@@ -8,6 +8,7 @@
 mod admin_api;
 mod client_loopback;
 mod client_x509;
+mod clock_accept;
 mod device_api;
 mod fuzz_regressions;
 mod input_strict;
