@@ -96,6 +96,18 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The daemon's clock against its persisted high-water mark, through
+    /// the admin API of the running daemon.
+    Clock {
+        #[command(subcommand)]
+        command: ClockCommand,
+        /// Administrator profile (default: the data dir's admin.profile).
+        #[arg(long, global = true, value_hint = clap::ValueHint::FilePath)]
+        profile: Option<PathBuf>,
+        /// Print the result as JSON.
+        #[arg(long, global = true)]
+        json: bool,
+    },
     /// The tamper-evident audit log.
     Audit {
         #[command(subcommand)]
@@ -137,6 +149,17 @@ pub enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClockCommand {
+    /// Show the clock, the high-water mark and whether provisioning is
+    /// refused because the clock is behind it.
+    Show,
+    /// Accept the current clock after a corrected forward jump: lower the
+    /// high-water mark to now (audited as clock_accepted). Check the time
+    /// first.
+    Accept,
 }
 
 #[derive(Subcommand, Debug)]

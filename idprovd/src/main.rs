@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use idprovd::cli::{AdminCommand, AuditCommand, CaCommand, Cli, Command, exit};
+use idprovd::cli::{AdminCommand, AuditCommand, CaCommand, Cli, ClockCommand, Command, exit};
 use idprovd::config::{Config, FlagOverrides, LogFormat, LogOverrides};
 use idprovd::{Listeners, admins, pki};
 use tokio_util::sync::CancellationToken;
@@ -126,6 +126,11 @@ fn real_main() -> Result<()> {
                     json,
                 },
         } => audit_verify(&cfg, profile.as_deref(), online, json),
+        Command::Clock {
+            command,
+            profile,
+            json,
+        } => clock(&cfg, command, profile.as_deref(), json),
         Command::Restore {
             file,
             force,
@@ -333,14 +338,7 @@ fn audit_verify(cfg: &Config, profile: Option<&Path>, online: bool, json: bool) 
     let (report, via) = match offline {
         Some(r) => (r, "store file"),
         None => {
-            let path = profile
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| cfg.data_dir.join(admins::FIRST_PROFILE));
-            let client = idprov_admin_client::AdminClient::from_profile_path(Some(&path))?;
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?;
+            let (client, rt) = admin_client(cfg, profile)?;
             let r = rt
                 .block_on(verify_online(&client))
                 .context("reading the audit log through the admin API")?;
@@ -365,6 +363,48 @@ fn audit_verify(cfg: &Config, profile: Option<&Path>, online: bool, json: bool) 
         Some(b) => Err(AuditBroken(b.seq).into()),
         None => Ok(()),
     }
+}
+
+/// A client of the running daemon's admin API (`profile`, default the data
+/// dir's first profile) and a runtime to drive it.
+fn admin_client(
+    cfg: &Config,
+    profile: Option<&Path>,
+) -> Result<(idprov_admin_client::AdminClient, tokio::runtime::Runtime)> {
+    let path = profile
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| cfg.data_dir.join(admins::FIRST_PROFILE));
+    let client = idprov_admin_client::AdminClient::from_profile_path(Some(&path))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    Ok((client, rt))
+}
+
+/// Show or accept the running daemon's clock through its admin API.
+fn clock(cfg: &Config, cmd: ClockCommand, profile: Option<&Path>, json: bool) -> Result<()> {
+    let (client, rt) = admin_client(cfg, profile)?;
+    let state = rt.block_on(async {
+        match cmd {
+            ClockCommand::Show => client.clock().await,
+            ClockCommand::Accept => client.accept_clock().await,
+        }
+    })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&state)?);
+        return Ok(());
+    }
+    let mark = state
+        .high_water
+        .map_or_else(|| "none".to_string(), |h| h.to_string());
+    let verdict = if state.regressed {
+        "BEHIND the high-water mark: provisioning is refused (idprovd clock accept, once the time is checked)"
+    } else {
+        "ok"
+    };
+    println!("clock {} high-water mark {mark}: {verdict}", state.now);
+    Ok(())
 }
 
 fn restore(cfg: &Config, file: &Path, force: bool, check: bool, json: bool) -> Result<()> {
