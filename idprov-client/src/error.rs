@@ -263,6 +263,7 @@ impl Error {
                 | ErrorCode::ProvisioningPaused
                 | ErrorCode::ClockRegressed
                 | ErrorCode::Busy
+                | ErrorCode::Unavailable
                 | ErrorCode::Timeout
                 | ErrorCode::Internal
                 // A proof can fail because our idea of the server's clock

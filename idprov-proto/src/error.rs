@@ -37,6 +37,9 @@ pub enum ErrorCode {
     ClockRegressed,
     /// A bounded cache is full (e.g. the replay cache); try later. 503.
     Busy,
+    /// The daemon's store failed on I/O (disk full, device error) and
+    /// refuses writes until it recovers by itself; see `Retry-After`. 503.
+    Unavailable,
     /// Admin API: no or bad credentials. 401.
     Unauthorized,
     /// No such resource. 404.
@@ -69,7 +72,8 @@ impl ErrorCode {
             ErrorCode::PendingFull
             | ErrorCode::ProvisioningPaused
             | ErrorCode::ClockRegressed
-            | ErrorCode::Busy => 503,
+            | ErrorCode::Busy
+            | ErrorCode::Unavailable => 503,
             ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Conflict => 409,
@@ -92,6 +96,7 @@ impl ErrorCode {
             ErrorCode::ProvisioningPaused => "provisioning_paused",
             ErrorCode::ClockRegressed => "clock_regressed",
             ErrorCode::Busy => "busy",
+            ErrorCode::Unavailable => "unavailable",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
@@ -136,7 +141,7 @@ mod tests {
 
     /// Every code but `Unknown`. The match below fails to compile when a
     /// variant is added, so this list cannot fall behind.
-    const KNOWN: [ErrorCode; 18] = [
+    const KNOWN: [ErrorCode; 19] = [
         ErrorCode::BadRequest,
         ErrorCode::PayloadTooLarge,
         ErrorCode::InvalidProof,
@@ -148,6 +153,7 @@ mod tests {
         ErrorCode::ProvisioningPaused,
         ErrorCode::ClockRegressed,
         ErrorCode::Busy,
+        ErrorCode::Unavailable,
         ErrorCode::Unauthorized,
         ErrorCode::NotFound,
         ErrorCode::MethodNotAllowed,
@@ -170,6 +176,7 @@ mod tests {
             | ErrorCode::ProvisioningPaused
             | ErrorCode::ClockRegressed
             | ErrorCode::Busy
+            | ErrorCode::Unavailable
             | ErrorCode::Unauthorized
             | ErrorCode::NotFound
             | ErrorCode::MethodNotAllowed

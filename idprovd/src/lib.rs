@@ -179,6 +179,11 @@ pub async fn start(
     let limits = daemon.cfg.limits.clone();
     let housekeeping = tokio::spawn(housekeeping(daemon.clone(), shutdown.clone()));
     tokio::spawn(daemon::crl_maintenance(daemon.clone(), shutdown.clone()));
+    // After an I/O error the store is reopened (with backoff) by this task.
+    tokio::spawn(idprovd_core::recovery::store_recovery(
+        Arc::downgrade(&daemon.core.store),
+        shutdown.clone(),
+    ));
     let advert = mdns::Advert {
         listen: addr,
         daemon_id: daemon.daemon_id().to_string(),

@@ -39,7 +39,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         }
         if let Some(s) = cause.downcast_ref::<StoreError>() {
             return match s {
-                StoreError::Db(_) => exit::FAILURE,
+                StoreError::Db(_) | StoreError::Unavailable(_) => exit::FAILURE,
                 _ => exit::DATA,
             };
         }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use sd_notify::NotifyState;
 use tokio_util::sync::CancellationToken;
 
+use crate::storage::StoreHealth;
 use crate::{Daemon, Running};
 
 /// How often the status line is refreshed when there is no watchdog.
@@ -58,6 +59,13 @@ pub async fn supervise(d: Arc<Daemon>, addr: SocketAddr, shutdown: CancellationT
                 return;
             }
             _ = tick.tick() => {}
+        }
+        // A store that failed on I/O still reads, but takes no writes: no
+        // ping, so systemd restarts a daemon that cannot recover by itself.
+        if let StoreHealth::Unavailable { reason } = d.core.store.status().health {
+            tracing::error!(error = %reason, "store unavailable; not feeding the watchdog");
+            send(&[NotifyState::Status("store unavailable after an I/O error")]);
+            continue;
         }
         // Bounded: a wedged store must not wedge the pings' decision.
         let snap = tokio::time::timeout(every, d.store_snapshot()).await;

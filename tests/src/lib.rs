@@ -3,6 +3,7 @@
 //! that sign real proofs, and HTTPS clients pinned to the daemon's CA.
 
 pub mod bench;
+pub mod mountns;
 pub mod netns;
 pub mod security;
 pub mod x509;

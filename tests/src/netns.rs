@@ -40,7 +40,7 @@ pub const LAN_PORT: u16 = 8445;
 /// Set in the child process that runs one LAN test in a user namespace.
 const USERNS_ENV: &str = "IDPROV_TESTS_IN_USERNS";
 
-fn effective_uid_is_root() -> bool {
+pub(crate) fn effective_uid_is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -67,7 +67,7 @@ pub fn require_root() -> Result<()> {
 
 /// `program` on the PATH, or in the system directories a normal user's PATH
 /// often lacks (`ip` is in /usr/sbin).
-fn find_program(program: &str) -> Option<PathBuf> {
+pub(crate) fn find_program(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))

@@ -36,6 +36,7 @@ pub mod proof;
 pub mod provision;
 pub mod ratelimit;
 pub mod records;
+pub mod recovery;
 pub mod registry;
 pub mod revocation;
 pub mod storage;

@@ -19,6 +19,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
+use crate::storage::{StoreHealth, StoreStatus};
+
 pub use crate::config::{MetricsConfig, MetricsOverrides};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -64,6 +66,10 @@ pub struct Metrics {
     devices: Gauge,
     oob_entries: Gauge,
     paused: Gauge,
+    // Mirrors of the store's own counters (`StoreStatus`), set at scrape.
+    store_io_errors: Counter,
+    store_recoveries: Counter,
+    store_unavailable: Gauge,
 }
 
 /// Version and git revision of this build (`idprov_build_info`).
@@ -88,6 +94,9 @@ impl Metrics {
             devices: Gauge::default(),
             oob_entries: Gauge::default(),
             paused: Gauge::default(),
+            store_io_errors: Counter::default(),
+            store_recoveries: Counter::default(),
+            store_unavailable: Gauge::default(),
         };
         m.register_all(commit_seconds)
     }
@@ -159,6 +168,21 @@ impl Metrics {
             self.paused.clone(),
         );
         r.register(
+            "store_io_errors",
+            "I/O errors (disk full, device errors) that made the store unavailable until it was reopened",
+            self.store_io_errors.clone(),
+        );
+        r.register(
+            "store_reopens",
+            "Times the store was reopened after an I/O error and served again",
+            self.store_recoveries.clone(),
+        );
+        r.register(
+            "store_unavailable",
+            "1 while the store refuses work after an I/O error (writes answer 503 unavailable)",
+            self.store_unavailable.clone(),
+        );
+        r.register(
             "store_commit_seconds",
             "Time to commit one durable store transaction",
             commit_seconds,
@@ -212,8 +236,15 @@ impl Metrics {
     }
 
     /// The OpenMetrics text of every metric, after refreshing the gauges
-    /// from `snapshot`.
-    pub fn render(&self, snapshot: &StoreSnapshot) -> String {
+    /// from `snapshot` and the store counters from `store`.
+    pub fn render(&self, snapshot: &StoreSnapshot, store: &StoreStatus) -> String {
+        // The store counts; these only follow (counters never go down).
+        let io = store.io_errors.saturating_sub(self.store_io_errors.get());
+        self.store_io_errors.inc_by(io);
+        let re = store.recoveries.saturating_sub(self.store_recoveries.get());
+        self.store_recoveries.inc_by(re);
+        self.store_unavailable
+            .set(i64::from(store.health != StoreHealth::Ok));
         self.pending.set(clamp(snapshot.pending));
         self.devices.set(clamp(snapshot.devices));
         self.oob_entries.set(clamp(snapshot.oob_entries));

@@ -321,6 +321,38 @@ pub trait Store: Send + Sync + 'static {
     fn snapshot_into(&self, dst: File) -> StoreResult<SnapshotCounts>;
     /// Where the data lives, for messages.
     fn location(&self) -> String;
+
+    /// Whether the store takes work now, and how often it failed on I/O.
+    /// Cheap and non-blocking: readiness, the watchdog and the metrics ask
+    /// it on every check.
+    fn status(&self) -> StoreStatus;
+    /// Try to leave [`StoreHealth::Unavailable`]: reopen the database (or
+    /// reconnect) once, now. Blocking; does nothing when the store is
+    /// healthy. The caller paces the attempts (backoff).
+    fn recover(&self) -> StoreHealth;
+}
+
+/// Whether a store takes work. The rule for every backend: after an I/O
+/// error (disk full, a failed device, a lost database connection) the
+/// store answers [`StoreError::Unavailable`] (not a 500) until it has
+/// recovered by itself, and nothing it acknowledged before is lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreHealth {
+    Ok,
+    /// Failed on I/O; `reason` is the last error, for operators.
+    Unavailable {
+        reason: String,
+    },
+}
+
+/// A store's health and its I/O failure counters (for `/metrics`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreStatus {
+    pub health: StoreHealth,
+    /// I/O errors that made the store unavailable.
+    pub io_errors: u64,
+    /// Successful recoveries (reopens, reconnects) after one.
+    pub recoveries: u64,
 }
 
 /// A shared handle on a store.
@@ -393,6 +425,16 @@ pub enum StoreError {
     Missing(PathBuf),
     #[error("storage error: {0}")]
     Db(String),
+    /// An I/O error (disk full, device error, lost connection): the store
+    /// takes no work until it has recovered (reopened) by itself.
+    #[error(
+        "the store is unavailable after an I/O error ({0}); it recovers by itself once the cause is gone"
+    )]
+    Unavailable(String),
+    /// A page or record of the store failed its checksum or structure check
+    /// while the daemon ran: the file was damaged under it.
+    #[error("the store is damaged: {0}; stop the daemon and restore a backup")]
+    Damaged(String),
     #[error("stored record {0} is not valid")]
     Record(String),
 }

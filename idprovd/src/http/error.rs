@@ -9,6 +9,11 @@ use idprov_proto::error::EntryError;
 use idprov_proto::{ErrorBody, ErrorCode};
 
 use crate::error::Error;
+use crate::store::StoreError;
+
+/// `Retry-After` while the store recovers from an I/O error: the daemon
+/// tries to reopen it after 1 s, then backs off up to 30 s.
+const STORE_RETRY_AFTER: u64 = 5;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -111,6 +116,14 @@ impl From<Error> for ApiError {
             Error::Internal { source, .. } => {
                 tracing::error!(error = %message, source = ?source, "operation failed");
                 ApiError::new(C::Internal, message)
+            }
+            Error::Store(StoreError::Unavailable(reason)) => {
+                tracing::warn!(error = %reason, "store unavailable; answering 503");
+                ApiError::new(
+                    C::Unavailable,
+                    "the daemon's store is unavailable for now (an I/O error); try again later",
+                )
+                .retry(STORE_RETRY_AFTER)
             }
             Error::Store(e) => {
                 tracing::error!(error = %e, "store operation failed");

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Daemon;
 use crate::metrics::{MetricsConfig, StoreSnapshot};
+use crate::storage::StoreHealth;
 
 /// The rate-limit label of an error code, if it is one.
 fn rate_limit_reason(code: ErrorCode) -> Option<&'static str> {
@@ -71,7 +72,15 @@ pub async fn track(State(d): State<Arc<Daemon>>, req: Request, next: Next) -> Re
 /// behind its high-water mark; 503 otherwise. The body says
 /// which check failed.
 pub async fn readyz(State(d): State<Arc<Daemon>>) -> Response {
-    let snapshot = d.store_snapshot().await;
+    // A store that failed on I/O may still read: its health says whether
+    // it takes writes.
+    let snapshot = match d.core.store.status().health {
+        StoreHealth::Ok => d.store_snapshot().await,
+        StoreHealth::Unavailable { reason } => Err(format!(
+            "store {} unavailable after an I/O error: {reason}",
+            d.core.store.location()
+        )),
+    };
     let ca = d.pki.check_ca().map_err(|e| format!("{e:#}"));
     let store_check = match &snapshot {
         Ok(_) => serde_json::json!({ "ok": true }),
@@ -132,7 +141,7 @@ async fn metrics_text(State(d): State<Arc<Daemon>>) -> Response {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        d.metrics.render(&snapshot),
+        d.metrics.render(&snapshot, &d.core.store.status()),
     )
         .into_response()
 }

@@ -14,7 +14,9 @@ use super::identity::{KEY_IDS, MAC_IDS};
 use super::x509::{CERTS, CRL_ENTRIES};
 use super::{CLOCK_KEY, DbError, META, RedbStore, Rx, StoreResult, Tx, encode, out};
 use idprovd_core::Error;
-use idprovd_core::storage::{self, Change, Decide, ImportCommitted, Unit};
+use idprovd_core::storage::{
+    self, Change, Decide, ImportCommitted, StoreHealth, StoreStatus, Unit,
+};
 use idprovd_core::store::{AuditDraft, CommitOptions, OobRecord, SnapshotCounts};
 
 impl Tx<'_> {
@@ -105,28 +107,30 @@ impl storage::Store for RedbStore {
         &self,
         read: &mut dyn FnMut(&dyn storage::StoreView) -> Result<(), Error>,
     ) -> Result<(), Error> {
-        let rtx = self.db.begin_read().map_err(DbError::from)?;
-        read(&Rx { tx: rtx })
+        self.with_db(|db| {
+            let rtx = db.begin_read().map_err(DbError::from)?;
+            read(&Rx { tx: rtx })
+        })
     }
 
     fn transact(&self, decide: &mut Decide<'_>) -> Result<Vec<AdminEvent>, Error> {
-        let mut wtx = self.db.begin_write().map_err(DbError::from)?;
-        wtx.set_durability(Durability::Immediate)
-            .map_err(DbError::from)?;
-        let mut tx = Tx { tx: &wtx };
-        let mut unit = Unit::new();
-        decide(&tx, &mut unit)?;
-        if unit.is_empty() {
-            // Nothing to write: dropping the transaction aborts it.
-            let (_, committer) = unit.into_changes();
-            return Ok(committer.events(Vec::new()));
-        }
-        let (changes, committer) = unit.into_changes();
-        let audit = tx.apply(changes)?;
-        let started = std::time::Instant::now();
-        wtx.commit().map_err(DbError::from)?;
-        self.commit_seconds.observe(started.elapsed().as_secs_f64());
-        Ok(committer.events(audit))
+        self.with_writable(|db| {
+            let mut wtx = db.begin_write().map_err(DbError::from)?;
+            wtx.set_durability(Durability::Immediate)
+                .map_err(DbError::from)?;
+            let mut tx = Tx { tx: &wtx };
+            let mut unit = Unit::new();
+            decide(&tx, &mut unit)?;
+            if unit.is_empty() {
+                // Nothing to write: dropping the transaction aborts it.
+                let (_, committer) = unit.into_changes();
+                return Ok(committer.events(Vec::new()));
+            }
+            let (changes, committer) = unit.into_changes();
+            let audit = tx.apply(changes)?;
+            self.commit(wtx)?;
+            Ok(committer.events(audit))
+        })
     }
 
     fn stage_oob(&self, sid: &str, records: &[OobRecord]) -> Result<(u64, Vec<EntryError>), Error> {
@@ -193,5 +197,13 @@ impl storage::Store for RedbStore {
 
     fn location(&self) -> String {
         self.path.display().to_string()
+    }
+
+    fn status(&self) -> StoreStatus {
+        RedbStore::status(self)
+    }
+
+    fn recover(&self) -> StoreHealth {
+        RedbStore::recover(self)
     }
 }

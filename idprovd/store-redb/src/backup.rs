@@ -29,40 +29,45 @@ impl RedbStore {
     /// empty file). Refuses when the store has a table this code does not
     /// know, rather than making a backup that silently lacks it.
     pub fn snapshot_into(&self, dst: File) -> StoreResult<SnapshotCounts> {
-        let rx = self.db.begin_read()?;
-        check_known_tables(&rx)?;
-        let backend = redb::backends::FileBackend::new(dst).map_err(db_err)?;
-        let out = Database::builder()
-            .create_with_backend(backend)
-            .map_err(db_err)?;
-        let mut wtx = out.begin_write()?;
-        // One fsync at the end is enough: the copy is worthless until the
-        // archive around it is complete anyway.
-        wtx.set_durability(Durability::Immediate)?;
-        let counts = SnapshotCounts {
-            devices: copy(&rx, &wtx, DEVICES)?,
-            pending: copy(&rx, &wtx, PENDING)?,
-            oob: copy(&rx, &wtx, OOB)?,
-            tokens: copy(&rx, &wtx, TOKENS)?,
-            audit: copy(&rx, &wtx, AUDIT)?,
-            certificates: copy(&rx, &wtx, CERTS)?,
-        };
-        copy(&rx, &wtx, CERTS_BY_DEVICE)?;
-        copy(&rx, &wtx, CRL_ENTRIES)?;
-        copy(&rx, &wtx, RETIRED_KEYS)?;
-        copy(&rx, &wtx, REGISTRY_CAS)?;
-        copy(&rx, &wtx, X509_META)?;
-        copy(&rx, &wtx, KEY_IDS)?;
-        copy(&rx, &wtx, MAC_IDS)?;
-        copy(&rx, &wtx, META)?;
-        copy(&rx, &wtx, OOB_MAC)?;
-        copy(&rx, &wtx, REPLAY)?;
-        copy(&rx, &wtx, REPLAY_EXP)?;
-        copy(&rx, &wtx, TOKENS_EXP)?;
-        wtx.commit()?;
-        drop(out);
-        Ok(counts)
+        // Under the store's lock: a reopen waits for the copy to end.
+        self.with_db(|db| snapshot_from(db, dst))
     }
+}
+
+fn snapshot_from(db: &Database, dst: File) -> StoreResult<SnapshotCounts> {
+    let rx = db.begin_read()?;
+    check_known_tables(&rx)?;
+    let backend = redb::backends::FileBackend::new(dst).map_err(db_err)?;
+    let out = Database::builder()
+        .create_with_backend(backend)
+        .map_err(db_err)?;
+    let mut wtx = out.begin_write()?;
+    // One fsync at the end is enough: the copy is worthless until the
+    // archive around it is complete anyway.
+    wtx.set_durability(Durability::Immediate)?;
+    let counts = SnapshotCounts {
+        devices: copy(&rx, &wtx, DEVICES)?,
+        pending: copy(&rx, &wtx, PENDING)?,
+        oob: copy(&rx, &wtx, OOB)?,
+        tokens: copy(&rx, &wtx, TOKENS)?,
+        audit: copy(&rx, &wtx, AUDIT)?,
+        certificates: copy(&rx, &wtx, CERTS)?,
+    };
+    copy(&rx, &wtx, CERTS_BY_DEVICE)?;
+    copy(&rx, &wtx, CRL_ENTRIES)?;
+    copy(&rx, &wtx, RETIRED_KEYS)?;
+    copy(&rx, &wtx, REGISTRY_CAS)?;
+    copy(&rx, &wtx, X509_META)?;
+    copy(&rx, &wtx, KEY_IDS)?;
+    copy(&rx, &wtx, MAC_IDS)?;
+    copy(&rx, &wtx, META)?;
+    copy(&rx, &wtx, OOB_MAC)?;
+    copy(&rx, &wtx, REPLAY)?;
+    copy(&rx, &wtx, REPLAY_EXP)?;
+    copy(&rx, &wtx, TOKENS_EXP)?;
+    wtx.commit()?;
+    drop(out);
+    Ok(counts)
 }
 
 fn db_err(e: redb::DatabaseError) -> DbError {

@@ -11,6 +11,7 @@ mod audit;
 mod backup;
 #[cfg(test)]
 mod conformance;
+mod health;
 mod identity;
 mod oob_import;
 mod view;
@@ -53,6 +54,8 @@ pub(crate) const PROVISIONING_KEY: &str = "provisioning";
 /// The store file in the data dir (named in core: the data dir rules need it).
 pub const STORE_FILE: &str = idprovd_core::pki::STORE_FILE;
 
+pub use health::StoreErrorOf;
+
 /// This backend's error: a redb failure, or one of the storage interface's
 /// errors (`StoreError`) it detected itself. Converted to `StoreError` (and
 /// the core's `Error`) at the interface.
@@ -77,10 +80,12 @@ impl From<DbError> for idprovd_core::Error {
     }
 }
 
+// I/O errors make the store unavailable (and reopened), damage is damage:
+// see `health::classify`.
 macro_rules! db_err {
     ($($t:ty),*) => {$(
         impl From<$t> for DbError {
-            fn from(e: $t) -> Self { DbError(StoreError::Db(e.to_string())) }
+            fn from(e: $t) -> Self { DbError(health::classify(e.into())) }
         }
     )*};
 }
@@ -104,7 +109,7 @@ pub(crate) fn out<T>(r: StoreResult<T>) -> idprovd_core::store::StoreResult<T> {
 /// The daemon's one handle on its database. Cheap to clone.
 #[derive(Clone)]
 pub struct RedbStore {
-    db: Arc<Database>,
+    shared: Arc<health::Shared>,
     path: PathBuf,
     /// Durable commit latency, exported as `idprov_store_commit_seconds`.
     commit_seconds: prometheus_client::metrics::histogram::Histogram,
@@ -124,12 +129,12 @@ impl RedbStore {
             return Err(StoreError::Missing(path).into());
         }
         let db = if exists {
-            Database::open(&path).map_err(|e| open_error(&path, e))?
+            open_db(&path)?
         } else {
             Database::create(&path).map_err(|e| open_error(&path, e))?
         };
         let store = RedbStore {
-            db: Arc::new(db),
+            shared: Arc::new(health::Shared::new(db)),
             path: path.clone(),
             commit_seconds: commit_histogram(),
         };
@@ -153,7 +158,11 @@ impl RedbStore {
     }
 
     fn init(&self, daemon_id: &str) -> StoreResult<()> {
-        let tx = self.db.begin_write()?;
+        self.with_writable(|db| Self::init_in(db, daemon_id))
+    }
+
+    fn init_in(db: &Database, daemon_id: &str) -> StoreResult<()> {
+        let tx = db.begin_write()?;
         {
             let mut meta = tx.open_table(META)?;
             meta.insert(SCHEMA_KEY, SCHEMA)?;
@@ -174,7 +183,7 @@ impl RedbStore {
     }
 
     fn check_schema(&self, daemon_id: &str) -> StoreResult<()> {
-        let rx = self.db.begin_read()?;
+        let rx = self.with_db(|db| db.begin_read().map_err(DbError::from))?;
         let meta = match rx.open_table(META) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => {
@@ -209,23 +218,51 @@ impl RedbStore {
     /// Ok. An Err aborts: nothing it wrote is kept.
     pub fn write<T, E>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<T, E>) -> Result<T, E>
     where
-        E: From<DbError>,
+        E: From<DbError> + health::StoreErrorOf,
     {
-        let mut wtx = self.db.begin_write().map_err(DbError::from)?;
-        wtx.set_durability(Durability::Immediate)
-            .map_err(DbError::from)?;
-        let mut tx = Tx { tx: &wtx };
-        let out = f(&mut tx)?;
-        let started = std::time::Instant::now();
-        wtx.commit().map_err(DbError::from)?;
-        self.commit_seconds.observe(started.elapsed().as_secs_f64());
-        Ok(out)
+        self.with_writable(|db| {
+            let mut wtx = db.begin_write().map_err(DbError::from)?;
+            wtx.set_durability(Durability::Immediate)
+                .map_err(DbError::from)?;
+            let mut tx = Tx { tx: &wtx };
+            let out = f(&mut tx)?;
+            self.commit(wtx)?;
+            Ok(out)
+        })
     }
+
+    /// Commit durably, timing it for `idprov_store_commit_seconds`.
+    pub(crate) fn commit(&self, wtx: WriteTransaction) -> StoreResult<()> {
+        let started = std::time::Instant::now();
+        wtx.commit()?;
+        self.commit_seconds.observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+}
+
+/// Open an existing store file, checking every page of it first (redb's
+/// integrity check: checksums and structure of every committed tree). A
+/// damaged file is refused here rather than found by a request later; on
+/// 100,000 devices the check costs well under a second (docs/operations.md,
+/// "Figures").
+pub(crate) fn open_db(path: &Path) -> StoreResult<Database> {
+    Database::builder()
+        .set_check_integrity_on_open(true)
+        .open(path)
+        .map_err(|e| open_error(path, e))
 }
 
 fn open_error(path: &Path, e: redb::DatabaseError) -> DbError {
     DbError(match e {
         redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(path.to_path_buf()),
+        // A full disk or a failing device is not damage: a later start (or
+        // reopen) may succeed, so it must not read as "restore a backup".
+        // (redb reports a file that is not a database as InvalidData.)
+        redb::DatabaseError::Storage(redb::StorageError::Io(e))
+            if e.kind() != std::io::ErrorKind::InvalidData =>
+        {
+            StoreError::Unavailable(format!("{}: {e}", path.display()))
+        }
         other => StoreError::Corrupt {
             path: path.to_path_buf(),
             message: other.to_string(),
@@ -233,8 +270,15 @@ fn open_error(path: &Path, e: redb::DatabaseError) -> DbError {
     })
 }
 
-fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> StoreResult<T> {
-    serde_json::from_slice(bytes).map_err(|e| DbError(StoreError::Record(format!("{what}: {e}"))))
+/// Decode a stored record; one that does not decode (a bug, or damage the
+/// page checksums did not catch) is an error naming its type and key, never
+/// a panic.
+fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> StoreResult<T> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        let ty = std::any::type_name::<T>();
+        let ty = ty.rsplit("::").next().unwrap_or(ty);
+        DbError(StoreError::Record(format!("{ty} {key:?}: {e}")))
+    })
 }
 
 fn encode<T: Serialize>(v: &T) -> StoreResult<Vec<u8>> {
@@ -401,7 +445,7 @@ pub fn read_audit_offline(
     mut visit: impl FnMut(u64, &[u8]) -> bool,
 ) -> Result<(), StoreError> {
     let path = data_dir.join(STORE_FILE);
-    let db = Database::open(&path).map_err(|e| StoreError::from(open_error(&path, e)))?;
+    let db = open_db(&path).map_err(StoreError::from)?;
     let mut read = || -> StoreResult<()> {
         let rx = db.begin_read()?;
         let table = match rx.open_table(AUDIT) {

@@ -9,3 +9,4 @@ mod config_example;
 mod key_material;
 mod ops_cli;
 mod shutdown;
+mod store_damage;

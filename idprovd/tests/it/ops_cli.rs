@@ -37,6 +37,8 @@ pub(crate) struct Daemon {
     child: Child,
     /// `host:port` of the HTTPS listener.
     pub(crate) https: String,
+    /// The HTTPS URL it announced.
+    pub(crate) url: String,
     metrics: String,
     stderr: mpsc::Receiver<String>,
 }
@@ -50,6 +52,18 @@ impl Drop for Daemon {
 
 impl Daemon {
     pub(crate) fn start(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
+        match Self::try_start(dir, extra, env) {
+            Ok(d) => d,
+            Err((code, stderr)) => panic!("idprovd exited with {code}: {stderr}"),
+        }
+    }
+
+    /// Start, or the exit code and stderr of a daemon that refused to.
+    pub(crate) fn try_start(
+        dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Daemon, (i32, String)> {
         let mut c = idprovd(dir);
         c.args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
             .args(extra)
@@ -70,24 +84,35 @@ impl Daemon {
         let mut lines = BufReader::new(stdout).lines();
         let mut metrics = String::new();
         let mut https = String::new();
+        let mut url = String::new();
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline && metrics.is_empty() {
             let Some(Ok(line)) = lines.next() else { break };
             if let Some((_, rest)) = line.split_once(" listening on https://") {
                 https = rest.trim().to_string();
+                url = format!("https://{https}");
             }
             if let Some(rest) = line.strip_prefix("metrics on ") {
                 metrics = rest.trim().to_string();
             }
         }
         std::thread::spawn(move || for _ in lines {});
-        assert!(!metrics.is_empty(), "daemon announced its metrics URL");
-        Daemon {
+        if metrics.is_empty() {
+            let _ = child.kill();
+            let code = child.wait().ok().and_then(|s| s.code()).unwrap_or(-1);
+            let mut logs = Vec::new();
+            while let Ok(l) = stderr.recv_timeout(Duration::from_secs(2)) {
+                logs.push(l);
+            }
+            return Err((code, logs.join("\n")));
+        }
+        Ok(Daemon {
             child,
             https,
+            url,
             metrics,
             stderr,
-        }
+        })
     }
 
     /// SIGTERM, then the exit status and everything logged.

@@ -24,6 +24,7 @@ mod protocol_rules;
 mod python_interop;
 mod security;
 mod store_faults;
+mod store_io;
 mod x509_certs;
 mod x509_crl_mtls;
 mod x509_keys;
