@@ -89,6 +89,12 @@ impl Store for CommitsFailedDecisions {
     fn location(&self) -> String {
         self.0.location()
     }
+    fn status(&self) -> idprovd_core::storage::StoreStatus {
+        Store::status(&self.0)
+    }
+    fn recover(&self) -> idprovd_core::storage::StoreHealth {
+        Store::recover(&self.0)
+    }
 }
 
 #[test]
