@@ -5,6 +5,7 @@
 //! waiting costs.
 //!
 //!   cargo build --release -p idprov-tests --bin bench_approval
+//!   ulimit -n 8192   # two descriptors per waiting device (both ends here)
 //!   target/release/bench_approval [--devices 1000] [--singles 50]
 //!
 //! Daemon and devices run in this one process (the daemon in-process, as
@@ -103,6 +104,12 @@ async fn main() -> Result<()> {
             break;
         }
         if t.elapsed() > Duration::from_secs(300) {
+            // A device that gave up says why.
+            for (_, rx) in &mut done {
+                if let Ok(Err(e)) = rx.try_recv() {
+                    bail!("only {held} of {n} devices waiting after 300 s; a device failed: {e:#}");
+                }
+            }
             bail!("only {held} of {n} devices waiting after 300 s");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
