@@ -223,11 +223,13 @@ impl Devices {
     }
 
     /// `POST /keys`: a device adds a key, proving both its current key and
-    /// the new one.
+    /// the new one, each proof bound to this TLS connection as
+    /// `/provision`'s is (`binding`, RFC 9266).
     pub async fn add_key(
         self: &Arc<Self>,
         req: AddKeyRequest,
         source: SocketAddr,
+        binding: Option<&[u8]>,
     ) -> Result<KeysResponse, Error> {
         let new_key = PublicKey::from_pem(&req.public_key, req.key_format)
             .map_err(|e| Error::bad_request(format!("public_key: {e}")))?;
@@ -254,8 +256,12 @@ impl Devices {
             })?;
         let aud = proof_audience(self.daemon_id(), ProofEndpoint::AddKey);
         let check = |token: &str, key: &PublicKey| {
-            proof::verify(token, key, &req.device_id, &aud, now, &self.cfg.proof).map_err(
-                |reason| {
+            proof::verify(token, key, &req.device_id, &aud, now, &self.cfg.proof)
+                .and_then(|p| {
+                    proof::check_binding(&p, binding, self.cfg.proof.require_channel_binding)?;
+                    Ok(p)
+                })
+                .map_err(|reason| {
                     tracing::info!(device_id = %req.device_id, %source, %reason, "add-key proof refused");
                     Error::InvalidProof
                 },

@@ -124,7 +124,8 @@ async fn add_key(
     Extension(conn): Extension<ConnInfo>,
     JsonBody(req): JsonBody<AddKeyRequest>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(d.devices.add_key(req, conn.peer).await?).into_response())
+    let binding = conn.channel_binding.as_ref().map(|b| &b[..]);
+    Ok(Json(d.devices.add_key(req, conn.peer, binding).await?).into_response())
 }
 
 /// The body is optional (curl can renew with no body at all); when present

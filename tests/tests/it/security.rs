@@ -89,6 +89,37 @@ async fn required_channel_binding_refuses_proofs_without_one() -> R {
     let req = bound_request(&d, &key, "cb-2", &c.binding_b64());
     let ok = c.post_json(paths::PROVISION, &req).await?;
     assert_eq!(ok.status, 200, "{:?}", ok.body);
+
+    // Adding a key proves two keys; both proofs must be bound as well.
+    let new = DeviceKey::es256();
+    let plain = d.add_key("cb-2", &key, &new, None).await?;
+    assert_eq!((plain.status, plain.code()), (401, "invalid_proof"));
+    let mut c = BoundConn::connect(d.addr, &d.ca_pem()).await?;
+    let cbt = c.binding_b64();
+    let (did, now) = (d.daemon_id(), d.now());
+    let add = |current: &str, added: &str| {
+        serde_json::json!({
+            "device_id": "cb-2",
+            "proof": current,
+            "public_key": new.public_pem,
+            "key_proof": added,
+        })
+    };
+    let bound = |k: &DeviceKey| k.proof_with_cbt("cb-2", &did, ProofEndpoint::AddKey, now, &cbt);
+    // One of the two unbound: refused.
+    let half = add(
+        &bound(&key),
+        &new.proof("cb-2", &did, ProofEndpoint::AddKey, now),
+    );
+    let r = c.post_json(paths::KEYS, &half).await?;
+    assert_eq!((r.status, r.code()), (401, "invalid_proof"));
+    let mut c = BoundConn::connect(d.addr, &d.ca_pem()).await?;
+    let cbt = c.binding_b64();
+    let bound = |k: &DeviceKey| k.proof_with_cbt("cb-2", &did, ProofEndpoint::AddKey, now, &cbt);
+    let r = c
+        .post_json(paths::KEYS, &add(&bound(&key), &bound(&new)))
+        .await?;
+    assert_eq!(r.status, 200, "{:?}", r.body);
     Ok(())
 }
 
