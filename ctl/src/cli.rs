@@ -218,14 +218,18 @@ pub enum KeysCommand {
     Remove {
         /// The device's ID.
         id: DeviceId,
-        /// The key's thumbprint (KID column of `keys list`).
+        /// The key's thumbprint (KID column of `keys list`; base64url, so
+        /// it may begin with `-`).
+        #[arg(allow_hyphen_values = true)]
         kid: String,
     },
     /// Revoke a key as compromised (like remove, audited as a revocation).
     Revoke {
         /// The device's ID.
         id: DeviceId,
-        /// The key's thumbprint (KID column of `keys list`).
+        /// The key's thumbprint (KID column of `keys list`; base64url, so
+        /// it may begin with `-`).
+        #[arg(allow_hyphen_values = true)]
         kid: String,
         /// Why (recorded in the audit log).
         #[arg(long)]
@@ -293,4 +297,46 @@ pub enum ProvisioningCommand {
 /// The clap command, for completions and man pages.
 pub fn command() -> clap::Command {
     <Cli as clap::CommandFactory>::command()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A key thumbprint is base64url: one in 32 begins with `-`, which must
+    /// still be read as the KID, not as an option.
+    #[test]
+    fn a_kid_may_begin_with_a_hyphen() {
+        for verb in ["remove", "revoke"] {
+            let parsed = Cli::try_parse_from([
+                "idprovctl",
+                "keys",
+                verb,
+                "sensor-1",
+                "-B9BtF_S4duTpKB2f1no9FX_Rm-NvFyPcR-P5G4DI9U",
+            ]);
+            assert!(parsed.is_ok(), "{verb}: {:?}", parsed.err());
+        }
+        let parsed = Cli::try_parse_from([
+            "idprovctl",
+            "keys",
+            "revoke",
+            "sensor-1",
+            "-B9BtF_S4duTpKB2f1no9FX_Rm-NvFyPcR-P5G4DI9U",
+            "--reason",
+            "leaked",
+        ]);
+        let Ok(Cli {
+            command:
+                Command::Keys {
+                    command: KeysCommand::Revoke { kid, reason, .. },
+                },
+            ..
+        }) = parsed
+        else {
+            panic!("not parsed as keys revoke: {parsed:?}");
+        };
+        assert!(kid.starts_with("-B9"));
+        assert_eq!(reason.as_deref(), Some("leaked"));
+    }
 }

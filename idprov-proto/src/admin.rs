@@ -85,6 +85,7 @@ pub struct OobEntryInput {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OobUpsertRequest {
+    #[serde(deserialize_with = "crate::json::vec_of_objects")]
     pub entries: Vec<OobEntryInput>,
     /// Allow changing the key/MAC/secret of an existing entry.
     #[serde(default)]

@@ -3,7 +3,11 @@
 //! array onto a struct by position, which skips the field names and with
 //! them the unknown-field rule; a scalar or `null` is no request at all.
 
-use serde::de::DeserializeOwned;
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{DeserializeOwned, MapAccess, Visitor, value::MapAccessDeserializer};
+use serde::{Deserialize, Deserializer};
 
 /// Why a JSON body was refused.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +37,39 @@ pub fn from_object_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, BodyErr
     Ok(serde_json::from_slice(bytes)?)
 }
 
+/// `#[serde(deserialize_with = "vec_of_objects")]` for a list of structs
+/// inside a body: each element must be a JSON object too, so that an entry
+/// given as an array cannot be mapped by position either.
+pub fn vec_of_objects<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Vec::<Object<T>>::deserialize(d)?
+        .into_iter()
+        .map(|o| o.0)
+        .collect())
+}
+
+/// A `T` that only a map (a JSON object) deserializes into.
+struct Object<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct OnlyMaps<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for OnlyMaps<T> {
+            type Value = Object<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Object<T>, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map)).map(Object)
+            }
+        }
+        d.deserialize_map(OnlyMaps(PhantomData))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,6 +80,23 @@ mod tests {
     struct Two {
         a: u8,
         b: bool,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct List {
+        #[serde(deserialize_with = "vec_of_objects")]
+        items: Vec<Two>,
+    }
+
+    #[test]
+    fn list_elements_must_be_objects_too() {
+        let ok = from_object_slice::<List>(br#"{"items":[{"a":1,"b":true}]}"#);
+        assert!(ok.is_ok_and(|l| l.items.len() == 1));
+        let err = from_object_slice::<List>(br#"{"items":[[1,true]]}"#).err();
+        assert!(err.is_some_and(|e| e.to_string().contains("a JSON object")));
+        let err = from_object_slice::<List>(br#"{"items":[{"a":1,"b":true,"c":0}]}"#).err();
+        assert!(err.is_some_and(|e| e.to_string().contains("unknown field")));
     }
 
     #[test]

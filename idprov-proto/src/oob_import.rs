@@ -55,6 +55,7 @@ pub struct OobImportSession {
 #[serde(deny_unknown_fields)]
 pub struct OobImportChunk {
     pub seq: u64,
+    #[serde(deserialize_with = "crate::json::vec_of_objects")]
     pub entries: Vec<OobEntryInput>,
 }
 

@@ -141,6 +141,15 @@ async fn only_json_objects_are_request_bodies() -> R {
     )
     .await?;
     refused(&a, "oob upsert");
+    // …and an entry inside an object given by position.
+    let a = post_raw(
+        &d,
+        "/idprov/v1/admin/oob",
+        auth,
+        &format!(r#"{{"entries":[["arr-1",{pem}]]}}"#),
+    )
+    .await?;
+    refused(&a, "oob entry as an array");
     // Import sessions: start, chunk and commit given by position.
     let a = post_raw(&d, IMPORTS, auth, "[false, false]").await?;
     refused(&a, "import start");
@@ -155,6 +164,14 @@ async fn only_json_objects_are_request_bodies() -> R {
     )
     .await?;
     refused(&a, "import chunk");
+    let a = post_raw(
+        &d,
+        &format!("{IMPORTS}/{sid}/chunks"),
+        auth,
+        &format!(r#"{{"seq":0,"entries":[["arr-1",{pem}]]}}"#),
+    )
+    .await?;
+    refused(&a, "import chunk entry as an array");
     let a = post_raw(&d, &format!("{IMPORTS}/{sid}/commit"), auth, "[false, 0]").await?;
     refused(&a, "import commit");
     let a = post_raw(
