@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run -p idprov-client --example device -- --id sensor-1 --key key.pem \
-//!     --state-dir state [--server https://hub:8445] [--ca-fingerprint FP | --tofu] [--cert]
+//!     --state-dir state [--server https://hub:8445] [--ca-fingerprint FP | --tofu | --setup-code CODE] [--cert]
 //! ```
 //!
 //! With `--cert` the device also asks for an X.509 client certificate (saved
@@ -44,6 +44,10 @@ struct Args {
     /// Trust the first daemon reached and pin its CA.
     #[arg(long)]
     tofu: bool,
+    /// The device's setup code (`1234-5678-9012`, or env IDPROV_SETUP_CODE):
+    /// pin the CA of the daemon that completes the exchange over it.
+    #[arg(long, env = "IDPROV_SETUP_CODE", hide_env_values = true)]
+    setup_code: Option<String>,
     /// MAC to report (default: this machine's first interface).
     #[arg(long, conflicts_with = "no_mac")]
     mac: Option<MacAddr>,
@@ -91,6 +95,13 @@ fn print_event(start: Instant, e: &Event) {
             format!("connected server={server} daemon_id={daemon_id}")
         }
         Event::TrustedOnFirstUse { fingerprint } => format!("tofu_pinned ca={fingerprint}"),
+        Event::SetupCodeConfirmed {
+            server,
+            fingerprint,
+        } => format!("setup_code_confirmed server={server} ca={fingerprint}"),
+        Event::SetupCodeRefused { server, reason } => {
+            format!("setup_code_refused server={server} reason={reason:?}")
+        }
         Event::Pending {
             verification_code,
             retry_in,
@@ -125,13 +136,20 @@ async fn main() -> anyhow::Result<()> {
 
     // Checked here for a clear message; `device_id` also takes the string.
     let id: idprov_client::DeviceId = args.id.parse().context("--id")?;
-    let trust = match (&args.ca_fingerprint, &args.ca_file, args.tofu) {
-        (Some(fp), None, false) => Trust::CaFingerprint(fp.clone()),
-        (None, Some(path), false) => Trust::CaCertPem(
+    let setup_code = args
+        .setup_code
+        .as_deref()
+        .map(idprov_client::SetupCode::parse)
+        .transpose()
+        .context("--setup-code")?;
+    let trust = match (&args.ca_fingerprint, &args.ca_file, args.tofu, setup_code) {
+        (Some(fp), None, false, None) => Trust::CaFingerprint(fp.clone()),
+        (None, Some(path), false, None) => Trust::CaCertPem(
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
         ),
-        (None, None, true) => Trust::TrustOnFirstUse,
-        _ => bail!("give exactly one of --ca-fingerprint, --ca-file, --tofu"),
+        (None, None, true, None) => Trust::TrustOnFirstUse,
+        (None, None, false, Some(code)) => Trust::SetupCode(code),
+        _ => bail!("give exactly one of --ca-fingerprint, --ca-file, --tofu, --setup-code"),
     };
     let (signer, created) = KeySigner::load_or_generate(&args.key)?;
     println!(

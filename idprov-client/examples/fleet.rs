@@ -138,6 +138,7 @@ async fn main() -> anyhow::Result<()> {
                         key_format: Some(s.public_key().format()),
                         mac: None,
                         secret: None,
+                        setup_verifier: None,
                         expires_at: None,
                         note: Some("fleet example".into()),
                     })

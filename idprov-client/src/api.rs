@@ -161,13 +161,7 @@ impl DaemonApi {
                 .map_err(|e| Error::protocol_from(status.as_u16(), "unreadable answer", e))?;
             return Ok((status, value));
         }
-        let retry_after = raw
-            .headers
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        Err(api_error(status, retry_after, &raw.body))
+        Err(api_error(status, retry_after(&raw.headers), &raw.body))
     }
 
     async fn answer<T: DeserializeOwned>(
@@ -204,7 +198,16 @@ fn base_path(base: &str) -> String {
         .unwrap_or_default()
 }
 
-fn api_error(status: StatusCode, retry_after: Option<Duration>, body: &[u8]) -> Error {
+/// A `Retry-After` in seconds.
+pub(crate) fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
+pub(crate) fn api_error(status: StatusCode, retry_after: Option<Duration>, body: &[u8]) -> Error {
     let Ok(err) = serde_json::from_slice::<ErrorBody>(body) else {
         let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
         return Error::protocol(status.as_u16(), idprov_proto::ids::escape_untrusted(&text));

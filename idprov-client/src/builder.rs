@@ -222,6 +222,7 @@ impl ClientBuilder {
                 client_certificate: self.client_certificate,
                 #[cfg(not(feature = "x509"))]
                 client_certificate: false,
+                setup_ca: std::sync::Mutex::new(None),
             }),
         })
     }

@@ -51,6 +51,8 @@ pub(crate) struct Inner {
     pub(crate) conn: Mutex<Option<Conn>>,
     /// Send a CSR with every provisioning and renewal.
     pub(crate) client_certificate: bool,
+    /// The CA a setup-code exchange pinned, also without a state directory.
+    pub(crate) setup_ca: std::sync::Mutex<Option<PinnedCa>>,
 }
 
 #[derive(Clone)]
@@ -61,6 +63,10 @@ pub(crate) struct Conn {
     /// When `/info` (and with it the server's time) was last read.
     info_at: std::time::Instant,
 }
+
+/// Longest a whole setup-code exchange with one daemon may take (the KDF
+/// on a slow device included).
+const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn proof_lifetime(max: u64) -> u64 {
     DEFAULT_PROOF_LIFETIME_SECS.min(max.max(1))
@@ -116,9 +122,15 @@ impl Client {
         let mut proof_failures = 0u32;
         let mut polls = 0u32;
         loop {
-            let result = match self.connection().await {
-                Ok(conn) => self.provision_once(&conn).await,
-                Err(e) => Err(e),
+            let result = match self.pending_setup_code()? {
+                Some(code) => self
+                    .provision_by_setup_code(&code)
+                    .await
+                    .map(|a| (a, false)),
+                None => match self.connection().await {
+                    Ok(conn) => self.provision_once(&conn).await,
+                    Err(e) => Err(e),
+                },
             };
             let wait = match result {
                 Ok((ProvisionResponse::Approved(c), _)) => {
@@ -339,6 +351,88 @@ impl Client {
         }
     }
 
+    /// The setup code, while it still has to pin a CA.
+    fn pending_setup_code(&self) -> Result<Option<idprov_pake::SetupCode>, Error> {
+        match &self.inner.trust {
+            Trust::SetupCode(code) if self.configured_ca()?.is_none() => Ok(Some(code.clone())),
+            _ => Ok(None),
+        }
+    }
+
+    /// Run the setup-code exchange with each daemon found (or the one
+    /// given) until one completes it; pin its CA and keep the connection.
+    async fn provision_by_setup_code(
+        &self,
+        code: &idprov_pake::SetupCode,
+    ) -> Result<ProvisionResponse, Error> {
+        let inner = &self.inner;
+        let candidates: Vec<String> = match &inner.server {
+            ServerChoice::Fixed(url) => vec![url.clone()],
+            #[cfg(feature = "mdns")]
+            ServerChoice::Discover(opts) => crate::discovery::discover_candidates(*opts)
+                .await?
+                .iter()
+                .filter_map(|d| d.url())
+                .collect(),
+        };
+        let key = inner.signer.public_key();
+        let csr = self.csr()?;
+        let build = |start: &idprov_proto::setup::StartResponse, cbt: Option<&str>| {
+            inner.clock.observe_unix_secs(start.time);
+            Ok(ProvisionRequest {
+                device_id: inner.device_id.clone(),
+                public_key: key.pem().to_string(),
+                key_format: Some(key.format()),
+                mac: inner.mac,
+                secret: inner.secret.clone(),
+                proof: make_proof(
+                    inner.signer.as_ref(),
+                    &inner.device_id,
+                    &start.daemon_id,
+                    ProofEndpoint::Provision,
+                    inner.clock.now(),
+                    proof_lifetime(start.proof_max_lifetime_secs),
+                    cbt,
+                )?,
+                csr: csr.clone(),
+            })
+        };
+        let mut last = None;
+        for base in candidates {
+            match crate::setup::exchange(&base, &inner.device_id, code, &build, SETUP_TIMEOUT).await
+            {
+                Ok(done) => {
+                    if let Some(dir) = &inner.state {
+                        dir.save_ca(&done.ca)?;
+                    }
+                    if let Ok(mut c) = inner.setup_ca.lock() {
+                        *c = Some(done.ca.clone());
+                    }
+                    inner.events.emit(Event::SetupCodeConfirmed {
+                        server: base.clone(),
+                        fingerprint: done.ca.fingerprint().to_string(),
+                    });
+                    *inner.conn.lock().await = Some(Conn {
+                        api: DaemonApi::new(&base, &done.ca, inner.clock.clone())?,
+                        daemon_id: done.daemon_id,
+                        proof_lifetime: proof_lifetime(done.proof_max_lifetime_secs),
+                        info_at: std::time::Instant::now(),
+                    });
+                    return Ok(done.answer);
+                }
+                Err(e) => {
+                    tracing::warn!(server = %base, error = %e.report(), "setup-code exchange not completed");
+                    inner.events.emit(Event::SetupCodeRefused {
+                        server: base.clone(),
+                        reason: e.report(),
+                    });
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or(Error::NotFound(SETUP_TIMEOUT)))
+    }
+
     /// The current connection, or a new one: find the daemon, establish
     /// trust, read `/info`.
     async fn connection(&self) -> Result<Conn, Error> {
@@ -456,6 +550,8 @@ impl Client {
         Ok(match (&inner.trust, stored) {
             (Trust::CaFingerprint(fp), Some(ca)) if ca.fingerprint() == fp => Some(ca),
             (Trust::TrustOnFirstUse, Some(ca)) => Some(ca),
+            (Trust::SetupCode(_), Some(ca)) => Some(ca),
+            (Trust::SetupCode(_), None) => inner.setup_ca.lock().ok().and_then(|c| c.clone()),
             _ => None,
         })
     }
@@ -486,6 +582,12 @@ impl Client {
                 });
             }
             Trust::CaCertPem(_) => {}
+            // Never fetched unauthenticated: the exchange pins it.
+            Trust::SetupCode(_) => {
+                return Err(Error::untrusted(
+                    "no CA pinned yet: the setup-code exchange has not completed",
+                ));
+            }
         }
         if let Some(dir) = &inner.state {
             dir.save_ca(&ca)?;

@@ -127,6 +127,31 @@ impl Default for DiscoveryOptions {
 /// Browse for daemons. With `pinned` (a CA fingerprint), choose the one that
 /// advertises it; without, require exactly one compatible daemon.
 pub async fn discover(pinned: Option<&str>, opts: DiscoveryOptions) -> Result<Discovery, Error> {
+    let all = browse_all(pinned, opts).await?;
+    choose(all, pinned, opts.timeout)
+}
+
+/// Every compatible daemon that answered, in instance-name order: a device
+/// with a setup code tries each in turn, since only the one that knows its
+/// code can complete the exchange (setup.rs).
+pub(crate) async fn discover_candidates(
+    opts: DiscoveryOptions,
+) -> Result<Vec<DiscoveredDaemon>, Error> {
+    let all: Vec<DiscoveredDaemon> = browse_all(None, opts)
+        .await?
+        .into_iter()
+        .filter(DiscoveredDaemon::is_compatible)
+        .collect();
+    if all.is_empty() {
+        return Err(Error::NotFound(opts.timeout));
+    }
+    Ok(all)
+}
+
+async fn browse_all(
+    pinned: Option<&str>,
+    opts: DiscoveryOptions,
+) -> Result<Vec<DiscoveredDaemon>, Error> {
     let mdns = ServiceDaemon::new().map_err(|e| Error::Discovery {
         message: "cannot start the mDNS responder".into(),
         source: Some(e.into()),
@@ -141,7 +166,7 @@ async fn browse(
     mdns: &ServiceDaemon,
     pinned: Option<&str>,
     opts: DiscoveryOptions,
-) -> Result<Discovery, Error> {
+) -> Result<Vec<DiscoveredDaemon>, Error> {
     let events = mdns.browse(SERVICE_TYPE).map_err(|e| Error::Discovery {
         message: format!("cannot browse {SERVICE_TYPE}"),
         source: Some(e.into()),
@@ -175,8 +200,7 @@ async fn browse(
             Ok(Ok(_)) => {}
         }
     }
-    let all: Vec<DiscoveredDaemon> = seen.into_values().collect();
-    choose(all, pinned, opts.timeout)
+    Ok(seen.into_values().collect())
 }
 
 fn select<'a>(

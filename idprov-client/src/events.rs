@@ -24,6 +24,12 @@ pub enum Event {
     Connected { server: String, daemon_id: String },
     /// No CA was pinned; this one was pinned on first use.
     TrustedOnFirstUse { fingerprint: String },
+    /// A daemon completed the setup-code exchange: its CA is pinned.
+    SetupCodeConfirmed { server: String, fingerprint: String },
+    /// A daemon did not complete the setup-code exchange and is not used:
+    /// `reason` says why (no code for this device there, failed key
+    /// confirmation: a rogue server or a relay).
+    SetupCodeRefused { server: String, reason: String },
     /// The daemon does not know the device yet; an administrator must approve
     /// it. Show `verification_code` so they can compare it.
     Pending {

@@ -31,6 +31,11 @@ pub enum Trust {
     /// Explicit trust on first use: the CA of the first daemon reached is
     /// pinned in the state directory and required from then on.
     TrustOnFirstUse,
+    /// The device's setup code (printed on it, or typed): no CA needed. The
+    /// daemon that completes the SPAKE2+ exchange over the code on the same
+    /// TLS connection is the one whose CA is pinned (setup.rs); any other
+    /// is refused. The code does not print.
+    SetupCode(idprov_pake::SetupCode),
 }
 
 /// A CA the client has decided to trust.

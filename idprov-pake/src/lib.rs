@@ -4,8 +4,10 @@
 
 pub mod setup_code;
 pub mod spake2plus;
+pub mod stored;
 
 pub use setup_code::{CodeError, KdfParams, SetupCode};
 pub use spake2plus::{
     Binding, PakeError, Prover, ProverSecrets, SharedKey, Verifier, VerifierRecord,
 };
+pub use stored::{StoredVerifier, VerifierError};

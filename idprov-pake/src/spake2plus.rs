@@ -207,6 +207,19 @@ impl SharedKey {
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
+
+    /// HMAC-SHA256 of `msg` under a key derived from K_shared for one
+    /// purpose (`info`), as §3.4 allows: `HMAC(HKDF-Expand(K_shared, info,
+    /// 32), msg)`.
+    pub fn mac(&self, info: &[u8], msg: &[u8]) -> [u8; 32] {
+        let hk = Hkdf::<Sha256>::from_prk(&self.0).unwrap_or_else(|_| unreachable!());
+        let mut k = [0u8; 32];
+        // 32 bytes are far below HKDF-SHA256's limit.
+        let _ = hk.expand(info, &mut k);
+        let out = mac(&k, msg);
+        k.zeroize();
+        out
+    }
 }
 
 impl Drop for SharedKey {

@@ -74,6 +74,10 @@ pub struct OobEntryInput {
         serialize_with = "Secret::serialize_exposed_opt"
     )]
     pub secret: Option<Secret>,
+    /// The verifier of the device's setup code (`spake2+p256$argon2id$…`,
+    /// as `idprov-oob generate --setup-codes` writes it); never the code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setup_verifier: Option<String>,
     /// Unix seconds after which the entry no longer admits the device.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<i64>,
@@ -118,12 +122,26 @@ pub struct OobEntryView {
     pub mac: Option<MacAddr>,
     pub has_secret: bool,
     pub secret_consumed: bool,
+    /// The entry has a setup code (its verifier is never returned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setup_code: Option<SetupCodeState>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+/// Where an entry's setup code stands.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SetupCodeState {
+    /// A device was admitted with it; it admits no one again.
+    pub consumed: bool,
+    /// Exchanges started with it that did not end in an admission.
+    pub failures: u32,
+    /// Too many failures: it is refused until replaced.
+    pub locked: bool,
 }
 
 /// A device waiting for a decision.
@@ -242,6 +260,13 @@ pub enum AlertKind {
     /// ahead and has been corrected, or it went back): provisioning is
     /// refused until it catches up or an administrator accepts it.
     ClockRegressed,
+    /// A setup code reached `setup_code.max_failures` exchanges without an
+    /// admission and is locked. `instance` is the device ID.
+    SetupCodeLocked,
+    /// A setup-code exchange was not confirmed: a wrong code, or a relay
+    /// (a rogue server forwarding a device's exchange to this daemon).
+    /// `instance` is the device ID, `addresses` the source.
+    SetupCodeUnconfirmed,
 }
 
 impl AlertKind {
@@ -251,6 +276,8 @@ impl AlertKind {
             AlertKind::OwnNameSpoofed => "own_name_spoofed",
             AlertKind::RogueGoodbye => "rogue_goodbye",
             AlertKind::ClockRegressed => "clock_regressed",
+            AlertKind::SetupCodeLocked => "setup_code_locked",
+            AlertKind::SetupCodeUnconfirmed => "setup_code_unconfirmed",
         }
     }
 }

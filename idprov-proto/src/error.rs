@@ -54,6 +54,12 @@ pub enum ErrorCode {
     Timeout,
     /// The daemon failed (storage I/O). 500. Never caused by input.
     Internal,
+    /// Setup codes: this daemon holds no usable setup code for the device
+    /// (none, already used, or locked after too many failures). 403.
+    SetupCodeRefused,
+    /// Setup codes: key confirmation failed, or the exchange is unknown,
+    /// expired or continued on another TLS connection. 403.
+    SetupCodeMismatch,
     /// A code this build does not know, from a newer peer. Read only, never
     /// sent by the daemon: judge the answer by its HTTP status. Serialized as
     /// `unknown`; the original code is not kept. 500 when one must be chosen.
@@ -67,7 +73,7 @@ impl ErrorCode {
             ErrorCode::BadRequest => 400,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::InvalidProof | ErrorCode::InvalidToken | ErrorCode::Unauthorized => 401,
-            ErrorCode::Refused => 403,
+            ErrorCode::Refused | ErrorCode::SetupCodeRefused | ErrorCode::SetupCodeMismatch => 403,
             ErrorCode::RateLimited | ErrorCode::SlowDown => 429,
             ErrorCode::PendingFull
             | ErrorCode::ProvisioningPaused
@@ -95,6 +101,8 @@ impl ErrorCode {
             ErrorCode::PendingFull => "pending_full",
             ErrorCode::ProvisioningPaused => "provisioning_paused",
             ErrorCode::ClockRegressed => "clock_regressed",
+            ErrorCode::SetupCodeRefused => "setup_code_refused",
+            ErrorCode::SetupCodeMismatch => "setup_code_mismatch",
             ErrorCode::Busy => "busy",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Unauthorized => "unauthorized",
@@ -141,7 +149,7 @@ mod tests {
 
     /// Every code but `Unknown`. The match below fails to compile when a
     /// variant is added, so this list cannot fall behind.
-    const KNOWN: [ErrorCode; 19] = [
+    const KNOWN: [ErrorCode; 21] = [
         ErrorCode::BadRequest,
         ErrorCode::PayloadTooLarge,
         ErrorCode::InvalidProof,
@@ -161,6 +169,8 @@ mod tests {
         ErrorCode::UnsupportedMediaType,
         ErrorCode::Timeout,
         ErrorCode::Internal,
+        ErrorCode::SetupCodeRefused,
+        ErrorCode::SetupCodeMismatch,
     ];
 
     fn listed(code: ErrorCode) -> bool {
@@ -183,7 +193,9 @@ mod tests {
             | ErrorCode::Conflict
             | ErrorCode::UnsupportedMediaType
             | ErrorCode::Timeout
-            | ErrorCode::Internal => KNOWN.contains(&code),
+            | ErrorCode::Internal
+            | ErrorCode::SetupCodeRefused
+            | ErrorCode::SetupCodeMismatch => KNOWN.contains(&code),
             ErrorCode::Unknown => false,
         }
     }

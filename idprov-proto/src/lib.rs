@@ -16,6 +16,7 @@ pub mod keys;
 pub mod oob_import;
 pub mod pem;
 pub mod secret;
+pub mod setup;
 pub mod time;
 pub mod x509;
 

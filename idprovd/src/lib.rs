@@ -160,6 +160,7 @@ pub async fn start(
         x509,
         alerts: alerts::Alerts::default(),
         imports: Arc::new(oob_import::Imports::default()),
+        setup_exchanges: Default::default(),
     });
     // Staging of imports that a crash or a stop cut short goes now, not
     // when the next import starts.
@@ -285,5 +286,6 @@ async fn housekeeping(d: Arc<Daemon>, shutdown: CancellationToken) {
             tracing::warn!(error = ?e, "clock check failed");
         }
         d.devices.rate_limits.clean();
+        d.setup_sweep().await;
     }
 }

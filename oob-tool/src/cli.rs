@@ -125,6 +125,16 @@ pub enum Command {
         /// Note written into every CSV row.
         #[arg(long)]
         note: Option<String>,
+        /// Also issue a setup code per device: the CSV carries only its
+        /// verifier, the codes go to setup-codes.csv (mode 0600) for labels.
+        #[arg(long)]
+        setup_codes: bool,
+        /// No key pairs: the setup code is the only credential (needs --setup-codes).
+        #[arg(long, requires = "setup_codes")]
+        no_keys: bool,
+        /// Argon2id memory per code derivation, KiB (devices spend it too).
+        #[arg(long, default_value_t = idprov_pake::KdfParams::DEFAULT.memory_kib)]
+        kdf_memory_kib: u32,
     },
 }
 

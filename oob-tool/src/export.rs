@@ -38,7 +38,8 @@ pub async fn for_each_entry(
 }
 
 /// The import form of a stored entry. The daemon keeps only a hash of a
-/// one-time secret, so the secret column is always empty.
+/// one-time secret, and never gives a setup code's verifier back, so the
+/// secret and setup_verifier columns are always empty.
 pub fn to_record(e: &OobEntryView) -> RawRecord {
     RawRecord {
         device_id: e.device_id.to_string(),
@@ -48,6 +49,7 @@ pub fn to_record(e: &OobEntryView) -> RawRecord {
         secret: None,
         expires: e.expires_at.map(|t| Expires::Text(format_expires(t))),
         note: e.note.clone(),
+        setup_verifier: None,
     }
 }
 
@@ -145,6 +147,9 @@ impl<W: Write> Writer<W> {
                 "",
                 expires.as_str(),
                 r.note.as_deref().unwrap_or(""),
+                // Never exported, like secrets: the daemon gives verifiers
+                // back to no one, and an import without one keeps the stored one.
+                "",
             ];
             csv.write_record(cells.iter().map(|c| escape_cell(c).into_owned()))?;
         } else if let Some(out) = &mut self.json {

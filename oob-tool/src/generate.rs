@@ -78,6 +78,10 @@ pub struct Plan {
     pub alg: Alg,
     pub rsa_bits: u32,
     pub note: Option<String>,
+    /// Issue a setup code for each device (`--setup-codes`), with this KDF cost.
+    pub setup_codes: Option<idprov_pake::KdfParams>,
+    /// No key pairs: the setup code is the devices' only credential.
+    pub no_keys: bool,
 }
 
 impl Plan {
@@ -106,6 +110,16 @@ impl Plan {
 
 /// File names inside the output directory.
 pub const CSV_NAME: &str = "oob.csv";
+/// The setup codes themselves (mode 0600): for the labels, never imported.
+pub const CODES_NAME: &str = "setup-codes.csv";
+
+/// One generated device.
+struct Made {
+    id: DeviceId,
+    public_pem: Option<String>,
+    /// The verifier text (for the OOB list) and the code (for the label).
+    setup: Option<(String, String)>,
+}
 pub fn key_file_name(id: &DeviceId) -> String {
     format!("{id}.key.pem")
 }
@@ -121,6 +135,13 @@ pub fn run(plan: &Plan, progress: &(dyn Fn(u64) + Sync)) -> anyhow::Result<PathB
             "at most {MAX_GENERATE} key pairs per batch (N is {}); generate several batches with --start",
             plan.count
         );
+    }
+    if plan.no_keys && plan.setup_codes.is_none() {
+        bail!("--no-keys needs --setup-codes: a device needs some credential");
+    }
+    if let Some(p) = &plan.setup_codes {
+        p.check()
+            .map_err(|e| anyhow::anyhow!("setup-code KDF: {e}"))?;
     }
     if plan.alg == Alg::Rs256 && ![2048, 3072, 4096].contains(&plan.rsa_bits) {
         bail!("--rsa-bits must be 2048, 3072 or 4096");
@@ -145,7 +166,17 @@ pub fn run(plan: &Plan, progress: &(dyn Fn(u64) + Sync)) -> anyhow::Result<PathB
     let partial = plan.out.join(format!("{CSV_NAME}.partial"));
     let file = create_new(&partial, 0o600)?;
     let mut csv = BufWriter::new(file);
-    csv.write_all(b"device_id,public_key,key_format,note\r\n")?;
+    csv.write_all(b"device_id,public_key,key_format,setup_verifier,note\r\n")?;
+    // The codes go to their own file, created before any is made: an
+    // existing one stops the batch (nothing is overwritten).
+    let mut codes = match plan.setup_codes {
+        Some(_) => {
+            let mut f = BufWriter::new(create_new(&plan.out.join(CODES_NAME), 0o600)?);
+            f.write_all(b"device_id,setup_code\r\n")?;
+            Some(f)
+        }
+        None => None,
+    };
 
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
@@ -155,7 +186,7 @@ pub fn run(plan: &Plan, progress: &(dyn Fn(u64) + Sync)) -> anyhow::Result<PathB
     while done < plan.count {
         let n = batch.min(plan.count - done);
         let per = n.div_ceil(threads);
-        let results: Vec<anyhow::Result<Vec<(DeviceId, String)>>> = std::thread::scope(|s| {
+        let results: Vec<anyhow::Result<Vec<Made>>> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..threads)
                 .map(|t| {
                     let from = done + t * per;
@@ -172,18 +203,30 @@ pub fn run(plan: &Plan, progress: &(dyn Fn(u64) + Sync)) -> anyhow::Result<PathB
                 .collect()
         });
         for part in results {
-            for (id, public_pem) in part? {
+            for m in part? {
                 let note = plan.note.as_deref().unwrap_or("");
                 let mut w = csv::WriterBuilder::new()
                     .terminator(csv::Terminator::CRLF)
                     .from_writer(Vec::new());
+                let (verifier, code) = m
+                    .setup
+                    .as_ref()
+                    .map_or(("", ""), |(v, c)| (v.as_str(), c.as_str()));
                 w.write_record([
-                    escape_cell(id.as_str()).as_ref(),
-                    escape_cell(&public_pem).as_ref(),
-                    plan.key_format().as_str(),
+                    escape_cell(m.id.as_str()).as_ref(),
+                    escape_cell(m.public_pem.as_deref().unwrap_or("")).as_ref(),
+                    if m.public_pem.is_some() {
+                        plan.key_format().as_str()
+                    } else {
+                        ""
+                    },
+                    verifier,
                     escape_cell(note).as_ref(),
                 ])?;
                 csv.write_all(&w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?)?;
+                if let Some(f) = codes.as_mut() {
+                    f.write_all(format!("{},{code}\r\n", m.id).as_bytes())?;
+                }
             }
         }
         done += n;
@@ -193,24 +236,48 @@ pub fn run(plan: &Plan, progress: &(dyn Fn(u64) + Sync)) -> anyhow::Result<PathB
         .into_inner()
         .map_err(|e| anyhow::anyhow!("cannot write {}: {}", partial.display(), e.error()))?;
     file.sync_all()?;
+    if let Some(f) = codes {
+        f.into_inner()
+            .map_err(|e| anyhow::anyhow!("cannot write {CODES_NAME}: {}", e.error()))?
+            .sync_all()?;
+    }
     fs::rename(&partial, &csv_path)?;
     Ok(csv_path)
 }
 
-/// Keys `from..to`: write each private key, return the public halves.
-fn make_range(plan: &Plan, from: u64, to: u64) -> anyhow::Result<Vec<(DeviceId, String)>> {
+/// Devices `from..to`: write each private key, return the public halves
+/// and the setup codes with their verifiers.
+fn make_range(plan: &Plan, from: u64, to: u64) -> anyhow::Result<Vec<Made>> {
     let mut out = Vec::with_capacity(to.saturating_sub(from) as usize);
     for i in from..to {
         let id = plan.device_id(i)?;
-        let pair = match plan.alg {
-            Alg::Es256 => es256()?,
-            Alg::Rs256 => rs256(plan.rsa_bits)?,
+        let public_pem = if plan.no_keys {
+            None
+        } else {
+            let pair = match plan.alg {
+                Alg::Es256 => es256()?,
+                Alg::Rs256 => rs256(plan.rsa_bits)?,
+            };
+            let path = plan.out.join(key_file_name(&id));
+            let mut f = create_new(&path, 0o600)?;
+            f.write_all(pair.private_pem.as_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            Some(pair.public_pem)
         };
-        let path = plan.out.join(key_file_name(&id));
-        let mut f = create_new(&path, 0o600)?;
-        f.write_all(pair.private_pem.as_bytes())
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        out.push((id, pair.public_pem));
+        let setup = match plan.setup_codes {
+            Some(params) => {
+                let code = idprov_pake::SetupCode::generate();
+                let v = idprov_pake::StoredVerifier::for_code(&code, id.as_str(), params)
+                    .map_err(|e| anyhow::anyhow!("setup code for {id}: {e}"))?;
+                Some((v.encode(), code.reveal()))
+            }
+            None => None,
+        };
+        out.push(Made {
+            id,
+            public_pem,
+            setup,
+        });
     }
     Ok(out)
 }

@@ -366,6 +366,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             rsa_bits,
             start,
             note,
+            setup_codes,
+            no_keys,
+            kdf_memory_kib,
         } => {
             if let Some(n) = &note
                 && n.chars().any(char::is_control)
@@ -380,6 +383,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 alg,
                 rsa_bits,
                 note,
+                setup_codes: setup_codes.then_some(idprov_pake::KdfParams {
+                    memory_kib: kdf_memory_kib,
+                    ..idprov_pake::KdfParams::DEFAULT
+                }),
+                no_keys,
             };
             let progress = bar(
                 Some(count),

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 /// The columns of the CSV format, in the order `export` writes them.
 /// `docs/oob-format.md` describes each one.
-pub const COLUMNS: [&str; 7] = [
+pub const COLUMNS: [&str; 8] = [
     "device_id",
     "public_key",
     "key_format",
@@ -21,6 +21,7 @@ pub const COLUMNS: [&str; 7] = [
     "secret",
     "expires",
     "note",
+    "setup_verifier",
 ];
 
 /// Longest note the daemon accepts (bytes of UTF-8).
@@ -47,6 +48,9 @@ pub struct RawRecord {
     pub expires: Option<Expires>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// A setup code's verifier (`spake2+p256$argon2id$…`), never the code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setup_verifier: Option<String>,
 }
 
 /// `expires` is a string in CSV; JSON may also give unix seconds as a number.
@@ -215,8 +219,23 @@ pub fn check_record(raw: &RawRecord, base: &Path, check: Check) -> Result<Checke
         }
     };
 
-    if public_key.is_none() && mac.is_none() && secret.is_none() && errors.is_empty() {
-        errors.push("give at least one of public_key, mac, secret".to_string());
+    let setup_verifier = match raw.setup_verifier.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(v) => {
+            if let Err(e) = idprov_pake::StoredVerifier::parse(v) {
+                errors.push(e.to_string());
+            }
+            Some(v.to_string())
+        }
+    };
+
+    if public_key.is_none()
+        && mac.is_none()
+        && secret.is_none()
+        && setup_verifier.is_none()
+        && errors.is_empty()
+    {
+        errors.push("give at least one of public_key, mac, secret, setup_verifier".to_string());
     }
 
     match device_id {
@@ -227,6 +246,7 @@ pub fn check_record(raw: &RawRecord, base: &Path, check: Check) -> Result<Checke
                 key_format,
                 mac,
                 secret,
+                setup_verifier,
                 expires_at,
                 note,
             },
@@ -367,7 +387,9 @@ mod tests {
         let err = check_record(&raw, Path::new("."), Check::Full).err();
         assert_eq!(
             err,
-            Some(vec!["give at least one of public_key, mac, secret".into()])
+            Some(vec![
+                "give at least one of public_key, mac, secret, setup_verifier".into()
+            ])
         );
     }
 }

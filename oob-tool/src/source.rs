@@ -292,7 +292,8 @@ impl Iterator for CsvRows {
                                 .filter(|_| !cell.is_empty());
                             continue;
                         }
-                        _ => &mut raw.note,
+                        6 => &mut raw.note,
+                        _ => &mut raw.setup_verifier,
                     };
                     *slot = Some(value).filter(|v| !v.is_empty());
                 }

@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod mountns;
 pub mod netns;
+pub mod relay;
 pub mod security;
 pub mod x509;
 
@@ -416,6 +417,7 @@ pub fn oob_entry(
         key_format: None,
         mac,
         secret: secret.map(Secret::new),
+        setup_verifier: None,
         expires_at: None,
         note: None,
     }

@@ -21,7 +21,7 @@ use crate::error::{Error, check_reason};
 use crate::oob::validate_oob;
 use crate::pki::Pki;
 use crate::storage::{Change, StoreView};
-use crate::store::{DeviceRecord, KeyRecord, OobRecord, secret_hash};
+use crate::store::{DeviceRecord, KeyRecord, OobRecord, same_setup, secret_hash};
 
 pub use crate::audit::Actor;
 
@@ -388,14 +388,16 @@ impl Admin {
                                 && old.mac == rec.mac
                                 && old.expires_at == rec.expires_at
                                 && old.note == rec.note
-                                && same_secret(&old, &rec);
+                                && same_secret(&old, &rec)
+                                && same_setup(&old, &rec);
                             if same {
                                 result.unchanged += 1;
                                 continue;
                             }
                             let creds_change = old.kid != rec.kid
                                 || old.mac != rec.mac
-                                || !same_secret(&old, &rec);
+                                || !same_secret(&old, &rec)
+                                || !same_setup(&old, &rec);
                             if creds_change && !replace {
                                 errors.push(EntryError {
                                     index,
@@ -408,6 +410,9 @@ impl Admin {
                                 rec.secret_hash = old.secret_hash.clone();
                                 rec.secret_salt = old.secret_salt.clone();
                                 rec.secret_consumed_at = old.secret_consumed_at;
+                            }
+                            if same_setup(&old, &rec) {
+                                rec.setup = old.setup.clone();
                             }
                             rec.created_at = old.created_at;
                             result.changed.push(rec.device_id.clone());

@@ -93,7 +93,12 @@ impl Alerts {
         let now = core.now();
         // A regressed clock already refuses provisioning by itself; a pause
         // would outlive the clock's correction.
-        let pause = cfg.on_rogue == OnRogue::Pause && a.kind != AlertKind::ClockRegressed;
+        // Nor does a setup code's: a wrong guess must not stop the fleet.
+        let pause = cfg.on_rogue == OnRogue::Pause
+            && matches!(
+                a.kind,
+                AlertKind::RogueAdvertiser | AlertKind::OwnNameSpoofed | AlertKind::RogueGoodbye
+            );
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let draft_alert = a.clone();
         let (paused, events) = core

@@ -44,6 +44,8 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     /// Flags on suspicious requests.
     pub flags: FlagConfig,
+    /// Setup codes: lockout and the exchanges' bounds (setup_code.rs).
+    pub setup_code: SetupCodeConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -151,6 +153,7 @@ impl Default for Config {
             monitor: MonitorConfig::default(),
             rate_limit: RateLimitConfig::default(),
             flags: FlagConfig::default(),
+            setup_code: SetupCodeConfig::default(),
         }
     }
 }
@@ -343,6 +346,19 @@ impl Config {
         }
         self.rate_limit.validate().map_err(ConfigError::Invalid)?;
         self.flags.validate().map_err(ConfigError::Invalid)?;
+        let sc = &self.setup_code;
+        if sc.max_failures == 0
+            || sc.max_failures_per_source == 0
+            || sc.max_exchanges == 0
+            || sc.max_exchanges_per_source == 0
+        {
+            return bad(
+                "setup_code: max_failures, max_failures_per_source, max_exchanges and max_exchanges_per_source must be positive",
+            );
+        }
+        if sc.exchange_ttl.is_zero() || sc.exchange_ttl > Duration::from_secs(600) {
+            return bad("setup_code.exchange_ttl must be between 1s and 10m");
+        }
         if self.data_dir.as_os_str().is_empty() {
             return bad("data_dir must not be empty");
         }
@@ -504,6 +520,42 @@ impl Default for CertConfig {
         CertConfig {
             lifetime: Duration::from_secs(30 * 24 * 3600),
             crl_validity: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// `[setup_code]` configuration (docs/security.md, "Setup codes").
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SetupCodeConfig {
+    /// Exchanges started with one code without an admission after which
+    /// the code is locked (persisted in its OOB entry).
+    pub max_failures: u32,
+    /// Failed exchanges from one source address within `source_window`
+    /// after which that address is refused (in memory).
+    pub max_failures_per_source: u32,
+    #[serde(with = "humantime_serde")]
+    pub source_window: Duration,
+    /// How long an exchange waits for its second step.
+    #[serde(with = "humantime_serde")]
+    pub exchange_ttl: Duration,
+    /// Exchanges between their two steps, in all and from one address.
+    pub max_exchanges: usize,
+    pub max_exchanges_per_source: usize,
+}
+
+impl Default for SetupCodeConfig {
+    fn default() -> Self {
+        SetupCodeConfig {
+            // 10 online guesses at a 10^10 code space: 1 in 10^9 for a
+            // thief who tries every one; a device with typos (caught by the
+            // check digits before they cost anything) never gets near it.
+            max_failures: 10,
+            max_failures_per_source: 20,
+            source_window: Duration::from_secs(600),
+            exchange_ttl: Duration::from_secs(60),
+            max_exchanges: 256,
+            max_exchanges_per_source: 4,
         }
     }
 }

@@ -37,6 +37,8 @@ pub struct Daemon {
     pub alerts: crate::alerts::Alerts,
     /// Open bulk OOB import sessions (oob_import.rs).
     pub imports: Arc<crate::oob_import::Imports>,
+    /// Setup-code exchanges between their two steps (setup_code.rs).
+    pub setup_exchanges: crate::setup_code::Exchanges,
 }
 
 /// `d.store`, `d.clock`, `d.metrics`, `d.core.transact(…)` reach the core.

@@ -78,6 +78,8 @@ pub enum Error {
     /// Storage I/O failed; the operation was not applied.
     #[error("the daemon could not complete the request")]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    SetupCode(#[from] crate::setup_code::SetupCodeError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -125,6 +127,7 @@ impl Error {
                 | Error::InvalidToken
                 | Error::InvalidClientCert
                 | Error::Refused
+                | Error::SetupCode(_)
         )
     }
 }

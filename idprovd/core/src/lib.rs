@@ -39,6 +39,7 @@ pub mod records;
 pub mod recovery;
 pub mod registry;
 pub mod revocation;
+pub mod setup_code;
 pub mod storage;
 pub mod store;
 /// The conformance suite every storage backend runs (feature

@@ -8,7 +8,7 @@ use idprov_proto::admin::OobEntryInput;
 use idprov_proto::error::EntryError;
 
 use crate::error::Error;
-use crate::store::{OobRecord, secret_hash};
+use crate::store::{OobRecord, SetupRecord, secret_hash};
 
 const MAX_NOTE: usize = 256;
 const MAX_SECRET: usize = 256;
@@ -34,8 +34,18 @@ pub fn validate_oob(entries: &[OobEntryInput], now: i64) -> Result<Vec<OobRecord
             err("duplicate device_id in this request".into());
             continue;
         }
-        if e.public_key.is_none() && e.mac.is_none() && e.secret.is_none() {
-            err("give at least one of public_key, mac, secret".into());
+        if e.public_key.is_none()
+            && e.mac.is_none()
+            && e.secret.is_none()
+            && e.setup_verifier.is_none()
+        {
+            err("give at least one of public_key, mac, secret, setup_verifier".into());
+            continue;
+        }
+        if let Some(v) = &e.setup_verifier
+            && let Err(ve) = idprov_pake::StoredVerifier::parse(v)
+        {
+            err(ve.to_string());
             continue;
         }
         let key = match &e.public_key {
@@ -109,6 +119,12 @@ pub fn validate_oob(entries: &[OobEntryInput], now: i64) -> Result<Vec<OobRecord
             secret_salt: salt,
             secret_consumed_at: None,
             secret_plain_for_compare: e.secret.clone(),
+            setup: e.setup_verifier.as_ref().map(|v| SetupRecord {
+                verifier: v.clone(),
+                consumed_at: None,
+                failures: 0,
+                locked_at: None,
+            }),
             expires_at: e.expires_at,
             note: e.note.clone(),
             created_at: now,

@@ -43,6 +43,8 @@ pub enum Admission {
     Admin,
     OobKey,
     OobMac,
+    /// The device completed the setup-code exchange (setup_code.rs).
+    OobSetupCode,
     OobSecret,
 }
 
@@ -72,6 +74,7 @@ impl Admission {
             Admission::Admin => "admin",
             Admission::OobKey => "oob_key",
             Admission::OobMac => "oob_mac",
+            Admission::OobSetupCode => "oob_setup_code",
             Admission::OobSecret => "oob_secret",
         }
     }
@@ -105,6 +108,7 @@ pub enum Mismatch {
     Key,
     Mac,
     Secret,
+    SetupCode,
 }
 
 impl Mismatch {
@@ -113,17 +117,21 @@ impl Mismatch {
             Mismatch::Key => "public key",
             Mismatch::Mac => "MAC",
             Mismatch::Secret => "one-time secret",
+            Mismatch::SetupCode => "setup code",
         }
     }
 }
 
 /// The OOB matching rule: every credential the entry names must match (a
 /// one-time secret also must be unused); the strongest one names the rule.
+/// A setup code matches only a request that completed the setup-code
+/// exchange (`setup_code`), once, and not after its lockout.
 pub fn match_oob(
     entry: &OobRecord,
     kid: &str,
     mac: Option<MacAddr>,
     secret: Option<&idprov_proto::Secret>,
+    setup_code: bool,
 ) -> Result<Admission, Vec<Mismatch>> {
     let mut mismatch = Vec::new();
     if entry.kid.as_deref().is_some_and(|k| k != kid) {
@@ -140,6 +148,11 @@ pub fn match_oob(
             mismatch.push(Mismatch::Secret);
         }
     }
+    if let Some(s) = &entry.setup
+        && (!setup_code || s.consumed_at.is_some() || s.locked_at.is_some())
+    {
+        mismatch.push(Mismatch::SetupCode);
+    }
     if !mismatch.is_empty() {
         return Err(mismatch);
     }
@@ -147,6 +160,8 @@ pub fn match_oob(
         Admission::OobKey
     } else if entry.mac.is_some() {
         Admission::OobMac
+    } else if entry.setup.is_some() {
+        Admission::OobSetupCode
     } else {
         Admission::OobSecret
     })
@@ -180,6 +195,8 @@ pub(crate) struct Ask<'a> {
     pub seen: &'a Observed,
     /// The request holds a place to wait for its decision (waiters.rs).
     pub holding: bool,
+    /// The request came through a confirmed setup-code exchange.
+    pub setup_code: bool,
 }
 
 impl Ask<'_> {
@@ -211,6 +228,7 @@ struct Checked {
     src: String,
     seen: crate::flags::Observed,
     holding: bool,
+    setup_code: bool,
 }
 
 impl Checked {
@@ -224,6 +242,7 @@ impl Checked {
             src: self.src.clone(),
             seen: &self.seen,
             holding: self.holding,
+            setup_code: self.setup_code,
         }
     }
 }
@@ -259,6 +278,32 @@ impl Devices {
         source: SocketAddr,
         binding: Option<&[u8]>,
         wait: Option<Duration>,
+    ) -> Result<Provisioned, Error> {
+        self.provision_checked(req, source, binding, wait, false)
+            .await
+    }
+
+    /// Provisioning at the end of a confirmed setup-code exchange
+    /// (setup_code.rs): the entry's setup code counts as matched.
+    pub(crate) async fn provision_after_setup_code(
+        self: &Arc<Self>,
+        req: ProvisionRequest,
+        source: SocketAddr,
+        binding: Option<&[u8]>,
+    ) -> Result<ProvisionResponse, Error> {
+        Ok(self
+            .provision_checked(req, source, binding, None, true)
+            .await?
+            .answer)
+    }
+
+    async fn provision_checked(
+        self: &Arc<Self>,
+        req: ProvisionRequest,
+        source: SocketAddr,
+        binding: Option<&[u8]>,
+        wait: Option<Duration>,
+        setup_code: bool,
     ) -> Result<Provisioned, Error> {
         let key = PublicKey::from_pem(&req.public_key, req.key_format)
             .map_err(|e| Error::bad_request(format!("public_key: {e}")))?;
@@ -300,6 +345,7 @@ impl Devices {
             src: source.ip().to_string(),
             seen,
             holding: slot.is_some(),
+            setup_code,
         });
         let c = checked.clone();
         let outcome = self
@@ -412,7 +458,16 @@ impl Devices {
         let mut held = None;
         if let Some(entry) = v.oob(id)?.filter(|e| !e.is_expired(now)) {
             let secret = ask.req.secret.as_ref();
-            match match_oob(&entry, ask.kid(), ask.req.mac, secret) {
+            match match_oob(&entry, ask.kid(), ask.req.mac, secret, ask.setup_code) {
+                // A setup-code match that flags held in pending: the device
+                // polls with its key (the code cannot be proven twice) and
+                // waits for the administrator like any held match.
+                Err(mismatch)
+                    if mismatch == [Mismatch::SetupCode]
+                        && v.pending(id)?.is_some_and(|p| p.kid == ask.kid()) =>
+                {
+                    held = Some(self.raised_flags(v, u, ask)?);
+                }
                 Err(mismatch) => {
                     let what: Vec<_> = mismatch.iter().map(|m| m.as_str()).collect();
                     let detail = format!("{} does not match the OOB entry", what.join(", "));
@@ -423,7 +478,9 @@ impl Devices {
                     let raised = self.raised_flags(v, u, ask)?;
                     let by = match rule {
                         Admission::OobKey => flags::MatchedBy::ListedKey,
-                        Admission::OobMac | Admission::OobSecret => flags::MatchedBy::MacOrSecret,
+                        Admission::OobMac | Admission::OobSecret | Admission::OobSetupCode => {
+                            flags::MatchedBy::MacOrSecret
+                        }
                         // match_oob names only OOB rules.
                         Admission::DeviceKey | Admission::Admin => flags::MatchedBy::MacOrSecret,
                     };
@@ -540,8 +597,13 @@ impl Devices {
         raised: &[Raised],
     ) -> Result<Outcome, Error> {
         let (id, now) = (ask.id(), ask.now);
-        if entry.secret_hash.is_some() {
-            entry.secret_consumed_at = Some(now);
+        if let Some(s) = entry.setup.as_mut().filter(|_| ask.setup_code) {
+            s.consumed_at = Some(now);
+        }
+        if entry.secret_hash.is_some() || ask.setup_code {
+            if entry.secret_hash.is_some() {
+                entry.secret_consumed_at = Some(now);
+            }
             entry.updated_at = now;
             u.change(Change::PutOob(entry));
         }
@@ -846,6 +908,7 @@ mod tests {
             secret_hash: secret.map(|s| secret_hash("salt", s)),
             secret_salt: salt,
             secret_consumed_at: None,
+            setup: None,
             expires_at: None,
             note: None,
             created_at: 0,
@@ -948,7 +1011,7 @@ mod tests {
             ),
         ];
         for (i, (e, kid, mac, secret, want)) in rows.into_iter().enumerate() {
-            assert_eq!(match_oob(&e, kid, mac, secret), want, "row {i}");
+            assert_eq!(match_oob(&e, kid, mac, secret, false), want, "row {i}");
         }
     }
 
@@ -958,7 +1021,7 @@ mod tests {
         e.secret_consumed_at = Some(5);
         let s = idprov_proto::Secret::new("secret-one");
         assert_eq!(
-            match_oob(&e, "k", None, Some(&s)),
+            match_oob(&e, "k", None, Some(&s), false),
             Err(vec![Mismatch::Secret])
         );
     }

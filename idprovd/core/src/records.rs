@@ -3,7 +3,9 @@
 //! is shown on the admin API. Backends store these records; only their
 //! encoding is theirs.
 
-use idprov_proto::admin::{DeviceKeyView, DeviceStatus, DeviceView, OobEntryView, PendingView};
+use idprov_proto::admin::{
+    DeviceKeyView, DeviceStatus, DeviceView, OobEntryView, PendingView, SetupCodeState,
+};
 use idprov_proto::keys::verification_code;
 use idprov_proto::x509::{CertificateView, RegistryCaView};
 use idprov_proto::{DeviceId, KeyFormat, MacAddr, Secret};
@@ -31,6 +33,9 @@ pub struct OobRecord {
     pub secret_salt: Option<String>,
     #[serde(default)]
     pub secret_consumed_at: Option<i64>,
+    /// The setup code's verifier and its use (issue 17).
+    #[serde(default)]
+    pub setup: Option<SetupRecord>,
     #[serde(default)]
     pub expires_at: Option<i64>,
     #[serde(default)]
@@ -57,11 +62,57 @@ impl OobRecord {
             mac: self.mac,
             has_secret: self.secret_hash.is_some(),
             secret_consumed: self.secret_consumed_at.is_some(),
+            setup_code: self.setup.as_ref().map(|s| SetupCodeState {
+                consumed: s.consumed_at.is_some(),
+                failures: s.failures,
+                locked: s.locked_at.is_some(),
+            }),
             expires_at: self.expires_at,
             note: self.note.clone(),
             created_at: self.created_at,
             updated_at: self.updated_at,
         }
+    }
+}
+
+/// An OOB entry's setup code: its SPAKE2+ verifier (never the code) and
+/// what became of it. Kept whole inside the entry, so a backend stores it
+/// with the entry (`Change::PutOob`) and needs nothing new.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SetupRecord {
+    /// `idprov_pake::StoredVerifier` text: KDF cost, salt, w0 and L.
+    pub verifier: String,
+    #[serde(default)]
+    pub consumed_at: Option<i64>,
+    /// Exchanges started (confirmV sent) that did not end in an admission:
+    /// each is one guess of the code, wherever it failed.
+    #[serde(default)]
+    pub failures: u32,
+    #[serde(default)]
+    pub locked_at: Option<i64>,
+}
+
+impl std::fmt::Debug for SetupRecord {
+    // w0 lets its holder answer as the daemon: not for logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SetupRecord")
+            .field("consumed_at", &self.consumed_at)
+            .field("failures", &self.failures)
+            .field("locked_at", &self.locked_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether `new` keeps the setup code of `old`: the same verifier, or none
+/// while key and MAC stay (an export leaves verifiers out, like secrets).
+/// A kept code keeps its use (consumed, failures, lock): every backend's
+/// upsert and import apply this rule.
+pub fn same_setup(old: &OobRecord, new: &OobRecord) -> bool {
+    match (&old.setup, &new.setup) {
+        (None, None) => true,
+        (Some(_), None) => old.kid == new.kid && old.mac == new.mac,
+        (None, Some(_)) => false,
+        (Some(a), Some(b)) => a.verifier == b.verifier,
     }
 }
 

@@ -216,6 +216,7 @@ fn oob(id: &str, m: Option<&str>) -> OobRecord {
         secret_hash: None,
         secret_salt: None,
         secret_consumed_at: None,
+        setup: None,
         expires_at: None,
         note: Some(format!("note of {id}")),
         created_at: 10,

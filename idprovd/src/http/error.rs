@@ -10,6 +10,7 @@ use idprov_proto::{ErrorBody, ErrorCode};
 
 use crate::error::Error;
 use crate::store::StoreError;
+use idprovd_core::setup_code::SetupCodeError;
 
 /// `Retry-After` while the store recovers from an I/O error: the daemon
 /// tries to reopen it after 1 s, then backs off up to 30 s.
@@ -125,6 +126,10 @@ impl From<Error> for ApiError {
                 )
                 .retry(STORE_RETRY_AFTER)
             }
+            Error::SetupCode(s) => match s {
+                SetupCodeError::Unusable => ApiError::new(C::SetupCodeRefused, message),
+                SetupCodeError::Mismatch => ApiError::new(C::SetupCodeMismatch, message),
+            },
             Error::Store(e) => {
                 tracing::error!(error = %e, "store operation failed");
                 ApiError::new(C::Internal, message)

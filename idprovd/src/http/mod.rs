@@ -10,6 +10,7 @@ pub mod extract;
 pub mod metrics;
 pub mod oob_import;
 pub mod ratelimit;
+pub mod setup;
 pub mod x509;
 
 use std::net::SocketAddr;
@@ -45,6 +46,7 @@ pub struct ConnInfo {
 pub fn router(d: Arc<Daemon>) -> Router {
     Router::new()
         .merge(device::routes())
+        .merge(setup::routes())
         .merge(admin::routes())
         .merge(admin::stream_routes())
         .merge(alerts::routes())

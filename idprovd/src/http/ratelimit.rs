@@ -14,12 +14,15 @@ use super::ConnInfo;
 use super::error::ApiError;
 use crate::Daemon;
 
-/// Middleware: the per-source limit of `/provision` and `/renew`, checked
+/// Middleware: the per-source limit of `/provision`, `/renew` and the
+/// setup-code exchange, checked
 /// before the body is read (a limited flood costs as little as possible),
 /// and the failure cost charged from the answer's error code.
 pub async fn limit_sources(State(d): State<Arc<Daemon>>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
-    let limited = path == paths::PROVISION || path == paths::RENEW;
+    let limited = path == paths::PROVISION
+        || path == paths::RENEW
+        || path.starts_with(idprov_proto::setup::paths::PREFIX);
     let peer = req.extensions().get::<ConnInfo>().map(|c| c.peer.ip());
     let Some(peer) = peer.filter(|_| limited) else {
         return next.run(req).await;

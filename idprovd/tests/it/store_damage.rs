@@ -35,6 +35,7 @@ fn oob(i: usize) -> OobRecord {
         secret_hash: None,
         secret_salt: None,
         secret_consumed_at: None,
+        setup: None,
         expires_at: None,
         note: Some(format!("rack {i} ").repeat(8)),
         created_at: 1_700_000_000,

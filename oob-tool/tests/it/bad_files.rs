@@ -43,7 +43,7 @@ bad.csv:6: error: public_key: not a PEM block (expected -----BEGIN PUBLIC KEY---
 bad.csv:7: error: public_key: RSA key has 1024 bits; 2048 to 4096 are accepted
 bad.csv:8: error: public_key: a private key was given where the public key belongs; send only the public half
 bad.csv:9: error: device_id \"dev 8\": device id may contain only ASCII letters, digits and . _ : - and must start with a letter or digit
-bad.csv:10: error: give at least one of public_key, mac, secret
+bad.csv:10: error: give at least one of public_key, mac, secret, setup_verifier
 bad.csv:12: error: the same public key is already given to another device on line 2
 9 problem(s) in 9 row(s); nothing was imported
 ";
@@ -122,6 +122,7 @@ async fn daemon_refuses_bad_chunks_itself() {
         key_format: None,
         mac: mac.map(|m| m.parse().expect("mac")),
         secret: None,
+        setup_verifier: None,
         expires_at: None,
         note: None,
     };

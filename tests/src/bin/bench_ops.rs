@@ -253,6 +253,7 @@ fn fill(dir: &Path, n: usize) -> Result<()> {
                     secret_hash: None,
                     secret_salt: None,
                     secret_consumed_at: None,
+                    setup: None,
                     expires_at: None,
                     note: None,
                     created_at: now,

@@ -37,6 +37,7 @@ async fn preapprove(d: &TestDaemon, id: &str, signer: &KeySigner) -> Result<()> 
         key_format: None,
         mac: None,
         secret: None,
+        setup_verifier: None,
         expires_at: None,
         note: None,
     }])

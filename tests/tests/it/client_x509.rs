@@ -38,6 +38,7 @@ async fn preapprove(d: &TestDaemon, id: &str, public_pem: &str) -> Result<()> {
         key_format: None,
         mac: None,
         secret: None,
+        setup_verifier: None,
         expires_at: None,
         note: None,
     }])

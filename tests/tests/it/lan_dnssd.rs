@@ -74,6 +74,7 @@ async fn preapprove(rt: &NsRuntime, d: &LanDaemon, id: &str, signer: &KeySigner)
         key_format: Some(signer.public_key().format()),
         mac: None,
         secret: None,
+        setup_verifier: None,
         expires_at: None,
         note: None,
     };

@@ -552,6 +552,7 @@ fn oob_removal_is_confirmed() {
         mac: None,
         has_secret: true,
         secret_consumed: false,
+        setup_code: None,
         expires_at: None,
         note: None,
         created_at: NOW,

@@ -159,6 +159,7 @@ fn oob_view_lists_what_each_entry_matches_by() {
         mac: None,
         has_secret: false,
         secret_consumed: false,
+        setup_code: None,
         expires_at: None,
         note: None,
         created_at: NOW - 86_400,
