@@ -86,6 +86,8 @@ pub struct Writer<W: Write> {
     first: bool,
     /// Entries whose one-time secret could not be exported.
     pub secrets_left_out: u64,
+    /// Entries whose setup code's verifier was not exported.
+    pub setup_codes_left_out: u64,
     /// Entries with a secret as their only credential: with the secret
     /// left out they cannot be imported again (the first few, and a count).
     pub secret_only: Vec<String>,
@@ -100,6 +102,7 @@ impl<W: Write> Writer<W> {
             json: None,
             first: true,
             secrets_left_out: 0,
+            setup_codes_left_out: 0,
             secret_only: Vec::new(),
             secret_only_count: 0,
         };
@@ -126,7 +129,10 @@ impl<W: Write> Writer<W> {
         if e.has_secret && !e.secret_consumed {
             self.secrets_left_out += 1;
         }
-        if e.has_secret && e.public_key.is_none() && e.mac.is_none() {
+        if e.setup_code.is_some() {
+            self.setup_codes_left_out += 1;
+        }
+        if (e.has_secret || e.setup_code.is_some()) && e.public_key.is_none() && e.mac.is_none() {
             self.secret_only_count += 1;
             if self.secret_only.len() < 10 {
                 self.secret_only.push(printable(e.device_id.as_str()));

@@ -272,6 +272,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 (Err(e), None) => return Err(e),
             };
             let left_out = w.secrets_left_out;
+            let setups_left_out = w.setup_codes_left_out;
             let (secret_only, secret_only_count) = (w.secret_only.clone(), w.secret_only_count);
             w.finish()?;
             if let (Some(f), Some(p)) = (file, &out) {
@@ -283,9 +284,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "note: {left_out} entries have an unused one-time secret; the daemon stores only its hash, so the secret column is empty"
                 );
             }
+            if setups_left_out > 0 {
+                eprintln!(
+                    "note: {setups_left_out} entries have a setup code; the daemon gives its verifier back to no one, so the setup_verifier column is empty (importing them so keeps the stored code)"
+                );
+            }
             if secret_only_count > 0 {
                 eprintln!(
-                    "warning: {secret_only_count} entries have only a secret, so the file cannot be imported again as it is (fill in their secret, or leave them out): {}{}",
+                    "warning: {secret_only_count} entries have only a secret or a setup code, so the file cannot be imported again as it is (fill in their secret, or leave them out): {}{}",
                     secret_only.join(", "),
                     if secret_only_count > secret_only.len() as u64 {
                         ", …"

@@ -72,7 +72,7 @@ async fn unknown_columns_stop_the_file_at_line_one() {
     assert!(!out.status.success());
     assert_eq!(
         stderr(&out),
-        "cols.csv:1: error: unknown column \"colour\" (known columns: device_id, public_key, key_format, mac, secret, expires, note)\n\
+        "cols.csv:1: error: unknown column \"colour\" (known columns: device_id, public_key, key_format, mac, secret, expires, note, setup_verifier)\n\
          1 problem(s) in 1 row(s); nothing was imported\n"
     );
     assert!(env.entries().await.is_empty());
@@ -94,7 +94,7 @@ async fn json_and_json_lines_report_lines_too() {
     assert_eq!(
         stderr(&out),
         "bad.json:3: error: mac 02:00:00:00:01:01 is already given to another device on line 2\n\
-         bad.json:5: error: unknown field `colour`, expected one of `device_id`, `public_key`, `key_format`, `mac`, `secret`, `expires`, `note`\n\
+         bad.json:5: error: unknown field `colour`, expected one of `device_id`, `public_key`, `key_format`, `mac`, `secret`, `expires`, `note`, `setup_verifier`\n\
          bad.json:6: error: expires 2001-01-01T00:00:00Z is in the past\n\
          bad.jsonl:3: error: secret must be 8 to 256 bytes long\n\
          bad.jsonl:4: error: EOF while parsing an object\n\

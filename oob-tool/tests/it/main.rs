@@ -9,3 +9,4 @@ mod common;
 mod hostile;
 mod kill;
 mod round_trip;
+mod setup_codes;
