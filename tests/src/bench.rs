@@ -13,6 +13,8 @@ pub struct BenchDaemon {
     child: Child,
     pub pid: u32,
     pub url: String,
+    /// `http://…/metrics` of this daemon.
+    pub metrics_url: String,
     pub dir: PathBuf,
     _tmp: tempfile::TempDir,
 }
@@ -57,9 +59,15 @@ impl BenchDaemon {
         let pid = child.id();
         let mut lines = BufReader::new(stdout).lines();
         let mut url = String::new();
+        let mut metrics_url = String::new();
+        // The metrics address is announced after the HTTPS one.
         for line in lines.by_ref() {
-            if let Some(u) = line?.split("listening on ").nth(1) {
+            let line = line?;
+            if let Some(u) = line.split("listening on ").nth(1) {
                 url = u.trim().to_string();
+            }
+            if let Some(m) = line.strip_prefix("metrics on ") {
+                metrics_url = m.trim().to_string();
                 break;
             }
         }
@@ -69,6 +77,7 @@ impl BenchDaemon {
             child,
             pid,
             url,
+            metrics_url,
             dir,
             _tmp: tmp,
         };
@@ -117,4 +126,70 @@ pub fn pct(sorted: &[Duration], p: f64) -> f64 {
     }
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i].as_secs_f64() * 1000.0
+}
+
+/// The failed requests of a timed phase: how many, and the first error.
+#[derive(Default)]
+pub struct Failures {
+    count: std::sync::atomic::AtomicUsize,
+    first: std::sync::Mutex<Option<String>>,
+}
+
+impl Failures {
+    /// Note the outcome of a request started at `started`; a success adds
+    /// its latency to `lat`.
+    pub fn note(&self, lat: &mut Vec<Duration>, started: std::time::Instant, r: Result<()>) {
+        match r {
+            Ok(()) => lat.push(started.elapsed()),
+            Err(e) => {
+                self.count
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if let Ok(mut f) = self.first.lock() {
+                    f.get_or_insert_with(|| e.to_string());
+                }
+            }
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.count.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn first(&self) -> Option<String> {
+        self.first.lock().ok().and_then(|f| f.clone())
+    }
+}
+
+/// The latencies the request loops `tasks` return, together and sorted.
+pub async fn latencies(
+    tasks: Vec<tokio::task::JoinHandle<Vec<Duration>>>,
+) -> Result<Vec<Duration>> {
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await?);
+    }
+    lat.sort();
+    Ok(lat)
+}
+
+/// A client that makes a full TLS handshake for every request.
+pub fn fresh_tls_client(ca: &str) -> Result<reqwest::Client> {
+    use rustls_pki_types::pem::PemObject;
+    use std::sync::Arc;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca.as_bytes()) {
+        roots.add(c.context("CA certificate")?)?;
+    }
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tls.resumption = rustls::client::Resumption::disabled();
+    Ok(reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .pool_max_idle_per_host(0)
+        .http1_only()
+        .build()?)
 }

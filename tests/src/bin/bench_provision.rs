@@ -16,7 +16,9 @@ use anyhow::{Result, bail};
 use clap::Parser;
 use idprov_proto::admin::{MAX_OOB_BATCH, OobUpsertRequest};
 use idprov_proto::device::{ProofEndpoint, paths};
-use idprov_tests::bench::{BenchDaemon, cpu_secs, pct, proc_status};
+use idprov_tests::bench::{
+    BenchDaemon, Failures, cpu_secs, fresh_tls_client, latencies, pct, proc_status,
+};
 use idprov_tests::{DeviceKey, oob_entry, post_json};
 
 #[derive(Parser)]
@@ -83,25 +85,7 @@ async fn run(args: Args) -> Result<()> {
     println!("idprovd idle RSS: {:.1} MiB", idle_rss as f64 / 1024.0);
 
     // Phase 1: provisioning, a new TLS connection (full handshake) each.
-    let fresh = {
-        let mut roots = rustls::RootCertStore::empty();
-        use rustls_pki_types::pem::PemObject;
-        for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca.as_bytes()).flatten() {
-            roots.add(c)?;
-        }
-        let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        tls.resumption = rustls::client::Resumption::disabled();
-        reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
-            .pool_max_idle_per_host(0)
-            .http1_only()
-            .build()?
-    };
+    let fresh = fresh_tls_client(&ca)?;
     let tokens: Arc<std::sync::Mutex<Vec<Option<String>>>> =
         Arc::new(std::sync::Mutex::new(vec![None; keys.len()]));
     let r = phase("provision (fresh TLS each, ES256 proof)", &args, pid, {
@@ -198,44 +182,26 @@ where
     Fut: std::future::Future<Output = Result<()>> + Send,
 {
     let next = Arc::new(AtomicUsize::new(0));
-    let errors = Arc::new(AtomicUsize::new(0));
-    let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
+    let failures = Arc::new(Failures::default());
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let cpu0 = cpu_secs(pid);
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..args.concurrency {
-        let (next, errors, first_error, job) = (
-            next.clone(),
-            errors.clone(),
-            first_error.clone(),
-            job.clone(),
-        );
+        let (next, failures, job) = (next.clone(), failures.clone(), job.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             while Instant::now() < deadline {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let s = Instant::now();
-                match job(i).await {
-                    Ok(()) => lat.push(s.elapsed()),
-                    Err(e) => {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                        if let Ok(mut f) = first_error.lock() {
-                            f.get_or_insert_with(|| e.to_string());
-                        }
-                    }
-                }
+                failures.note(&mut lat, s, job(i).await);
             }
             lat
         }));
     }
-    let mut lat = Vec::new();
-    for t in tasks {
-        lat.extend(t.await?);
-    }
+    let lat = latencies(tasks).await?;
     let wall = t0.elapsed().as_secs_f64();
     let cpu = cpu_secs(pid) - cpu0;
-    lat.sort();
     let n = lat.len();
     let mut s = format!(
         "{name}: {n} ok in {wall:.1}s = {:.0}/s wall, {:.0}/s per daemon CPU-second (daemon used {:.2} cores); p50 {:.2} ms, p99 {:.2} ms; errors {}",
@@ -244,11 +210,9 @@ where
         cpu / wall,
         pct(&lat, 0.5),
         pct(&lat, 0.99),
-        errors.load(Ordering::Relaxed)
+        failures.count()
     );
-    if let Ok(f) = first_error.lock()
-        && let Some(e) = f.as_ref()
-    {
+    if let Some(e) = failures.first() {
         s.push_str(&format!(" (first error: {e})"));
     }
     Ok(s)
