@@ -35,9 +35,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use idprov_proto::admin::AdminEvent;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, broadcast};
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -90,11 +89,13 @@ pub async fn start(
     let names = cfg.server_names.clone();
     let addrs = cfg.server_addresses.clone();
     let certs_cfg = cfg.certificates.clone();
+    let cache_size = cfg.store.cache_size;
     let (lock, pki, (store, commits), x509) = tokio::task::spawn_blocking(move || -> Result<_> {
         // First: a second daemon on this data dir must change nothing in it.
         let lock = pki::DataDirLock::acquire(&dir)?;
         let pki = pki::Pki::load_or_create(&dir, now, &names, &addrs)?;
-        let redb = store::RedbStore::open(&dir, &pki.identity.daemon_id, pki.created)?;
+        let redb =
+            store::RedbStore::open_cached(&dir, &pki.identity.daemon_id, pki.created, cache_size)?;
         let commits = redb.commit_histogram();
         let store: storage::SharedStore = Arc::new(redb);
         let x509 = crl::X509State::load(store.as_ref(), &pki, &certs_cfg, now)?;
@@ -126,13 +127,7 @@ pub async fn start(
         None => None,
     };
     let metrics = Arc::new(metrics::Metrics::new(commits));
-    let (events, _) = broadcast::channel::<AdminEvent>(4096);
-    let core = idprovd_core::Core {
-        clock,
-        store,
-        events,
-        metrics,
-    };
+    let core = idprovd_core::Core::new(clock, store, metrics, &cfg.store);
     let pki = Arc::new(pki);
     let x509 = Arc::new(x509);
     let cfg = Arc::new(cfg);

@@ -173,6 +173,15 @@ impl TestDaemon {
         format!("{}{}", self.url, path)
     }
 
+    /// The value of one unlabelled sample (`name value`) on `/metrics`.
+    pub async fn metric(&self, name: &str) -> Result<f64> {
+        let url = format!("http://{}/metrics", self.metrics_addr.context("metrics")?);
+        let text = self.http().get(&url).send().await?.text().await?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .with_context(|| format!("{name} in /metrics"))
+    }
+
     pub async fn info(&self) -> Result<InfoResponse> {
         Ok(self
             .http()

@@ -46,6 +46,21 @@ pub struct Config {
     pub flags: FlagConfig,
     /// Setup codes: lockout and the exchanges' bounds (setup_code.rs).
     pub setup_code: SetupCodeConfig,
+    /// The store's page cache and the group commit.
+    pub store: StoreConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Bytes of the store's page cache (redb's cache). It bounds the
+    /// memory the store takes as it grows; pages beyond it are read from
+    /// the file (the kernel's page cache) again.
+    pub cache_size: usize,
+    /// Decisions waiting for the writer, at most; beyond → `503 busy`.
+    pub commit_queue: usize,
+    /// Decisions committed together in one durable transaction, at most.
+    pub max_batch: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -154,6 +169,19 @@ impl Default for Config {
             rate_limit: RateLimitConfig::default(),
             flags: FlagConfig::default(),
             setup_code: SetupCodeConfig::default(),
+            store: StoreConfig::default(),
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            // A hub's working set (the devices, tokens and replay indexes
+            // requests touch) fits; see docs/operations.md, "Figures".
+            cache_size: 16 * 1024 * 1024,
+            commit_queue: 4096,
+            max_batch: 64,
         }
     }
 }
@@ -343,6 +371,14 @@ impl Config {
         }
         if self.limits.max_connections == 0 || self.limits.max_connections_per_source == 0 {
             return bad("limits.max_connections and max_connections_per_source must be positive");
+        }
+        if self.store.cache_size < 1024 * 1024 {
+            return bad("store.cache_size must be at least 1 MiB (1048576)");
+        }
+        if !(1..=1_000_000).contains(&self.store.commit_queue)
+            || !(1..=4096).contains(&self.store.max_batch)
+        {
+            return bad("store.commit_queue must be 1..=1000000 and store.max_batch 1..=4096");
         }
         self.rate_limit.validate().map_err(ConfigError::Invalid)?;
         self.flags.validate().map_err(ConfigError::Invalid)?;

@@ -10,6 +10,7 @@ use tokio::sync::broadcast;
 
 use crate::clock::Clock;
 use crate::error::Error;
+use crate::group_commit::{GroupCommit, Pending, Queued};
 use crate::metrics::Metrics;
 use crate::storage::{SharedStore, Store, StoreView, Unit};
 
@@ -20,6 +21,8 @@ pub struct Core {
     pub store: SharedStore,
     pub events: broadcast::Sender<AdminEvent>,
     pub metrics: Arc<Metrics>,
+    /// Where decisions wait for their (shared) commit.
+    pub commits: Arc<GroupCommit>,
 }
 
 /// A [`Core`] that does not keep the store open (for background tasks that
@@ -30,9 +33,31 @@ pub struct WeakCore {
     store: Weak<dyn Store>,
     events: broadcast::Sender<AdminEvent>,
     metrics: Arc<Metrics>,
+    commits: Arc<GroupCommit>,
 }
 
 impl Core {
+    /// The core of a daemon whose store is configured by `cfg`.
+    pub fn new(
+        clock: Arc<dyn Clock>,
+        store: SharedStore,
+        metrics: Arc<Metrics>,
+        cfg: &crate::config::StoreConfig,
+    ) -> Core {
+        let (events, _) = broadcast::channel::<AdminEvent>(4096);
+        Core {
+            commits: Arc::new(GroupCommit::new(
+                cfg,
+                metrics.store_batch_size.clone(),
+                metrics.commit_queue_full.clone(),
+            )),
+            clock,
+            store,
+            events,
+            metrics,
+        }
+    }
+
     pub fn now(&self) -> i64 {
         self.clock.now()
     }
@@ -52,13 +77,26 @@ impl Core {
 
     /// [`Core::transact`] that returns the committed unit's events instead
     /// of publishing them (for a caller that needs what the store assigned,
-    /// such as an audit sequence number).
+    /// such as an audit sequence number). The decision waits in the group
+    /// commit's queue (group_commit.rs) and is answered after the commit of
+    /// its batch.
     pub async fn transact_unpublished<T: Send + 'static>(
         &self,
         f: impl FnMut(&dyn StoreView, &mut Unit) -> Result<T, Error> + Send + 'static,
     ) -> Result<(T, Vec<AdminEvent>), Error> {
-        let store = self.store.clone();
-        blocking(move || store.transact_with(f)).await
+        let (job, answer) = Pending::new(f);
+        if self.commits.push(Box::new(job))? == Queued::StartWriter {
+            let (store, commits) = (self.store.clone(), self.commits.clone());
+            // The writer's task ends when the queue is empty; it is not
+            // awaited (each decision is answered through its own channel).
+            drop(tokio::task::spawn_blocking(move || {
+                commits.write(store.as_ref())
+            }));
+        }
+        answer.await.map_err(|e| {
+            tracing::error!(error = %e, "the writer dropped a decision");
+            Error::internal("the daemon could not complete the request", e)
+        })?
     }
 
     /// Read from one consistent snapshot, off the async threads.
@@ -114,6 +152,7 @@ impl Core {
             store: Arc::downgrade(&self.store),
             events: self.events.clone(),
             metrics: self.metrics.clone(),
+            commits: self.commits.clone(),
         }
     }
 }
@@ -126,6 +165,7 @@ impl WeakCore {
             store: self.store.upgrade()?,
             events: self.events.clone(),
             metrics: self.metrics.clone(),
+            commits: self.commits.clone(),
         })
     }
 

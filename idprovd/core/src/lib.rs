@@ -26,6 +26,7 @@ pub mod daemon;
 pub mod devices;
 pub mod error;
 pub mod flags;
+pub mod group_commit;
 pub mod keys_admin;
 pub mod metrics;
 pub mod neighbour;

@@ -70,6 +70,10 @@ pub struct Metrics {
     store_io_errors: Counter,
     store_recoveries: Counter,
     store_unavailable: Gauge,
+    /// Decisions per durable commit (group commit), observed by the writer.
+    pub store_batch_size: Histogram,
+    /// Decisions refused because the commit queue was full.
+    pub commit_queue_full: Counter,
 }
 
 /// Version and git revision of this build (`idprov_build_info`).
@@ -97,6 +101,10 @@ impl Metrics {
             store_io_errors: Counter::default(),
             store_recoveries: Counter::default(),
             store_unavailable: Gauge::default(),
+            store_batch_size: Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(1.0, 2.0, 8),
+            ),
+            commit_queue_full: Counter::default(),
         };
         m.register_all(commit_seconds)
     }
@@ -186,6 +194,16 @@ impl Metrics {
             "store_commit_seconds",
             "Time to commit one durable store transaction",
             commit_seconds,
+        );
+        r.register(
+            "store_batch_size",
+            "Decisions committed together in one durable transaction (group commit)",
+            self.store_batch_size.clone(),
+        );
+        r.register(
+            "store_commit_queue_full",
+            "Decisions refused with 503 busy because the commit queue was full",
+            self.commit_queue_full.clone(),
         );
         self
     }

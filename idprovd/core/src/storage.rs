@@ -285,6 +285,9 @@ fn empty_entry() -> AuditEntry {
     }
 }
 
+/// Each decision's outcome in a batch ([`Store::transact_batch`]), in order.
+pub type BatchResults = Vec<Result<Vec<AdminEvent>, Error>>;
+
 /// A decision: reads through the view, records its writes in the unit.
 pub type Decide<'a> = dyn FnMut(&dyn StoreView, &mut Unit) -> Result<(), Error> + Send + 'a;
 
@@ -297,6 +300,24 @@ pub trait Store: Send + Sync + 'static {
     /// Returns the unit's events, its audit entries chained in. An `Err`
     /// from `decide` aborts with nothing written.
     fn transact(&self, decide: &mut Decide<'_>) -> Result<Vec<AdminEvent>, Error>;
+
+    /// Group commit: run `batch`'s decisions in order and commit what they
+    /// decided together. The contract every backend keeps:
+    /// - each decision sees the changes of the decisions before it in the
+    ///   batch that returned `Ok` (two decisions consuming one one-time
+    ///   secret: the second sees it consumed);
+    /// - a decision that returns `Err` writes nothing and leaves the others
+    ///   alone: its slot holds its error;
+    /// - `Ok(slots)`: every `Ok` slot is committed durably (its events carry
+    ///   their audit entries); `Err`: nothing of the batch is committed (an
+    ///   I/O error fails every decision in it, none is acknowledged).
+    ///
+    /// The default runs each decision in its own [`Store::transact`] (one
+    /// durable commit each, which keeps the contract); a backend that can
+    /// share one commit overrides it.
+    fn transact_batch(&self, batch: &mut [&mut Decide<'_>]) -> Result<BatchResults, Error> {
+        Ok(batch.iter_mut().map(|d| self.transact(&mut **d)).collect())
+    }
 
     /// Bulk OOB import (see `oob_import`): stage checked entries of session
     /// `sid`; returns the entries staged so far and the refused ones.

@@ -36,6 +36,9 @@ use crate::store::{
     TokenRecord, verify_chain,
 };
 
+mod batch;
+pub use batch::{batch_one_time_secret_once, batch_refusal_leaves_others};
+
 /// A check: panics (with what it expected) when the store does not conform.
 pub type Check = fn(&dyn Store);
 
@@ -82,6 +85,8 @@ pub const CHECKS: &[(&str, Check)] = &[
     ),
     ("oob_staging_dropped", oob_staging_dropped),
     ("snapshot_counts", snapshot_counts),
+    ("batch_one_time_secret_once", batch_one_time_secret_once),
+    ("batch_refusal_leaves_others", batch_refusal_leaves_others),
 ];
 
 /// Run every check, each on a fresh store from `make`; panics listing the

@@ -15,7 +15,7 @@ use super::x509::{CERTS, CRL_ENTRIES};
 use super::{CLOCK_KEY, DbError, META, RedbStore, Rx, StoreResult, Tx, encode, out};
 use idprovd_core::Error;
 use idprovd_core::storage::{
-    self, Change, Decide, ImportCommitted, StoreHealth, StoreStatus, Unit,
+    self, BatchResults, Change, Decide, ImportCommitted, StoreHealth, StoreStatus, Unit,
 };
 use idprovd_core::store::{AuditDraft, CommitOptions, OobRecord, SnapshotCounts};
 
@@ -114,22 +114,46 @@ impl storage::Store for RedbStore {
     }
 
     fn transact(&self, decide: &mut Decide<'_>) -> Result<Vec<AdminEvent>, Error> {
+        self.transact_batch(&mut [decide])?
+            .pop()
+            .unwrap_or_else(|| {
+                Err(Error::internal(
+                    "the daemon could not complete the request",
+                    "empty batch",
+                ))
+            })
+    }
+
+    fn transact_batch(&self, batch: &mut [&mut Decide<'_>]) -> Result<BatchResults, Error> {
         self.with_writable(|db| {
             let mut wtx = db.begin_write().map_err(DbError::from)?;
             wtx.set_durability(Durability::Immediate)
                 .map_err(DbError::from)?;
             let mut tx = Tx { tx: &wtx };
-            let mut unit = Unit::new();
-            decide(&tx, &mut unit)?;
-            if unit.is_empty() {
-                // Nothing to write: dropping the transaction aborts it.
-                let (_, committer) = unit.into_changes();
-                return Ok(committer.events(Vec::new()));
+            let mut slots = Vec::with_capacity(batch.len());
+            let mut writes = false;
+            for decide in batch.iter_mut() {
+                let mut unit = Unit::new();
+                // A decision's changes are applied only once it returned Ok,
+                // so a refusal leaves nothing in the transaction and the
+                // next decision reads what the earlier ones decided.
+                match decide(&tx, &mut unit) {
+                    Ok(()) => {
+                        let (changes, committer) = unit.into_changes();
+                        writes |= !changes.is_empty();
+                        let audit = tx.apply(changes)?;
+                        slots.push(Ok(committer.events(audit)));
+                    }
+                    // A read that failed on I/O fails the batch: the
+                    // transaction is not trusted for the others either.
+                    Err(Error::Store(e)) => return Err(Error::Store(e)),
+                    Err(e) => slots.push(Err(e)),
+                }
             }
-            let (changes, committer) = unit.into_changes();
-            let audit = tx.apply(changes)?;
-            self.commit(wtx)?;
-            Ok(committer.events(audit))
+            if writes {
+                self.commit(wtx)?;
+            }
+            Ok(slots)
         })
     }
 

@@ -206,7 +206,7 @@ impl RedbStore {
         {
             tracing::warn!(error = %e, "closing the failed store handle");
         }
-        let reopened = open_db(&self.path)
+        let reopened = open_db(&self.path, self.cache_size)
             .map_err(|e| e.0.to_string())
             .and_then(|db| match probe(&db) {
                 Ok(()) => Ok(db),

@@ -113,30 +113,55 @@ pub struct RedbStore {
     path: PathBuf,
     /// Durable commit latency, exported as `idprov_store_commit_seconds`.
     commit_seconds: prometheus_client::metrics::histogram::Histogram,
+    /// Bytes of redb's page cache (`store.cache_size`), also on a reopen.
+    cache_size: usize,
 }
+
+/// redb's page cache when none is configured (redb's own default is
+/// 1 GiB, which lets the daemon's memory follow the store's size).
+pub const DEFAULT_CACHE_SIZE: usize = 16 * 1024 * 1024;
 
 impl RedbStore {
     /// Open the store in `dir`. `create` is true only when the data dir was
     /// just initialised; otherwise a missing file is an error.
     pub fn open(dir: &Path, daemon_id: &str, create: bool) -> Result<RedbStore, StoreError> {
-        Self::open_local(dir, daemon_id, create).map_err(StoreError::from)
+        Self::open_cached(dir, daemon_id, create, DEFAULT_CACHE_SIZE)
     }
 
-    fn open_local(dir: &Path, daemon_id: &str, create: bool) -> StoreResult<RedbStore> {
+    /// [`RedbStore::open`] with a page cache of `cache_size` bytes.
+    pub fn open_cached(
+        dir: &Path,
+        daemon_id: &str,
+        create: bool,
+        cache_size: usize,
+    ) -> Result<RedbStore, StoreError> {
+        Self::open_local(dir, daemon_id, create, cache_size).map_err(StoreError::from)
+    }
+
+    fn open_local(
+        dir: &Path,
+        daemon_id: &str,
+        create: bool,
+        cache_size: usize,
+    ) -> StoreResult<RedbStore> {
         let path = dir.join(STORE_FILE);
         let exists = path.exists();
         if !exists && !create {
             return Err(StoreError::Missing(path).into());
         }
         let db = if exists {
-            open_db(&path)?
+            open_db(&path, cache_size)?
         } else {
-            Database::create(&path).map_err(|e| open_error(&path, e))?
+            Database::builder()
+                .set_cache_size(cache_size)
+                .create(&path)
+                .map_err(|e| open_error(&path, e))?
         };
         let store = RedbStore {
             shared: Arc::new(health::Shared::new(db)),
             path: path.clone(),
             commit_seconds: commit_histogram(),
+            cache_size,
         };
         if exists {
             store.check_schema(daemon_id)?;
@@ -245,9 +270,10 @@ impl RedbStore {
 /// damaged file is refused here rather than found by a request later; on
 /// 100,000 devices (a 257 MiB file) the check took 187 ms against 1.6 ms
 /// for a plain open (bench_ops; docs/operations.md, "Figures").
-pub(crate) fn open_db(path: &Path) -> StoreResult<Database> {
+pub(crate) fn open_db(path: &Path, cache_size: usize) -> StoreResult<Database> {
     Database::builder()
         .set_check_integrity_on_open(true)
+        .set_cache_size(cache_size)
         .open(path)
         .map_err(|e| open_error(path, e))
 }
@@ -445,7 +471,7 @@ pub fn read_audit_offline(
     mut visit: impl FnMut(u64, &[u8]) -> bool,
 ) -> Result<(), StoreError> {
     let path = data_dir.join(STORE_FILE);
-    let db = open_db(&path).map_err(StoreError::from)?;
+    let db = open_db(&path, DEFAULT_CACHE_SIZE).map_err(StoreError::from)?;
     let mut read = || -> StoreResult<()> {
         let rx = db.begin_read()?;
         let table = match rx.open_table(AUDIT) {

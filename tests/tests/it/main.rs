@@ -11,6 +11,7 @@ mod client_x509;
 mod clock_accept;
 mod device_api;
 mod fuzz_regressions;
+mod group_commit;
 mod input_strict;
 mod lan_dnssd;
 mod lan_security;

@@ -46,11 +46,7 @@ async fn readyz(d: &TestDaemon) -> anyhow::Result<(u16, serde_json::Value)> {
 }
 
 async fn metric(d: &TestDaemon, name: &str) -> anyhow::Result<f64> {
-    let url = format!("http://{}/metrics", d.metrics_addr.context("metrics")?);
-    let text = d.http().get(&url).send().await?.text().await?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .with_context(|| format!("{name} in /metrics"))
+    d.metric(name).await
 }
 
 /// Every sd_notify message the daemon sends, read as it comes (systemd
