@@ -16,7 +16,7 @@ use idprov_proto::{DeviceId, PublicKey};
 use rustls_pki_types::CertificateDer;
 
 use crate::audit::draft;
-use crate::devices::Devices;
+use crate::devices::{Devices, Presigned};
 use crate::error::Error;
 use crate::proof;
 use crate::storage::{Change, StoreView, Unit};
@@ -77,9 +77,11 @@ impl Devices {
         dev: &DeviceRecord,
         creds: &mut Credentials,
         csr: Option<&CheckedCsr>,
-        now: i64,
+        pre: Option<&Presigned>,
     ) -> Result<(), Error> {
         let Some(csr) = csr else { return Ok(()) };
+        // The certificate is issued with the token, at the same time.
+        let now = creds.issued_at;
         let kid = csr.key.thumbprint();
         if !dev.key(kid).is_some_and(|k| k.is_usable(now)) || v.retired_key(kid)?.is_some() {
             tracing::info!(device_id = %dev.device_id, kid, "CSR key is not a key of the device");
@@ -87,7 +89,7 @@ impl Devices {
                 crate::x509::CsrError::NotDeviceKey.to_string(),
             ));
         }
-        let (pem, chain) = self.certify(u, dev, &csr.key, now)?;
+        let (pem, chain) = self.certify(u, dev, &csr.key, now, pre)?;
         creds.certificate = Some(pem);
         creds.ca_chain = chain;
         Ok(())
@@ -100,15 +102,12 @@ impl Devices {
         dev: &DeviceRecord,
         key: &PublicKey,
         now: i64,
+        pre: Option<&Presigned>,
     ) -> Result<(String, Vec<String>), Error> {
-        let issued = build_certificate(
-            &self.pki,
-            &dev.device_id,
-            key,
-            now,
-            self.cfg.certificates.lifetime,
-        )
-        .map_err(|e| Error::internal("the daemon could not sign a certificate", e))?;
+        let issued = match pre.and_then(|p| p.cert(dev.device_id.as_str(), key.thumbprint(), now)) {
+            Some(c) => c,
+            None => self.sign_cert(&dev.device_id, key, now)?,
+        };
         u.change(Change::PutCert(CertRecord {
             serial: issued.serial.clone(),
             device_id: dev.device_id.clone(),
@@ -125,51 +124,91 @@ impl Devices {
         Ok((issued.pem, vec![self.pki.ca_cert_pem.clone()]))
     }
 
+    /// Sign a certificate for `key` of `device` (not recorded).
+    pub(crate) fn sign_cert(
+        &self,
+        device: &DeviceId,
+        key: &PublicKey,
+        now: i64,
+    ) -> Result<crate::x509::Issued, Error> {
+        build_certificate(&self.pki, device, key, now, self.cfg.certificates.lifetime)
+            .map_err(|e| Error::internal("the daemon could not sign a certificate", e))
+    }
+
     /// Before provisioning: a retired key never comes back (I4), and
     /// X.509-wrapped keys (the presented one, and the device's OOB entry)
     /// must chain to a registry CA when any is registered (F13).
+    /// Says too whether the store knows the device (or lists it out of
+    /// band), read in the same snapshot: only then is signing ahead likely
+    /// to be used.
     pub async fn check_presented_key(
         self: &Arc<Self>,
         device: &DeviceId,
         key: &PublicKey,
-    ) -> Result<(), Error> {
+    ) -> Result<Presence, Error> {
         let id = device.to_string();
         let presented = key.format().is_x509().then(|| key.clone());
         let kid = key.thumbprint().to_string();
         let now = self.now();
-        let verdict = self
+        let (verdict, presence) = self
             .read(move |_, v| {
-                if let Some(r) = v.retired_key(&kid)? {
-                    return Ok(Err(format!("key was retired ({}) at {}", r.why, r.at)));
-                }
-                let cas = v.registry_cas()?;
-                if cas.is_empty() {
-                    return Ok(Ok(()));
-                }
-                if let Some(k) = &presented
-                    && let Err(reason) = crate::registry::check_wrapped(k, &cas, now)
-                {
-                    return Ok(Err(reason));
-                }
-                let oob_key = v
-                    .oob(&id)?
-                    .and_then(|o| o.public_key)
-                    .and_then(|pem| PublicKey::from_pem(&pem, None).ok());
-                if let Some(k) = oob_key.filter(|k| k.format().is_x509()) {
-                    return Ok(crate::registry::check_wrapped(&k, &cas, now));
-                }
-                Ok(Ok(()))
+                let presence = if v.device(&id)?.is_some() || v.oob(&id)?.is_some() {
+                    Presence::Listed
+                } else {
+                    Presence::Unknown
+                };
+                Ok((check_key(v, &id, &kid, presented.as_ref(), now)?, presence))
             })
             .await?;
         match verdict {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(presence),
             Err(reason) => {
                 tracing::info!(device_id = %device, %reason, "refused: registry CA check");
                 Err(Error::Refused)
             }
         }
     }
+}
 
+/// Whether a device's id is in the store when its request arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    /// A device record or an OOB entry names it.
+    Listed,
+    Unknown,
+}
+
+/// The retired-key and registry-CA rules of [`Devices::check_presented_key`].
+fn check_key(
+    v: &dyn StoreView,
+    id: &str,
+    kid: &str,
+    presented: Option<&PublicKey>,
+    now: i64,
+) -> Result<Result<(), String>, Error> {
+    if let Some(r) = v.retired_key(kid)? {
+        return Ok(Err(format!("key was retired ({}) at {}", r.why, r.at)));
+    }
+    let cas = v.registry_cas()?;
+    if cas.is_empty() {
+        return Ok(Ok(()));
+    }
+    if let Some(k) = presented
+        && let Err(reason) = crate::registry::check_wrapped(k, &cas, now)
+    {
+        return Ok(Err(reason));
+    }
+    let oob_key = v
+        .oob(id)?
+        .and_then(|o| o.public_key)
+        .and_then(|pem| PublicKey::from_pem(&pem, None).ok());
+    if let Some(k) = oob_key.filter(|k| k.format().is_x509()) {
+        return Ok(crate::registry::check_wrapped(&k, &cas, now));
+    }
+    Ok(Ok(()))
+}
+
+impl Devices {
     /// `POST /renew/mtls`: the client certificate is the credential. Every
     /// check is made against the store, on every request.
     pub async fn renew_mtls(
@@ -198,15 +237,15 @@ impl Devices {
                     tracing::info!(serial = %rec.serial, why, "client certificate refused");
                     invalid_client_cert()
                 })?;
-                let mut creds = d.issue(u, &mut dev, &rec.kid, now)?;
+                let mut creds = d.issue(u, &mut dev, &rec.kid, now, None)?;
                 match &csr {
-                    Some(c) => d.attach_certificate(v, u, &dev, &mut creds, Some(c), now)?,
+                    Some(c) => d.attach_certificate(v, u, &dev, &mut creds, Some(c), None)?,
                     None => {
                         let key = dev
                             .key(&rec.kid)
                             .and_then(|k| PublicKey::from_pem(&k.pem, Some(k.format)).ok())
                             .ok_or_else(invalid_client_cert)?;
-                        let (pem, chain) = d.certify(u, &dev, &key, now)?;
+                        let (pem, chain) = d.certify(u, &dev, &key, now, None)?;
                         creds.certificate = Some(pem);
                         creds.ca_chain = chain;
                     }

@@ -169,6 +169,7 @@ impl Devices {
             tracing::info!(device_id = %device_id, from = %token_kid, to = %signer_kid, "renewal rotates to another key");
         }
         let csr = self.prepare_csr(req.csr.as_deref(), &device_id)?;
+        let pre = self.presign(&device_id, &signer_kid, csr.as_ref(), now)?;
         let creds = self
             .transact(move |d, v, u| {
                 d.preflight(v, u, now)?;
@@ -186,8 +187,8 @@ impl Devices {
                 if !dev.key(&signer_kid).is_some_and(|k| k.is_usable(now)) {
                     return Err(Error::InvalidProof);
                 }
-                let mut creds = d.issue(u, &mut dev, &signer_kid, now)?;
-                d.attach_certificate(v, u, &dev, &mut creds, csr.as_ref(), now)?;
+                let mut creds = d.issue(u, &mut dev, &signer_kid, now, Some(&pre))?;
+                d.attach_certificate(v, u, &dev, &mut creds, csr.as_ref(), Some(&pre))?;
                 u.event(AdminEvent::DeviceUpserted { device: dev.view() });
                 Ok(creds)
             })
@@ -303,18 +304,13 @@ impl Devices {
         dev: &mut DeviceRecord,
         kid: &str,
         now: i64,
+        pre: Option<&Presigned>,
     ) -> Result<Credentials, Error> {
         let lifetime = self.cfg.tokens.lifetime.as_secs() as i64;
-        let issued = tokens::issue(
-            &self.pki.signing,
-            self.daemon_id(),
-            &self.cfg.tokens.audience,
-            dev.device_id.as_str(),
-            kid,
-            now,
-            lifetime,
-        )
-        .map_err(|e| Error::internal("the daemon could not sign a token", e))?;
+        let issued = match pre.and_then(|p| p.token(dev.device_id.as_str(), kid, now)) {
+            Some(t) => t,
+            None => self.sign_token(dev.device_id.as_str(), kid, now)?,
+        };
         u.change(Change::PutToken(TokenRecord {
             jti: issued.claims.jti.clone(),
             device_id: dev.device_id.clone(),
@@ -337,6 +333,79 @@ impl Devices {
             key_id: kid.to_string(),
             certificate: None,
             ca_chain: Vec::new(),
+        })
+    }
+}
+
+/// A token, and a certificate for a CSR, signed before the decision:
+/// signing is most of a request's CPU, and the writer (group_commit.rs)
+/// must not wait for it. The decision records them only when it issues for
+/// exactly this device, key and time; otherwise it signs itself, so the
+/// answer is the one signing inside would have given.
+pub struct Presigned {
+    device_id: String,
+    kid: String,
+    now: i64,
+    token: tokens::Issued,
+    /// The CSR key's thumbprint and its certificate.
+    cert: Option<(String, crate::x509::Issued)>,
+}
+
+impl Presigned {
+    pub(crate) fn token(&self, device_id: &str, kid: &str, now: i64) -> Option<tokens::Issued> {
+        (self.device_id == device_id && self.kid == kid && self.now == now)
+            .then(|| self.token.clone())
+    }
+
+    pub(crate) fn cert(
+        &self,
+        device_id: &str,
+        csr_kid: &str,
+        now: i64,
+    ) -> Option<crate::x509::Issued> {
+        let (k, c) = self.cert.as_ref()?;
+        (self.device_id == device_id && k == csr_kid && self.now == now).then(|| c.clone())
+    }
+}
+
+impl Devices {
+    fn sign_token(&self, device_id: &str, kid: &str, now: i64) -> Result<tokens::Issued, Error> {
+        tokens::issue(
+            &self.pki.signing,
+            self.daemon_id(),
+            &self.cfg.tokens.audience,
+            device_id,
+            kid,
+            now,
+            self.cfg.tokens.lifetime.as_secs() as i64,
+        )
+        .map_err(|e| Error::internal("the daemon could not sign a token", e))
+    }
+
+    /// Sign the token for `kid` (and the certificate for `csr`) that a
+    /// decision at `now` would issue. Runs on the request's own task, so
+    /// requests sign in parallel on every core.
+    pub(crate) fn presign(
+        &self,
+        device: &idprov_proto::DeviceId,
+        kid: &str,
+        csr: Option<&crate::x509::CheckedCsr>,
+        now: i64,
+    ) -> Result<Presigned, Error> {
+        let token = self.sign_token(device.as_str(), kid, now)?;
+        let cert = match csr {
+            Some(c) => Some((
+                c.key.thumbprint().to_string(),
+                self.sign_cert(device, &c.key, now)?,
+            )),
+            None => None,
+        };
+        Ok(Presigned {
+            device_id: device.to_string(),
+            kid: kid.to_string(),
+            now,
+            token,
+            cert,
         })
     }
 }

@@ -15,8 +15,9 @@ use idprov_proto::device::{
 use idprov_proto::{MacAddr, PublicKey};
 
 use crate::audit::draft;
+use crate::certs::Presence;
 use crate::config::FlagConfig;
-use crate::devices::{Devices, new_device};
+use crate::devices::{Devices, Presigned, new_device};
 use crate::error::Error;
 use crate::flags::{self, Flag, Observed, Raised, suspicious};
 use crate::proof::{self, VerifiedProof};
@@ -197,6 +198,8 @@ pub(crate) struct Ask<'a> {
     pub holding: bool,
     /// The request came through a confirmed setup-code exchange.
     pub setup_code: bool,
+    /// What was signed before the decision, if anything.
+    pub pre: Option<&'a Presigned>,
 }
 
 impl Ask<'_> {
@@ -229,6 +232,7 @@ struct Checked {
     seen: crate::flags::Observed,
     holding: bool,
     setup_code: bool,
+    pre: Option<Presigned>,
 }
 
 impl Checked {
@@ -243,6 +247,7 @@ impl Checked {
             seen: &self.seen,
             holding: self.holding,
             setup_code: self.setup_code,
+            pre: self.pre.as_ref(),
         }
     }
 }
@@ -322,7 +327,16 @@ impl Devices {
             })?;
 
         let csr = self.prepare_csr(req.csr.as_deref(), &req.device_id)?;
-        self.check_presented_key(&req.device_id, &key).await?;
+        let presence = self.check_presented_key(&req.device_id, &key).await?;
+        // Sign ahead only for a device the store names: an unknown one
+        // waits for an administrator, and a flood of them must not cost
+        // signatures.
+        let pre = match presence {
+            Presence::Listed => {
+                Some(self.presign(&req.device_id, key.thumbprint(), csr.as_ref(), now)?)
+            }
+            Presence::Unknown => None,
+        };
         let recent_failures = self
             .proof_failures
             .recent(req.device_id.as_str(), source.ip());
@@ -346,6 +360,7 @@ impl Devices {
             seen,
             holding: slot.is_some(),
             setup_code,
+            pre,
         });
         let c = checked.clone();
         let outcome = self
@@ -581,8 +596,8 @@ impl Devices {
         dev: &mut DeviceRecord,
         ask: &Ask<'_>,
     ) -> Result<Credentials, Error> {
-        let mut creds = self.issue(u, dev, ask.kid(), ask.now)?;
-        self.attach_certificate(v, u, dev, &mut creds, ask.csr, ask.now)?;
+        let mut creds = self.issue(u, dev, ask.kid(), ask.now, ask.pre)?;
+        self.attach_certificate(v, u, dev, &mut creds, ask.csr, ask.pre)?;
         Ok(creds)
     }
 

@@ -22,6 +22,7 @@ pub enum TokenError {
     NotYetValid,
 }
 
+#[derive(Clone)]
 pub struct Issued {
     pub token: String,
     pub claims: TokenClaims,

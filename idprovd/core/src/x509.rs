@@ -176,6 +176,7 @@ pub fn random_serial() -> [u8; 16] {
 }
 
 /// An issued certificate.
+#[derive(Clone)]
 pub struct Issued {
     pub serial: String,
     pub der: Vec<u8>,
