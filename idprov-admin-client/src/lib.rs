@@ -21,6 +21,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
+mod policy;
 mod x509;
 
 /// The exit codes of every idprov tool (`idprovd`, `idprovctl`,

@@ -25,6 +25,13 @@ pub mod paths {
     pub const CLOCK: &str = "/idprov/v1/admin/clock";
     /// `POST`: accept the current clock, lowering the high-water mark to it.
     pub const CLOCK_ACCEPT: &str = "/idprov/v1/admin/clock/accept";
+    /// Auto-approval rules: `GET`, `PUT` (all), `POST` (add); `/{name}`:
+    /// `PUT`, `DELETE?revision=N`; `/{name}/move`: `POST`.
+    pub const RULES: &str = "/idprov/v1/admin/rules";
+    /// `POST`: what a rule (or the policy) would decide among pending devices.
+    pub const RULES_DRY_RUN: &str = "/idprov/v1/admin/rules/dry-run";
+    /// Enrollment windows: `GET`, `POST` (open); `/{id}`: `DELETE` (close).
+    pub const WINDOWS: &str = "/idprov/v1/admin/windows";
 }
 
 /// Largest page a list call returns.
@@ -267,6 +274,9 @@ pub enum AlertKind {
     /// (a rogue server forwarding a device's exchange to this daemon).
     /// `instance` is the device ID, `addresses` the source.
     SetupCodeUnconfirmed,
+    /// `policy.window_max_failed_proofs` refused proofs while an
+    /// enrollment window was open: the window was closed (never pauses).
+    WindowProofFailures,
 }
 
 impl AlertKind {
@@ -278,6 +288,7 @@ impl AlertKind {
             AlertKind::ClockRegressed => "clock_regressed",
             AlertKind::SetupCodeLocked => "setup_code_locked",
             AlertKind::SetupCodeUnconfirmed => "setup_code_unconfirmed",
+            AlertKind::WindowProofFailures => "window_proof_failures",
         }
     }
 }
@@ -356,6 +367,14 @@ pub enum AdminEvent {
     Alert {
         alert: Alert,
     },
+    /// An enrollment window opened, admitted a device or closed.
+    Window {
+        window: crate::policy::WindowView,
+    },
+    /// The stored auto-approval rules changed (reload `GET /admin/rules`).
+    RulesChanged {
+        revision: u64,
+    },
     /// The subscriber fell behind and missed events: reload the lists.
     Lagged {
         missed: u64,
@@ -373,6 +392,8 @@ impl AdminEvent {
             AdminEvent::Audit { .. } => "audit",
             AdminEvent::Provisioning { .. } => "provisioning",
             AdminEvent::Alert { .. } => "alert",
+            AdminEvent::Window { .. } => "window",
+            AdminEvent::RulesChanged { .. } => "rules_changed",
             AdminEvent::Lagged { .. } => "lagged",
         }
     }

@@ -15,6 +15,7 @@ pub mod json;
 pub mod keys;
 pub mod oob_import;
 pub mod pem;
+pub mod policy;
 pub mod secret;
 pub mod setup;
 pub mod time;

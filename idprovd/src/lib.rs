@@ -142,6 +142,11 @@ pub async fn start(
         pki.clone(),
         cfg.certificates.clone(),
     );
+    let policy = Arc::new(idprovd_core::policy_admin::Policy::new(
+        core.clone(),
+        cfg.clone(),
+        devices.windows.clone(),
+    ));
     let daemon = Arc::new(Daemon {
         core,
         devices,
@@ -156,7 +161,19 @@ pub async fn start(
         alerts: alerts::Alerts::default(),
         imports: Arc::new(oob_import::Imports::default()),
         setup_exchanges: Default::default(),
+        policy,
     });
+    if let Err(e) = daemon.policy.load_guard().await {
+        tracing::warn!(error = %e, "could not read the enrollment windows");
+    }
+    tokio::spawn(
+        daemon
+            .policy
+            .guard
+            .clone()
+            .follow(daemon.core.events.subscribe()),
+    );
+    tokio::spawn(daemon::window_watch(daemon.clone(), shutdown.clone()));
     // Staging of imports that a crash or a stop cut short goes now, not
     // when the next import starts.
     if let Err(e) = daemon.imports.sweep(&daemon.core).await {
@@ -275,6 +292,9 @@ async fn housekeeping(d: Arc<Daemon>, shutdown: CancellationToken) {
         }
         if let Err(e) = d.expire_pending().await {
             tracing::warn!(error = ?e, "housekeeping failed");
+        }
+        if let Err(e) = d.policy.close_expired().await {
+            tracing::warn!(error = ?e, "closing expired enrollment windows failed");
         }
         // Raises the alert of a regressed clock even with no probe asking.
         if let Err(e) = d.clock_state().await {

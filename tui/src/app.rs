@@ -392,6 +392,8 @@ impl App {
             }
             AdminEvent::Provisioning { state } => self.provisioning = Some(state),
             AdminEvent::Alert { alert } => self.alerts.upsert(alerts::from_security(&alert)),
+            // Shown by the policy view, which reloads when it opens.
+            AdminEvent::Window { .. } | AdminEvent::RulesChanged { .. } => {}
             AdminEvent::Lagged { missed } => {
                 self.set_status(
                     Level::Warn,

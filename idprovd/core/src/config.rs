@@ -48,6 +48,8 @@ pub struct Config {
     pub setup_code: SetupCodeConfig,
     /// The store's page cache and the group commit.
     pub store: StoreConfig,
+    /// Auto-approval rules and enrollment windows (policy.rs).
+    pub policy: PolicyConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -170,6 +172,7 @@ impl Default for Config {
             flags: FlagConfig::default(),
             setup_code: SetupCodeConfig::default(),
             store: StoreConfig::default(),
+            policy: PolicyConfig::default(),
         }
     }
 }
@@ -395,6 +398,7 @@ impl Config {
         if sc.exchange_ttl.is_zero() || sc.exchange_ttl > Duration::from_secs(600) {
             return bad("setup_code.exchange_ttl must be between 1s and 10m");
         }
+        self.policy.validate().map_err(ConfigError::Invalid)?;
         if self.data_dir.as_os_str().is_empty() {
             return bad("data_dir must not be empty");
         }
@@ -667,4 +671,84 @@ impl Default for MonitorConfig {
             allow: Vec::new(),
         }
     }
+}
+
+/// `[policy]` configuration: rules (`[[policy.rules]]`, read-only, always
+/// evaluated before the rules stored through the admin API) and the bounds
+/// of enrollment windows.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    pub rules: Vec<idprov_proto::policy::Rule>,
+    /// Most rules, configured and stored together.
+    pub max_rules: usize,
+    /// How long a window stays open when the administrator does not say.
+    #[serde(with = "humantime_serde")]
+    pub window_default: Duration,
+    /// The longest a window may be opened for.
+    #[serde(with = "humantime_serde")]
+    pub window_max: Duration,
+    /// Most windows open at once.
+    pub max_open_windows: usize,
+    /// Refused proofs while a window is open that close it, with an alert
+    /// (Matter closes its commissioning window after 20 failed attempts).
+    pub window_max_failed_proofs: u32,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            rules: Vec::new(),
+            max_rules: 100,
+            window_default: Duration::from_secs(600),
+            window_max: Duration::from_secs(3600),
+            max_open_windows: 8,
+            window_max_failed_proofs: 20,
+        }
+    }
+}
+
+impl PolicyConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.window_default.is_zero() || self.window_default > self.window_max {
+            return Err("policy.window_default must be between 1s and policy.window_max".into());
+        }
+        if self.window_max > Duration::from_secs(7 * 86_400) {
+            return Err("policy.window_max must be at most 7 days".into());
+        }
+        if self.max_open_windows == 0 || self.window_max_failed_proofs == 0 {
+            return Err(
+                "policy.max_open_windows and policy.window_max_failed_proofs must be positive"
+                    .into(),
+            );
+        }
+        if self.rules.len() > self.max_rules {
+            return Err(format!(
+                "policy.rules: {} rules, more than policy.max_rules ({})",
+                self.rules.len(),
+                self.max_rules
+            ));
+        }
+        check_rules(self.rules.iter()).map_err(|e| format!("policy.rules: {e}"))
+    }
+}
+
+/// Rule names are unique, and a rule names only flags raised on requests.
+pub fn check_rules<'a>(
+    rules: impl Iterator<Item = &'a idprov_proto::policy::Rule>,
+) -> Result<(), String> {
+    let mut seen = std::collections::HashSet::new();
+    for r in rules {
+        if !seen.insert(r.name.as_str()) {
+            return Err(format!("two rules are named {}", r.name));
+        }
+        if let Some(f) = r.flags.iter().find(|f| !Flag::CHECKED.contains(f)) {
+            return Err(format!(
+                "rule {}: {f} is not raised on requests (flags: {})",
+                r.name,
+                Flag::CHECKED.map(Flag::as_str).join(", ")
+            ));
+        }
+    }
+    Ok(())
 }

@@ -39,6 +39,9 @@ pub struct Daemon {
     pub imports: Arc<crate::oob_import::Imports>,
     /// Setup-code exchanges between their two steps (setup_code.rs).
     pub setup_exchanges: crate::setup_code::Exchanges,
+    /// Auto-approval rules and enrollment windows (policy_admin.rs,
+    /// windows.rs).
+    pub policy: Arc<crate::policy_admin::Policy>,
 }
 
 /// `d.store`, `d.clock`, `d.metrics`, `d.core.transact(…)` reach the core.
@@ -109,6 +112,43 @@ pub async fn crl_maintenance(d: Arc<Daemon>, shutdown: tokio_util::sync::Cancell
             Ok(true) => d.crl_changed().await,
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "CRL check failed"),
+        }
+    }
+}
+
+/// Close the enrollment windows that saw too many refused proofs, with an
+/// alert (windows.rs counts them).
+pub async fn window_watch(d: Arc<Daemon>, shutdown: tokio_util::sync::CancellationToken) {
+    let Some(mut trips) = d.policy.guard.take_trips() else {
+        return;
+    };
+    loop {
+        let id = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            id = trips.recv() => match id { Some(id) => id, None => return },
+        };
+        let why = idprov_proto::policy::WindowClosed::ProofFailures;
+        match d.policy.close_window(id, why, "daemon".into()).await {
+            Ok(w) => {
+                let draft = crate::alerts::AlertDraft {
+                    kind: idprov_proto::admin::AlertKind::WindowProofFailures,
+                    instance: format!("window:{}", w.id),
+                    addresses: Vec::new(),
+                    port: None,
+                    daemon_id: None,
+                    ca_fingerprint: None,
+                    detail: format!(
+                        "{} refused proofs while enrollment window {} was open; it is closed",
+                        d.cfg.policy.window_max_failed_proofs, w.id
+                    ),
+                };
+                if let Err(e) = d.raise_alert(draft).await {
+                    tracing::warn!(error = %e, window = id, "could not raise the window alert");
+                }
+            }
+            // Already closed (its time or count came first).
+            Err(Error::Conflict(_)) => {}
+            Err(e) => tracing::warn!(error = %e, window = id, "could not close the window"),
         }
     }
 }

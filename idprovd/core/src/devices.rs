@@ -42,6 +42,8 @@ pub struct Devices {
     pub proof_failures: crate::flags::FailureTracker,
     /// Pending devices waiting on an open request (waiters.rs).
     pub waiters: Arc<crate::waiters::Waiters>,
+    /// Refused proofs while an enrollment window is open (windows.rs).
+    pub windows: Arc<crate::windows::WindowGuard>,
 }
 
 /// `self.metrics`, `self.clock`, `self.store` reach the core.
@@ -65,6 +67,7 @@ impl Devices {
                 cfg.pending.max_waiters,
                 cfg.pending.max_waiters_per_source,
             ),
+            windows: crate::windows::WindowGuard::new(cfg.policy.window_max_failed_proofs),
             core,
             cfg,
             pki,
@@ -482,6 +485,7 @@ impl Devices {
         }
         if matches!(e, Error::InvalidProof) {
             self.proof_failures.record(device_id, source);
+            self.windows.failed_proof(self.now());
         }
     }
 }

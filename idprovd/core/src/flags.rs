@@ -27,67 +27,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use idprov_proto::MacAddr;
-use serde::{Deserialize, Serialize};
+
 use tokio::time::Instant;
 
 pub use crate::config::FlagConfig;
 
-/// Every flag a request or a record can carry. Stored and shown by its
-/// snake_case name (`as_str`), which is the wire and audit format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Flag {
-    /// A provisioned device asks again while its last token is valid.
-    RepeatProvision,
-    KeyReused,
-    MacReused,
-    MacMismatch,
-    MacSuspicious,
-    ProofFailures,
-    /// A known device presented a key that is not one of its keys.
-    KeyMismatch,
-    /// A second request for a pending device ID came with another key.
-    KeyConflict,
-    /// A pending device asked again with another MAC.
-    MacChanged,
-}
-
-impl Flag {
-    /// The flags [`check`] raises; only these can be listed in `flags.hold`.
-    pub const CHECKED: [Flag; 6] = [
-        Flag::RepeatProvision,
-        Flag::KeyReused,
-        Flag::MacReused,
-        Flag::MacMismatch,
-        Flag::MacSuspicious,
-        Flag::ProofFailures,
-    ];
-
-    /// Flags about the claimed MAC's relation to other IDs or the wire.
-    pub fn is_mac_based(self) -> bool {
-        matches!(self, Flag::MacReused | Flag::MacMismatch)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Flag::RepeatProvision => "repeat_provision",
-            Flag::KeyReused => "key_reused",
-            Flag::MacReused => "mac_reused",
-            Flag::MacMismatch => "mac_mismatch",
-            Flag::MacSuspicious => "mac_suspicious",
-            Flag::ProofFailures => "proof_failures",
-            Flag::KeyMismatch => "key_mismatch",
-            Flag::KeyConflict => "key_conflict",
-            Flag::MacChanged => "mac_changed",
-        }
-    }
-}
-
-impl std::fmt::Display for Flag {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use idprov_proto::policy::Flag;
 
 /// One raised flag and why, for the audit entry.
 #[derive(Debug, Clone, PartialEq, Eq)]

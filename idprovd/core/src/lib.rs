@@ -14,6 +14,7 @@
 
 pub mod admin_ops;
 pub mod admins;
+pub mod admission;
 pub mod alerts;
 pub mod audit;
 pub mod certs;
@@ -33,6 +34,8 @@ pub mod neighbour;
 pub mod oob;
 pub mod oob_import;
 pub mod pki;
+pub mod policy;
+pub mod policy_admin;
 pub mod proof;
 pub mod provision;
 pub mod ratelimit;
@@ -49,6 +52,7 @@ pub mod store;
 pub mod store_conformance;
 pub mod tokens;
 pub mod waiters;
+pub mod windows;
 pub mod x509;
 
 pub use clock::{Clock, ManualClock, SystemClock};

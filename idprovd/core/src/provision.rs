@@ -47,6 +47,10 @@ pub enum Admission {
     /// The device completed the setup-code exchange (setup_code.rs).
     OobSetupCode,
     OobSecret,
+    /// An auto-approval rule (policy.rs).
+    Rule,
+    /// An enrollment window (windows.rs).
+    Window,
 }
 
 /// Why a device waits.
@@ -66,6 +70,8 @@ pub enum Refusal {
     KeyMismatch,
     OobMismatch,
     KeyConflict,
+    /// A `reject` rule (policy.rs).
+    Policy,
 }
 
 impl Admission {
@@ -77,6 +83,8 @@ impl Admission {
             Admission::OobMac => "oob_mac",
             Admission::OobSetupCode => "oob_setup_code",
             Admission::OobSecret => "oob_secret",
+            Admission::Rule => "rule",
+            Admission::Window => "window",
         }
     }
 }
@@ -99,6 +107,7 @@ impl Refusal {
             Refusal::KeyMismatch => "key_mismatch",
             Refusal::OobMismatch => "oob_mismatch",
             Refusal::KeyConflict => "key_conflict",
+            Refusal::Policy => "policy",
         }
     }
 }
@@ -203,13 +212,13 @@ pub(crate) struct Ask<'a> {
 }
 
 impl Ask<'_> {
-    fn id(&self) -> &str {
+    pub(crate) fn id(&self) -> &str {
         self.req.device_id.as_str()
     }
-    fn kid(&self) -> &str {
+    pub(crate) fn kid(&self) -> &str {
         self.key.thumbprint()
     }
-    fn audit(&self, u: &mut Unit, actor: &str, action: &str, detail: String) {
+    pub(crate) fn audit(&self, u: &mut Unit, actor: &str, action: &str, detail: String) {
         u.audit(draft(
             self.now,
             actor,
@@ -443,7 +452,7 @@ impl Devices {
             }
             Outcome::Refused(rule) => {
                 self.metrics.decision("refused", rule.as_str());
-                if rule != Refusal::NotActive {
+                if !matches!(rule, Refusal::NotActive | Refusal::Policy) {
                     self.metrics.alert(rule.as_str());
                 }
                 Err(Error::Refused)
@@ -497,7 +506,10 @@ impl Devices {
                             flags::MatchedBy::MacOrSecret
                         }
                         // match_oob names only OOB rules.
-                        Admission::DeviceKey | Admission::Admin => flags::MatchedBy::MacOrSecret,
+                        Admission::DeviceKey
+                        | Admission::Admin
+                        | Admission::Rule
+                        | Admission::Window => flags::MatchedBy::MacOrSecret,
                     };
                     if flags::holds(&self.cfg.flags, &raised, by) {
                         held = Some(raised);
@@ -508,8 +520,17 @@ impl Devices {
             }
         }
 
-        // 3. Unknown (or held): wait for an administrator.
-        self.pending_tx(v, u, ask, held)
+        // 3. Unknown (or held): a rule or an open window may decide
+        // (admission.rs); else wait for an administrator.
+        let was_held = held.is_some();
+        let raised = match held {
+            Some(f) => f,
+            None => self.raised_flags(v, u, ask)?,
+        };
+        if let Some(outcome) = self.policy_tx(v, u, ask, &raised)? {
+            return Ok(outcome);
+        }
+        self.pending_tx(v, u, ask, raised, was_held)
     }
 
     /// A waiting request's re-check: once its device is decided, the answer
@@ -589,7 +610,7 @@ impl Devices {
     }
 
     /// A token, and a certificate when the request carried a CSR.
-    fn issue_with_cert(
+    pub(crate) fn issue_with_cert(
         &self,
         v: &dyn StoreView,
         u: &mut Unit,
@@ -643,20 +664,16 @@ impl Devices {
     }
 
     /// Record a request for an unknown device, or one whose OOB match was
-    /// `held` for its flags, in the pending queue.
+    /// held for its flags (`was_held`), in the pending queue.
     fn pending_tx(
         &self,
         v: &dyn StoreView,
         u: &mut Unit,
         ask: &Ask<'_>,
-        held: Option<Vec<Raised>>,
+        raised: Vec<Raised>,
+        was_held: bool,
     ) -> Result<Outcome, Error> {
         let (id, now, req) = (ask.id(), ask.now, ask.req);
-        let was_held = held.is_some();
-        let raised = match held {
-            Some(f) => f,
-            None => self.raised_flags(v, u, ask)?,
-        };
         let retry = self.cfg.pending.retry_after.as_secs().max(1);
         let answer = PendingAnswer {
             device_id: req.device_id.clone(),
@@ -767,7 +784,7 @@ impl Devices {
 
     /// Add newly raised flags to a device record (the caller stores it) and
     /// audit them; flags already on the record are not audited again.
-    fn flag_device(
+    pub(crate) fn flag_device(
         &self,
         u: &mut Unit,
         dev: &mut DeviceRecord,

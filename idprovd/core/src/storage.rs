@@ -27,6 +27,7 @@ use std::path::PathBuf;
 
 use crate::audit::AuditDraft;
 use crate::error::Error;
+use crate::policy::PolicyRecord;
 use crate::records::{
     CertRecord, CrlState, DeviceRecord, OobRecord, PendingRecord, RegistryCaRecord, RetiredKey,
     TokenRecord,
@@ -112,6 +113,8 @@ pub trait StoreView {
     ) -> StoreResult<(Vec<AuditEntry>, Option<u64>, u64)>;
     /// The whole audit chain, in order.
     fn audit_all(&self) -> StoreResult<Vec<AuditEntry>>;
+    /// The stored rules and enrollment windows (policy.rs), if ever written.
+    fn policy(&self) -> StoreResult<Option<PolicyRecord>>;
 }
 
 /// One write a [`Unit`] asks for. The store applies them in order.
@@ -180,6 +183,9 @@ pub enum Change {
         state: CrlState,
     },
     DropCrlEntries(Vec<String>),
+    /// Replace the stored rules and windows (one small record: every rule
+    /// edit, window opening, admission through a window and closing).
+    PutPolicy(PolicyRecord),
 }
 
 /// What one decision writes, and what it tells administrators afterwards.

@@ -67,6 +67,7 @@ pub const CHECKS: &[(&str, Check)] = &[
     ),
     ("clock_never_goes_back", clock_never_goes_back),
     ("provisioning_round_trips", provisioning_round_trips),
+    ("policy_round_trips", policy_round_trips),
     ("identity_index", identity_index),
     ("stale_pending_bounded", stale_pending_bounded),
     ("list_devices_pages", list_devices_pages),
@@ -972,6 +973,46 @@ pub fn provisioning_round_trips(store: &dyn Store) {
         vec![Change::SetProvisioning(running.clone())],
     );
     assert_eq!(get("resumed"), running, "resumed");
+}
+
+/// The policy record (rules and windows) is absent on a fresh store, is
+/// stored whole and replaced whole, and a failed decision leaves it.
+pub fn policy_round_trips(store: &dyn Store) {
+    use crate::policy::PolicyRecord;
+    let get = |what: &str| view(store, what, |v| v.policy());
+    assert_eq!(get("fresh store"), None, "a fresh store has no policy");
+    let rule = match serde_json::from_str(r#"{"name":"a","action":"approve","device_id":"k-*"}"#) {
+        Ok(r) => r,
+        Err(e) => panic!("test rule: {e}"),
+    };
+    let one = PolicyRecord {
+        rules_revision: 1,
+        rules: vec![rule],
+        windows: Vec::new(),
+        next_window: 3,
+    };
+    apply(store, "put policy", vec![Change::PutPolicy(one.clone())]);
+    assert_eq!(get("stored"), Some(one.clone()), "stored whole");
+    let failed = store.transact(&mut |_, u| {
+        u.change(Change::PutPolicy(PolicyRecord::default()));
+        Err(crate::error::Error::conflict("changed my mind"))
+    });
+    assert!(failed.is_err(), "the failed decision reports its error");
+    assert_eq!(
+        get("after a failed decision"),
+        Some(one),
+        "a failed decision wrote it"
+    );
+    let two = PolicyRecord {
+        rules_revision: 2,
+        ..PolicyRecord::default()
+    };
+    apply(
+        store,
+        "replace policy",
+        vec![Change::PutPolicy(two.clone())],
+    );
+    assert_eq!(get("replaced"), Some(two), "replaced whole");
 }
 
 /// Most ids `ids_with_key` / `ids_with_mac` may return (the flags need one).

@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 pub mod metrics;
 pub mod oob_import;
+pub mod policy;
 pub mod ratelimit;
 pub mod setup;
 pub mod x509;
@@ -53,6 +54,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .merge(oob_import::routes())
         .merge(x509::routes())
         .merge(backup::routes())
+        .merge(policy::routes())
         .route(metrics::READYZ, axum::routing::get(metrics::readyz))
         .route_layer(middleware::from_fn(metrics::mark_endpoint))
         .fallback(|| async { ApiError::not_found("no such endpoint") })

@@ -44,6 +44,12 @@ impl Tx<'_> {
                         .insert(CLOCK_KEY, now.to_be_bytes().as_slice())?;
                 }
                 Change::SetProvisioning(s) => self.set_provisioning(&s)?,
+                Change::PutPolicy(p) => {
+                    let bytes = encode(&p)?;
+                    self.tx
+                        .open_table(META)?
+                        .insert(super::POLICY_KEY, bytes.as_slice())?;
+                }
                 Change::NoteIdentity {
                     device_id,
                     kid,

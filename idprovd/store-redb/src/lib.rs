@@ -51,6 +51,8 @@ const SCHEMA: &[u8] = b"idprov-store/1";
 const DAEMON_ID_KEY: &str = "daemon_id";
 pub(crate) const CLOCK_KEY: &str = "clock_high_water";
 pub(crate) const PROVISIONING_KEY: &str = "provisioning";
+/// The stored rules and windows (`idprovd_core::policy::PolicyRecord`).
+pub(crate) const POLICY_KEY: &str = "policy";
 /// The store file in the data dir (named in core: the data dir rules need it).
 pub const STORE_FILE: &str = idprovd_core::pki::STORE_FILE;
 

@@ -11,6 +11,7 @@ use super::x509::{
     CERTS, CERTS_BY_DEVICE, CRL_DER, CRL_ENTRIES, CRL_STATE, REGISTRY_CAS, RETIRED_KEYS, VERSION,
     X509_META, be_u64,
 };
+use idprovd_core::policy::PolicyRecord;
 use idprovd_core::storage::{CrlEntries, Paged, StoreView};
 use idprovd_core::store::StoreResult as CoreResult;
 use idprovd_core::store::{
@@ -19,8 +20,8 @@ use idprovd_core::store::{
 };
 
 use super::{
-    AUDIT, CLOCK_KEY, DEVICES, META, OOB, OOB_MAC, PENDING, PROVISIONING_KEY, REPLAY, REPLAY_EXP,
-    Rx, StoreResult, TOKENS, Tx, decode,
+    AUDIT, CLOCK_KEY, DEVICES, META, OOB, OOB_MAC, PENDING, POLICY_KEY, PROVISIONING_KEY, REPLAY,
+    REPLAY_EXP, Rx, StoreResult, TOKENS, Tx, decode,
 };
 
 /// Run a body that fails with this backend's error, reporting the
@@ -331,6 +332,9 @@ macro_rules! store_view {
                     }
                     Ok(out)
                 })
+            }
+            fn policy(&self) -> CoreResult<Option<PolicyRecord>> {
+                local(|| get_json(&self.tx.open_table(META)?, POLICY_KEY))
             }
         }
     };

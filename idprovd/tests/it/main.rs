@@ -8,5 +8,6 @@ mod clock_cli;
 mod config_example;
 mod key_material;
 mod ops_cli;
+mod policy_config;
 mod shutdown;
 mod store_damage;
