@@ -112,6 +112,16 @@ pub enum Command {
     },
     /// Security alerts raised since the daemon started.
     Alerts,
+    /// Auto-approval rules: list, add, replace, delete, move, dry-run.
+    Rules {
+        #[command(subcommand)]
+        command: crate::cli_policy::RulesCommand,
+    },
+    /// Enrollment windows: open, close, list.
+    Window {
+        #[command(subcommand)]
+        command: crate::cli_policy::WindowCommand,
+    },
     /// The hash-chained audit log, oldest first.
     Audit {
         /// Only entries after this sequence number.

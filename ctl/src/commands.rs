@@ -77,6 +77,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Events => events(&c).await,
+        Command::Rules { command } => crate::policy_cmds::rules(&c, command, as_json).await,
+        Command::Window { command } => crate::policy_cmds::window(&c, command, as_json).await,
     }
 }
 

@@ -3,4 +3,5 @@
 //! the output helpers; the binary runs the commands.
 
 pub mod cli;
+pub mod cli_policy;
 pub mod output;

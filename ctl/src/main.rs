@@ -10,6 +10,7 @@ use idprov_admin_client::AdminError;
 use idprovctl::cli::{Cli, exit};
 
 mod commands;
+mod policy_cmds;
 mod views;
 
 fn main() -> ExitCode {

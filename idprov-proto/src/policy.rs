@@ -416,6 +416,44 @@ pub struct Rule {
     pub time: Option<TimeWindow>,
 }
 
+impl Rule {
+    /// What the rule matches, `key=value` separated by spaces (`any` for a
+    /// rule without conditions), for tables and the TUI.
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(g) = &self.device_id {
+            parts.push(format!("device_id={g}"));
+        }
+        if let Some(k) = self.key_type {
+            parts.push(format!(
+                "key_type={}",
+                if k == KeyType::Es256 {
+                    "es256"
+                } else {
+                    "rs256"
+                }
+            ));
+        }
+        if let Some(o) = self.mac_oui {
+            parts.push(format!("mac_oui={o}"));
+        }
+        if let Some(c) = self.source {
+            parts.push(format!("source={c}"));
+        }
+        if !self.flags.is_empty() {
+            let f: Vec<_> = self.flags.iter().map(|f| f.as_str()).collect();
+            parts.push(format!("flags={}", f.join(",")));
+        }
+        if let Some(t) = self.time {
+            parts.push(format!("time={t}"));
+        }
+        if parts.is_empty() {
+            return "any".into();
+        }
+        parts.join(" ")
+    }
+}
+
 /// `GET /admin/rules`: the configuration's rules (read-only, evaluated
 /// first) and the stored ones, with the revision of the stored list.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

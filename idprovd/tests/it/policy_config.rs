@@ -2,6 +2,8 @@
 //! when the daemon loads it (check-config shows them back), unknown keys and
 //! malformed values refused with the key named.
 
+#![allow(clippy::expect_used)]
+
 use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_idprovd");

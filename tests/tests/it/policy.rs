@@ -45,7 +45,7 @@ fn with_mac(mac: MacAddr) -> impl FnOnce(&mut idprov_proto::device::ProvisionReq
 
 /// A daily time window around the daemon's now (or away from it).
 fn time_around(now: i64, inside: bool) -> String {
-    let m = (now.rem_euclid(86_400) / 60) as i64;
+    let m = now.rem_euclid(86_400) / 60;
     let (a, b) = if inside {
         (m - 60, m + 60)
     } else {
