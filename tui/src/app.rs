@@ -4,6 +4,7 @@
 
 mod keys;
 mod outcome;
+mod policy;
 
 use idprov_proto::admin::{
     AdminEvent, AuditEntry, DeviceView, OobEntryView, PendingView, ProvisioningState,
@@ -27,15 +28,18 @@ pub enum View {
     Oob,
     Alerts,
     Audit,
+    /// Enrollment windows and auto-approval rules (app/policy.rs).
+    Policy,
 }
 
 impl View {
-    pub const ALL: [View; 5] = [
+    pub const ALL: [View; 6] = [
         View::Pending,
         View::Devices,
         View::Oob,
         View::Alerts,
         View::Audit,
+        View::Policy,
     ];
 
     pub fn title(self) -> &'static str {
@@ -45,6 +49,7 @@ impl View {
             View::Oob => "OOB",
             View::Alerts => "Alerts",
             View::Audit => "Audit",
+            View::Policy => "Policy",
         }
     }
     fn index(self) -> usize {
@@ -94,6 +99,8 @@ pub enum Op {
     Revoke(Decision),
     RemoveOob(Vec<idprov_proto::DeviceId>),
     SetProvisioning(ProvisioningState),
+    OpenWindow,
+    CloseWindow(u64),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -135,6 +142,10 @@ pub struct App {
     pub oob: List<OobEntryView>,
     pub audit: List<AuditEntry>,
     pub alerts: List<Alert>,
+    /// Windows and rules (policy.rs).
+    pub policy: List<crate::policy::PolicyRow>,
+    /// What the policy would decide for each pending device (its dry run).
+    pub decided: std::collections::HashMap<idprov_proto::DeviceId, String>,
     pub provisioning: Option<ProvisioningState>,
     pub conn: Conn,
     pub status: Option<Status>,
@@ -162,6 +173,8 @@ impl App {
             oob: List::new(),
             audit: List::new(),
             alerts: List::new(),
+            policy: List::new(),
+            decided: std::collections::HashMap::new(),
             provisioning: None,
             conn: Conn::Connecting,
             status: None,
@@ -194,6 +207,7 @@ impl App {
             View::Oob => &self.oob,
             View::Alerts => &self.alerts,
             View::Audit => &self.audit,
+            View::Policy => &self.policy,
         }
     }
 
@@ -204,6 +218,7 @@ impl App {
             View::Oob => &mut self.oob,
             View::Alerts => &mut self.alerts,
             View::Audit => &mut self.audit,
+            View::Policy => &mut self.policy,
         }
     }
 
@@ -290,6 +305,7 @@ impl App {
                     .flat_map(|ev| self.apply_event(ev))
                     .collect()
             }
+            Msg::Policy(_) | Msg::PolicyFailed(_) | Msg::PolicyOp(_) => self.on_policy_msg(msg),
             Msg::Oob(entries) => {
                 self.oob.replace_all(entries);
                 Vec::new()
@@ -392,8 +408,10 @@ impl App {
             }
             AdminEvent::Provisioning { state } => self.provisioning = Some(state),
             AdminEvent::Alert { alert } => self.alerts.upsert(alerts::from_security(&alert)),
-            // Shown by the policy view, which reloads when it opens.
-            AdminEvent::Window { .. } | AdminEvent::RulesChanged { .. } => {}
+            // The Policy view and the pending detail follow the policy.
+            AdminEvent::Window { .. } | AdminEvent::RulesChanged { .. } => {
+                return vec![Command::ReloadPolicy];
+            }
             AdminEvent::Lagged { missed } => {
                 self.set_status(
                     Level::Warn,

@@ -9,7 +9,10 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use idprov_admin_client::{AdminClient, AdminError};
 use idprov_proto::admin::{AuditEntry, ListQuery, MAX_PAGE, Page};
+use idprov_proto::policy::{DryRunRequest, WindowOpen};
 use idprov_proto::{DeviceId, ErrorCode};
+
+use crate::text::timestamp;
 use tokio::sync::mpsc;
 
 use crate::app::AUDIT_KEEP;
@@ -27,6 +30,22 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// Rules, windows and the whole policy's dry run, for the Policy view.
+    async fn policy(&self) -> Result<crate::policy::PolicyData, AdminError> {
+        Ok(crate::policy::PolicyData {
+            rules: self.client.rules().await?,
+            windows: self.client.windows().await?.items,
+            dry_run: self.client.rules_dry_run(&DryRunRequest::default()).await?,
+        })
+    }
+
+    async fn policy_msg(&self) -> Msg {
+        match self.policy().await {
+            Ok(d) => Msg::Policy(Box::new(d)),
+            Err(e) => Msg::PolicyFailed(e.to_string()),
+        }
+    }
+
     pub fn new(client: AdminClient, tx: mpsc::Sender<Msg>) -> Self {
         Daemon { client, tx }
     }
@@ -73,6 +92,12 @@ impl Daemon {
     pub fn execute(&self, cmd: Command) {
         let this = self.clone();
         tokio::spawn(async move {
+            // The rules and windows are loaded with every list.
+            if matches!(cmd, Command::Reload { .. })
+                && this.tx.send(this.policy_msg().await).await.is_err()
+            {
+                return;
+            }
             let msg = match cmd {
                 Command::Reload { generation } => match this.snapshot().await {
                     Ok(s) => Msg::Snapshot {
@@ -107,6 +132,23 @@ impl Daemon {
                         Err(e) => o.failures.push(failure(Some(d.id), Some(d.revision), &e)),
                     }
                     Msg::Done(o)
+                }
+                Command::ReloadPolicy => this.policy_msg().await,
+                Command::OpenWindow => Msg::PolicyOp(
+                    match this.client.window_open(&WindowOpen::default()).await {
+                        Ok(w) => Ok(format!(
+                            "window {} open until {}",
+                            w.id,
+                            timestamp(w.closes_at)
+                        )),
+                        Err(e) => Err(format!("cannot open a window: {e}")),
+                    },
+                ),
+                Command::CloseWindow(id) => {
+                    Msg::PolicyOp(match this.client.window_close(id).await {
+                        Ok(w) => Ok(format!("window {} closed, {} admitted", w.id, w.admitted)),
+                        Err(e) => Err(format!("cannot close window {id}: {e}")),
+                    })
                 }
                 Command::RemoveOob(ids) => {
                     let mut o = Outcome::new(Verb::RemoveOob, ids.len());

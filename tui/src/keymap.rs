@@ -87,6 +87,7 @@ pub enum Scope {
     Oob,
     Alerts,
     Audit,
+    Policy,
     /// Typing a filter.
     Filter,
     /// A yes/no question is open.
@@ -104,6 +105,7 @@ impl Scope {
             Scope::Oob => "OOB entries",
             Scope::Alerts => "Alerts",
             Scope::Audit => "Audit log",
+            Scope::Policy => "Windows and rules",
             Scope::Filter => "While typing a filter",
             Scope::Confirm => "In a confirmation",
             Scope::Help => "In this help",
@@ -117,6 +119,7 @@ impl Scope {
             View::Oob => Scope::Oob,
             View::Alerts => Scope::Alerts,
             View::Audit => Scope::Audit,
+            View::Policy => Scope::Policy,
         }
     }
 }
@@ -147,6 +150,8 @@ pub enum Action {
     Revoke,
     RemoveOob,
     ToggleProvisioning,
+    OpenWindow,
+    CloseWindow,
     /// Enter on an alert: show the device it is about.
     Open,
     Yes,
@@ -256,6 +261,20 @@ pub static BINDINGS: &[Binding] = &[
         A::Open,
         "show the device of the selected alert",
         Some("show device"),
+    ),
+    b(
+        S::Policy,
+        &[ch('o')],
+        A::OpenWindow,
+        "open an enrollment window (the daemon's default length)",
+        Some("open window"),
+    ),
+    b(
+        S::Policy,
+        &[ch('x')],
+        A::CloseWindow,
+        "close the selected enrollment window",
+        Some("close window"),
     ),
     b(
         S::Confirm,
@@ -393,6 +412,13 @@ pub static BINDINGS: &[Binding] = &[
     ),
     b(
         S::Global,
+        &[ch('6')],
+        A::GoTo(View::Policy),
+        "Windows and rules view",
+        None,
+    ),
+    b(
+        S::Global,
         &[ch('j'), k(KeyCode::Down)],
         A::Down,
         "down",
@@ -445,6 +471,7 @@ pub fn chain(scope: Scope) -> &'static [Scope] {
         S::Oob => &[S::Oob, S::Global],
         S::Alerts => &[S::Alerts, S::Global],
         S::Audit => &[S::Audit, S::Global],
+        S::Policy => &[S::Policy, S::Global],
         // Modal scopes do not fall through to the view keys.
         S::Filter => &[S::Filter],
         S::Confirm => &[S::Confirm],
@@ -489,6 +516,7 @@ pub fn help_lines(current: Scope) -> Vec<(Option<&'static str>, String, &'static
         S::Oob,
         S::Alerts,
         S::Audit,
+        S::Policy,
         S::Filter,
         S::Confirm,
     ];

@@ -20,6 +20,7 @@ pub mod daemon;
 pub mod keymap;
 pub mod list;
 pub mod msg;
+pub mod policy;
 pub mod rows;
 pub mod synthetic;
 pub mod text;

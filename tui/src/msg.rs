@@ -29,6 +29,11 @@ pub enum Command {
     Revoke(Decision),
     RemoveOob(Vec<DeviceId>),
     SetProvisioning(ProvisioningState),
+    /// Load the rules, windows and the policy's dry run (policy.rs).
+    ReloadPolicy,
+    /// Open an enrollment window of the daemon's default length.
+    OpenWindow,
+    CloseWindow(u64),
 }
 
 /// Everything the daemon knows, loaded in one go.
@@ -149,4 +154,8 @@ pub enum Msg {
         total: usize,
     },
     Done(Outcome),
+    Policy(Box<crate::policy::PolicyData>),
+    PolicyFailed(String),
+    /// A window opened or closed (`Ok` says which), or why not.
+    PolicyOp(Result<String, String>),
 }

@@ -150,6 +150,8 @@ impl App {
             Action::RemoveOob => self.confirm_remove_oob(),
             Action::ToggleProvisioning => self.confirm_provisioning(),
             Action::Open => self.open_alert(),
+            Action::OpenWindow => self.confirm_open_window(),
+            Action::CloseWindow => self.confirm_close_window(),
             // Modal actions never reach the normal mode.
             Action::Yes
             | Action::No
@@ -177,6 +179,8 @@ impl App {
                 .into(),
                 Command::SetProvisioning(p),
             ),
+            Op::OpenWindow => ("opening a window…".into(), Command::OpenWindow),
+            Op::CloseWindow(id) => (format!("closing window {id}…"), Command::CloseWindow(id)),
         };
         self.set_status(Level::Info, text);
         cmd

@@ -574,7 +574,7 @@ fn oob_removal_is_confirmed() {
 fn tab_cycles_views_and_help_opens_and_closes() {
     let mut app = loaded(0);
     let mut seen = vec![app.view];
-    for _ in 0..5 {
+    for _ in 0..6 {
         app.on_key(code(KeyCode::Tab));
         seen.push(app.view);
     }
@@ -586,11 +586,12 @@ fn tab_cycles_views_and_help_opens_and_closes() {
             View::Oob,
             View::Alerts,
             View::Audit,
+            View::Policy,
             View::Pending
         ]
     );
     app.on_key(KeyEvent::new(KeyCode::BackTab, KeyModifiers::SHIFT));
-    assert_eq!(app.view, View::Audit);
+    assert_eq!(app.view, View::Policy);
     app.on_key(key('?'));
     assert!(matches!(app.mode, Mode::Help { .. }));
     app.on_key(key('a'));

@@ -5,6 +5,7 @@
 //! same with 10 or 100,000 pending devices.
 
 mod overlay;
+mod policy_view;
 pub mod theme;
 mod views;
 
@@ -56,6 +57,7 @@ fn draw_header(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             View::Oob => Some(app.oob.total()),
             View::Alerts => Some(app.alerts.total()),
             View::Audit => None,
+            View::Policy => Some(app.policy.total()),
         };
         let label = match count {
             Some(n) if app.loaded => format!(" {} {} {} ", i + 1, v.title(), text::thousands(n)),

@@ -26,6 +26,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         View::Oob => oob(f, area, app, theme),
         View::Alerts => alerts(f, area, app, theme),
         View::Audit => audit(f, area, app, theme),
+        View::Policy => super::policy_view::draw(f, area, app, theme),
     }
 }
 
@@ -40,7 +41,7 @@ fn split(area: Rect, detail: u16) -> (Rect, Option<Rect>) {
     }
 }
 
-fn title<T: Row>(name: &str, list: &List<T>, extra: Option<String>) -> String {
+pub(super) fn title<T: Row>(name: &str, list: &List<T>, extra: Option<String>) -> String {
     let mut t = format!(" {name} ");
     if list.filter().is_empty() {
         t.push_str(&text::thousands(list.total()));
@@ -66,19 +67,19 @@ fn title<T: Row>(name: &str, list: &List<T>, extra: Option<String>) -> String {
     t
 }
 
-type CellsFn<'a, T> = dyn Fn(&T) -> Vec<Cell<'static>> + 'a;
+pub(super) type CellsFn<'a, T> = dyn Fn(&T) -> Vec<Cell<'static>> + 'a;
 
-struct Columns<'a, T> {
-    headers: Vec<&'static str>,
-    widths: Vec<Constraint>,
-    cells: Box<CellsFn<'a, T>>,
+pub(super) struct Columns<'a, T> {
+    pub headers: Vec<&'static str>,
+    pub widths: Vec<Constraint>,
+    pub cells: Box<CellsFn<'a, T>>,
     /// What an empty (loaded) list says.
-    empty: &'static str,
+    pub empty: &'static str,
 }
 
 /// Draw the visible window of a list as a table with the cursor row
 /// highlighted.
-fn table<'a, T: Row>(
+pub(super) fn table<'a, T: Row>(
     f: &mut Frame,
     area: Rect,
     list: &'a List<T>,
@@ -152,7 +153,7 @@ fn mac(m: Option<idprov_proto::MacAddr>) -> String {
 // ---- Pending ----
 
 fn pending(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
-    let (t_area, d_area) = split(area, 7);
+    let (t_area, d_area) = split(area, 8);
     let wide = area.width >= 110;
     let now = app.now;
     let mut headers = vec![" ", "DEVICE ID", "MAC", "KEY"];
@@ -210,7 +211,7 @@ fn pending(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     table(f, t_area, list, t, cols, app.loaded, theme);
 
     if let (Some(d_area), Some(p)) = (d_area, list.selected()) {
-        let lines = vec![
+        let mut lines = vec![
             Line::from(vec![
                 label("verify code", theme),
                 Span::styled(safe(&p.verification_code).into_owned(), theme.bold()),
@@ -248,6 +249,15 @@ fn pending(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
                 },
             ]),
         ];
+        // The policy's dry run: the rule or window that decides this
+        // device at its next request (policy.rs).
+        lines.push(Line::from(vec![
+            label("decided by", theme),
+            match app.decided.get(&p.device_id) {
+                Some(by) => Span::styled(safe(by).into_owned(), theme.bold()),
+                None => Span::styled("an administrator (no rule or window matches)", theme.dim()),
+            },
+        ]));
         let t = format!("{} · rev {}", p.device_id, p.revision);
         detail(f, d_area, &t, lines, theme);
     }

@@ -13,13 +13,18 @@ use std::time::{Duration, Instant};
 use idprov_tests::{DeviceKey, TestDaemon};
 
 /// A private tmux server (own socket name), killed when dropped.
-struct Tmux {
+pub(crate) struct Tmux {
     socket: String,
 }
 
 impl Tmux {
     fn start(cmd: &str, conf: &Path, w: u16, h: u16) -> Tmux {
-        let socket = format!("idprov-tui-e2e-{}", std::process::id());
+        Tmux::start_named("e2e", cmd, conf, w, h)
+    }
+
+    /// A server of its own for each test (`tag`), so tests run in parallel.
+    pub(crate) fn start_named(tag: &str, cmd: &str, conf: &Path, w: u16, h: u16) -> Tmux {
+        let socket = format!("idprov-tui-{tag}-{}", std::process::id());
         let t = Tmux { socket };
         // remain-on-exit (from the config) keeps the pane after the TUI
         // exits, so the restored screen can be checked.
@@ -59,14 +64,14 @@ impl Tmux {
         String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", "e2e"]).stdout).into()
     }
 
-    fn keys(&self, keys: &[&str]) {
+    pub(crate) fn keys(&self, keys: &[&str]) {
         let mut args = vec!["send-keys", "-t", "e2e"];
         args.extend_from_slice(keys);
         self.run(&args);
     }
 
     /// Wait until the screen satisfies `ok`; fail with the screen if not.
-    async fn wait(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
+    pub(crate) async fn wait(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let s = self.screen();

@@ -3,5 +3,6 @@
 //! the real binary in tmux.
 
 mod e2e_tmux;
+mod policy_tmux;
 mod reconnect;
 mod snapshots;
