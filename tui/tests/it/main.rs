@@ -3,6 +3,7 @@
 //! the real binary in tmux.
 
 mod e2e_tmux;
+mod keypress_token;
 mod policy_tmux;
 mod reconnect;
 mod snapshots;
