@@ -546,6 +546,13 @@ impl Devices {
             return Ok(None);
         };
         self.preflight(v, u, ask.now)?;
+        // The key was checked when the request arrived (certs.rs,
+        // check_presented_key); one revoked while it waited never gets a
+        // token (invariant I4). Refused as it is at the start of a request.
+        if v.retired_key(ask.kid())?.is_some() {
+            tracing::info!(device_id = ask.id(), "refused: key revoked while waiting");
+            return Err(Error::Refused);
+        }
         self.known_tx(v, u, ask, dev).map(Some)
     }
 

@@ -51,7 +51,7 @@ async fn provision_waiting(
     ))
 }
 
-fn start_waiting(
+pub(crate) fn start_waiting(
     d: &TestDaemon,
     id: &str,
     key: &DeviceKey,
@@ -69,7 +69,7 @@ fn start_waiting(
 
 /// Make `id` pending (answered at once, told to ask again at once), then
 /// send the request that waits, and return once the daemon holds it.
-async fn pend_then_wait(
+pub(crate) async fn pend_then_wait(
     d: &TestDaemon,
     id: &str,
     key: &DeviceKey,
@@ -91,7 +91,7 @@ async fn pend_then_wait(
 }
 
 /// The pending request of `id`, once it is there.
-async fn pending_revision(d: &TestDaemon, id: &str) -> Result<u64> {
+pub(crate) async fn pending_revision(d: &TestDaemon, id: &str) -> Result<u64> {
     let admin = d.admin()?;
     for _ in 0..500 {
         let page = admin.pending_list(&ListQuery::default()).await?;
