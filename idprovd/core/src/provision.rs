@@ -135,7 +135,8 @@ impl Mismatch {
 /// The OOB matching rule: every credential the entry names must match (a
 /// one-time secret also must be unused); the strongest one names the rule.
 /// A setup code matches only a request that completed the setup-code
-/// exchange (`setup_code`), once, and not after its lockout.
+/// exchange (`setup_code`), once. (A locked code starts no exchange; the
+/// exchange whose start locked it may still complete.)
 pub fn match_oob(
     entry: &OobRecord,
     kid: &str,
@@ -159,7 +160,7 @@ pub fn match_oob(
         }
     }
     if let Some(s) = &entry.setup
-        && (!setup_code || s.consumed_at.is_some() || s.locked_at.is_some())
+        && (!setup_code || s.consumed_at.is_some())
     {
         mismatch.push(Mismatch::SetupCode);
     }
@@ -642,6 +643,10 @@ impl Devices {
         let (id, now) = (ask.id(), ask.now);
         if let Some(s) = entry.setup.as_mut().filter(|_| ask.setup_code) {
             s.consumed_at = Some(now);
+            // The attempt charged when this exchange started was not a
+            // failure, and so did not lock the code.
+            s.failures = s.failures.saturating_sub(1);
+            s.locked_at = None;
         }
         if entry.secret_hash.is_some() || ask.setup_code {
             if entry.secret_hash.is_some() {
@@ -1062,6 +1067,42 @@ mod tests {
         assert_eq!(
             match_oob(&e, "k", None, Some(&s), false),
             Err(vec![Mismatch::Secret])
+        );
+    }
+
+    #[test]
+    fn a_setup_code_matches_only_a_confirmed_exchange_once() {
+        let mut e = entry(None, None, None);
+        e.setup = Some(crate::store::SetupRecord {
+            verifier: String::new(),
+            consumed_at: None,
+            failures: 10,
+            locked_at: Some(4),
+        });
+        let plain = match_oob(&e, "k", None, None, false);
+        assert_eq!(plain, Err(vec![Mismatch::SetupCode]), "plain /provision");
+        // The exchange whose start locked the code may still complete.
+        assert_eq!(
+            match_oob(&e, "k", None, None, true),
+            Ok(Admission::OobSetupCode)
+        );
+        if let Some(s) = e.setup.as_mut() {
+            s.consumed_at = Some(5);
+        }
+        assert_eq!(
+            match_oob(&e, "k", None, None, true),
+            Err(vec![Mismatch::SetupCode]),
+            "consumed"
+        );
+        // With a key listed too, the key names the rule and both must match.
+        e.kid = Some("k".into());
+        if let Some(s) = e.setup.as_mut() {
+            s.consumed_at = None;
+        }
+        assert_eq!(match_oob(&e, "k", None, None, true), Ok(Admission::OobKey));
+        assert_eq!(
+            match_oob(&e, "other", None, None, true),
+            Err(vec![Mismatch::Key])
         );
     }
 

@@ -233,7 +233,10 @@ fn oob(id: &str, m: Option<&str>) -> OobRecord {
 
 /// `OobRecord` has no `PartialEq`: compare what is stored.
 fn same_oob(a: &OobRecord, b: &OobRecord) -> bool {
-    a.view() == b.view() && a.secret_hash == b.secret_hash && a.secret_salt == b.secret_salt
+    a.view() == b.view()
+        && a.secret_hash == b.secret_hash
+        && a.secret_salt == b.secret_salt
+        && a.setup == b.setup
 }
 
 fn token(jti: &str, expires_at: i64) -> TokenRecord {
@@ -406,6 +409,13 @@ pub fn changes_apply_in_order(store: &dyn Store) {
     p2.attempts = 2;
     let mut o2 = oob("ord-oob", None);
     o2.note = Some("second".into());
+    // A setup code's record is part of the entry (issue 17): stored whole.
+    o2.setup = Some(crate::store::SetupRecord {
+        verifier: "spake2+p256$argon2id$m=64,t=1,p=1$c2FsdHNhbHQ$w0$L".into(),
+        consumed_at: Some(11),
+        failures: 3,
+        locked_at: None,
+    });
     apply(
         store,
         "puts, replaces and deletes",

@@ -3,6 +3,8 @@
 //! from it; `export` carries neither, and importing the export keeps the
 //! stored codes with their use.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 

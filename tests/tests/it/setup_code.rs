@@ -130,7 +130,7 @@ async fn a_device_with_only_its_code_provisions_and_pins_the_ca() -> Result<()> 
         s,
         Some(SetupCodeState {
             consumed: true,
-            failures: 1,
+            failures: 0,
             locked: false
         })
     );

@@ -668,3 +668,32 @@ fn a_security_alert_event_is_listed_escaped_and_survives_a_reload() {
     });
     assert!(app.alerts.iter_all().any(|a| a.key == row.key));
 }
+
+#[test]
+fn a_setup_code_alert_is_listed_under_its_device() {
+    use idprov_proto::admin::{Alert as WireAlert, AlertKind};
+    let mut app = loaded(0);
+    app.apply_event(AdminEvent::Alert {
+        alert: WireAlert {
+            id: 2,
+            at: NOW,
+            kind: AlertKind::SetupCodeLocked,
+            instance: "label-7".into(),
+            addresses: vec!["10.0.0.23".into()],
+            port: None,
+            daemon_id: None,
+            ca_fingerprint: None,
+            detail: "setup code of label-7 locked after 10 exchanges".into(),
+            paused: false,
+            audit_seq: 9,
+        },
+    });
+    let row = app
+        .alerts
+        .iter_all()
+        .find(|a| a.key.kind() == "security")
+        .cloned()
+        .unwrap_or_else(|| panic!("no security row"));
+    assert_eq!(row.flags, ["setup_code_locked"]);
+    assert_eq!(row.key.subject(), "label-7");
+}
