@@ -19,7 +19,6 @@ pub const DEVICE_RS256_PUB: &str = include_str!("../keys/device-rs256.pub.pem");
 const DEVICE_ES256_KEY: &str = include_str!("../keys/device-es256.key.pem");
 const DEVICE_RS256_KEY: &str = include_str!("../keys/device-rs256.key.pem");
 const DAEMON_SIGNING_KEY: &str = include_str!("../keys/daemon-signing.key.pem");
-const DAEMON_SIGNING_PUB: &str = include_str!("../keys/daemon-signing.pub.pem");
 
 /// The device's two public keys (ES256, RS256) as the daemon holds them.
 pub static DEVICE_KEYS: LazyLock<[PublicKey; 2]> = LazyLock::new(|| {
@@ -46,15 +45,13 @@ fn pem_der(pem: &str) -> Vec<u8> {
 
 /// The daemon's token signing key, as `pki` builds it.
 pub static SIGNING: LazyLock<idprovd_core::pki::SigningKey> = LazyLock::new(|| {
-    let public = match PublicKey::from_pem(DAEMON_SIGNING_PUB, None) {
+    match idprovd_core::pki::SigningKey::from_pkcs8(
+        "fuzz-signing-key".into(),
+        &pem_der(DAEMON_SIGNING_KEY),
+        serde_json::Value::Null,
+    ) {
         Ok(k) => k,
         Err(e) => panic!("fuzz/keys/daemon-signing: {e}"),
-    };
-    idprovd_core::pki::SigningKey {
-        kid: "fuzz-signing-key".into(),
-        encoding: EncodingKey::from_ec_der(&pem_der(DAEMON_SIGNING_KEY)),
-        decoding: jsonwebtoken::DecodingKey::from_ec_der(public.verify_bytes()),
-        jwk: serde_json::Value::Null,
     }
 });
 

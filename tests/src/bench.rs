@@ -24,6 +24,17 @@ impl BenchDaemon {
     /// mDNS off, metrics on port 0, rate limits off (a benchmark sends all
     /// its load from one address), and `env` on top.
     pub fn start(bin: Option<&Path>, env: &[(&str, &str)]) -> Result<BenchDaemon> {
+        Self::start_from(bin, env, None)
+    }
+
+    /// [`BenchDaemon::start`] on a copy of the data dir `prefilled` (its
+    /// admin profile names a stale port; [`BenchDaemon::admin_profile`]
+    /// points it here).
+    pub fn start_from(
+        bin: Option<&Path>,
+        env: &[(&str, &str)],
+        prefilled: Option<&Path>,
+    ) -> Result<BenchDaemon> {
         let bin = match bin {
             Some(p) => p.to_path_buf(),
             None => std::env::current_exe()?
@@ -33,6 +44,16 @@ impl BenchDaemon {
         };
         let tmp = tempfile::tempdir()?;
         let dir = tmp.path().join("data");
+        if let Some(from) = prefilled {
+            let out = Command::new("cp").arg("-a").arg(from).arg(&dir).output()?;
+            if !out.status.success() {
+                bail!(
+                    "copying {}: {}",
+                    from.display(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
         let mut cmd = Command::new(&bin);
         cmd.args([
             "--listen",

@@ -121,7 +121,10 @@ pub struct Pki {
 /// The ES256 key daemon tokens are signed with.
 pub struct SigningKey {
     pub kid: String,
-    pub encoding: jsonwebtoken::EncodingKey,
+    /// Parsed once at start: `jsonwebtoken::encode` re-parses a PKCS#8 key
+    /// (with aws-lc's key check) on every signature, which showed up in the
+    /// issuance profile.
+    signer: aws_lc_rs::signature::EcdsaKeyPair,
     pub decoding: jsonwebtoken::DecodingKey,
     /// Public JWK (for the JWKS document).
     pub jwk: serde_json::Value,
@@ -371,12 +374,27 @@ impl SigningKey {
             "kty": "EC", "crv": "P-256", "x": x, "y": y,
             "use": "sig", "alg": "ES256", "kid": kid,
         });
+        SigningKey::from_pkcs8(kid, kp.serialized_der(), jwk)
+    }
+
+    /// A P-256 key from its PKCS#8 DER, parsed here once.
+    pub fn from_pkcs8(kid: String, pkcs8: &[u8], jwk: serde_json::Value) -> Result<SigningKey> {
+        use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
+        let signer = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8)
+            .map_err(|e| anyhow!("the token signing key is not a P-256 key: {e}"))?;
+        let decoding = jsonwebtoken::DecodingKey::from_ec_der(signer.public_key().as_ref());
         Ok(SigningKey {
             kid,
-            encoding: jsonwebtoken::EncodingKey::from_ec_der(kp.serialized_der()),
-            decoding: jsonwebtoken::DecodingKey::from_ec_der(raw),
+            signer,
+            decoding,
             jwk,
         })
+    }
+
+    /// The ES256 signature (r || s, 64 bytes) of `message`.
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, aws_lc_rs::error::Unspecified> {
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        Ok(self.signer.sign(&rng, message)?.as_ref().to_vec())
     }
 }
 

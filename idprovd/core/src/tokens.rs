@@ -52,8 +52,28 @@ pub fn issue(
     let mut header = Header::new(Algorithm::ES256);
     header.typ = Some(TOKEN_TYP.to_string());
     header.kid = Some(key.kid.clone());
-    let token = jsonwebtoken::encode(&header, &claims, &key.encoding)?;
+    let token = encode(key, &header, &claims)?;
     Ok(Issued { token, claims })
+}
+
+/// The compact JWS, as `jsonwebtoken::encode` builds it, but signed with the
+/// key parsed once in [`SigningKey`] rather than re-parsed per token.
+fn encode(
+    key: &SigningKey,
+    header: &Header,
+    claims: &TokenClaims,
+) -> Result<String, jsonwebtoken::errors::Error> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut token = b64.encode(serde_json::to_vec(header)?);
+    token.push('.');
+    b64.encode_string(serde_json::to_vec(claims)?, &mut token);
+    let signature = key.sign(token.as_bytes()).map_err(|_| {
+        jsonwebtoken::errors::Error::from(jsonwebtoken::errors::ErrorKind::InvalidEcdsaKey)
+    })?;
+    token.push('.');
+    b64.encode_string(signature, &mut token);
+    Ok(token)
 }
 
 /// Check a daemon token's signature and claims (not its store record).

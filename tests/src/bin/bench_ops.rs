@@ -35,6 +35,14 @@ struct Args {
     /// The idprovd binary (default: next to this one).
     #[arg(long)]
     idprovd: Option<PathBuf>,
+    /// OOB entries (each with its own key) not yet provisioned, besides the
+    /// devices' own.
+    #[arg(long, default_value_t = 0)]
+    pending_oob: usize,
+    /// Only fill a new data dir here (for `bench_throughput --prefilled`)
+    /// and exit.
+    #[arg(long)]
+    fill_only: Option<PathBuf>,
 }
 
 fn main() -> Result<()> {
@@ -47,19 +55,27 @@ fn main() -> Result<()> {
             .join("idprovd"),
     };
     let tmp = tempfile::tempdir()?;
-    let dir = tmp.path().join("data");
+    let dir = match &args.fill_only {
+        Some(d) if d.exists() => bail!("{} exists", d.display()),
+        Some(d) => d.clone(),
+        None => tmp.path().join("data"),
+    };
 
     // Initialise the data dir with the real binary, then stop it.
     let d = Daemon::start(&bin, &dir, tmp.path())?;
     d.stop()?;
     let t = Instant::now();
-    fill(&dir, args.devices)?;
+    fill(&dir, args.devices, args.pending_oob)?;
     println!(
-        "filled the store with {} devices in {:.1}s; idprov.redb is {:.1} MiB",
+        "filled the store with {} devices and {} pending OOB entries in {:.1}s; idprov.redb is {:.1} MiB",
         args.devices,
+        args.pending_oob,
         t.elapsed().as_secs_f64(),
         mib(std::fs::metadata(dir.join("idprov.redb"))?.len())
     );
+    if args.fill_only.is_some() {
+        return Ok(());
+    }
 
     // The integrity check every open does (redb's check of every committed
     // page), A/B against a plain open of the same file, the daemon stopped.
@@ -211,8 +227,9 @@ fn cpu_ms(pid: u32) -> Result<f64> {
     Ok(ticks * 10.0)
 }
 
-/// Write `n` provisioned devices straight into the stopped daemon's store.
-fn fill(dir: &Path, n: usize) -> Result<()> {
+/// Write `n` provisioned devices, then `pending` OOB entries of devices not
+/// yet seen, straight into the stopped daemon's store.
+fn fill(dir: &Path, n: usize, pending: usize) -> Result<()> {
     let identity: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("identity.json"))?)?;
     let daemon_id = identity["daemon_id"].as_str().context("daemon_id")?;
@@ -221,15 +238,18 @@ fn fill(dir: &Path, n: usize) -> Result<()> {
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs() as i64;
     const BATCH: usize = 5000;
-    let mut i = 0;
-    while i < n {
-        let end = (i + BATCH).min(n);
-        let keys: Vec<PublicKey> = (i..end)
+    let new_keys = |range: std::ops::Range<usize>| -> Result<Vec<PublicKey>> {
+        range
             .map(|_| {
                 let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
                 Ok(PublicKey::from_pem(&kp.public_key_pem(), None)?)
             })
-            .collect::<Result<_>>()?;
+            .collect()
+    };
+    let mut i = 0;
+    while i < n + pending {
+        let end = (i + BATCH).min(n + pending);
+        let keys = new_keys(i..end)?;
         store.write(|tx| -> Result<(), idprovd::store::StoreError> {
             for (j, key) in (i..end).zip(&keys) {
                 let id: DeviceId = format!("sensor-{j:07}")
@@ -260,6 +280,9 @@ fn fill(dir: &Path, n: usize) -> Result<()> {
                     updated_at: now,
                     secret_plain_for_compare: None,
                 })?;
+                if j >= n {
+                    continue;
+                }
                 let epoch: u64 = rand::random();
                 tx.put_device(
                     id.as_str(),

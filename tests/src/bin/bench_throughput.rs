@@ -58,6 +58,10 @@ struct Args {
     /// Pre-approved devices the requests take turns with.
     #[arg(long, default_value_t = 1000)]
     devices: usize,
+    /// A data dir (from `bench_ops --fill-only`) each daemon starts from a
+    /// copy of, instead of an empty one.
+    #[arg(long)]
+    prefilled: Option<PathBuf>,
 }
 
 /// One phase's figures.
@@ -103,7 +107,11 @@ async fn run(args: Args) -> Result<()> {
     for round in 0..args.rounds {
         for &w in &args.workloads {
             for (bi, bin) in bins.iter().enumerate() {
-                let d = BenchDaemon::start(bin.as_deref(), &[("IDPROVD_TOKENS__LIFETIME", "1h")])?;
+                let d = BenchDaemon::start_from(
+                    bin.as_deref(),
+                    &[("IDPROVD_TOKENS__LIFETIME", "1h")],
+                    args.prefilled.as_deref(),
+                )?;
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 let idle = proc_status(d.pid, "VmRSS:").unwrap_or(0) as f64 / 1024.0;
                 let bench = Bench::setup(&d, keys.clone()).await?;
