@@ -24,6 +24,7 @@ mod protocol_errors;
 mod protocol_examples;
 mod protocol_rules;
 mod python_interop;
+mod readme_walkthrough;
 mod security;
 mod setup_code;
 mod store_faults;
