@@ -20,6 +20,7 @@ mod limits;
 mod long_poll;
 mod oob_import;
 mod ops;
+mod pending_why;
 mod protocol_errors;
 mod protocol_examples;
 mod protocol_rules;

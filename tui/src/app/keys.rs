@@ -219,6 +219,11 @@ impl App {
                         p.mac.map(|m| m.to_string()).unwrap_or_else(|| "-".into()),
                         text::safe(&p.source)
                     ),
+                    format!("flags              {}", flags_text(&p.flags)),
+                    match &p.oob_hold {
+                        Some(h) => format!("OOB list           {}", text::safe(&h.to_string())),
+                        None => "OOB list           not on the list (no OOB entry matched)".into(),
+                    },
                 ],
             )
         } else if matching {
@@ -382,4 +387,14 @@ fn id_list<'a>(ids: impl Iterator<Item = &'a str>, n: usize) -> Vec<String> {
         line.push_str(&format!(" and {} more", text::thousands(n - shown.len())));
     }
     vec![line]
+}
+
+/// A pending request's flags for the confirmation dialog.
+fn flags_text(flags: &[String]) -> String {
+    if flags.is_empty() {
+        "none".into()
+    } else {
+        let v: Vec<String> = flags.iter().map(|f| text::safe(f).into_owned()).collect();
+        v.join(", ")
+    }
 }

@@ -13,13 +13,17 @@ use std::time::{Duration, Instant};
 use idprov_tests::{DeviceKey, TestDaemon};
 
 /// A private tmux server (own socket name), killed when dropped.
-struct Tmux {
+pub(crate) struct Tmux {
     socket: String,
 }
 
+/// Tmux servers started by this test binary, for unique socket names.
+static SERVERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 impl Tmux {
-    fn start(cmd: &str, conf: &Path, w: u16, h: u16) -> Tmux {
-        let socket = format!("idprov-tui-e2e-{}", std::process::id());
+    pub(crate) fn start(cmd: &str, conf: &Path, w: u16, h: u16) -> Tmux {
+        let n = SERVERS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let socket = format!("idprov-tui-e2e-{}-{n}", std::process::id());
         let t = Tmux { socket };
         // remain-on-exit (from the config) keeps the pane after the TUI
         // exits, so the restored screen can be checked.
@@ -39,7 +43,7 @@ impl Tmux {
         t
     }
 
-    fn run(&self, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
         let out = Command::new("tmux")
             .arg("-L")
             .arg(&self.socket)
@@ -55,18 +59,18 @@ impl Tmux {
         }
     }
 
-    fn screen(&self) -> String {
+    pub(crate) fn screen(&self) -> String {
         String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", "e2e"]).stdout).into()
     }
 
-    fn keys(&self, keys: &[&str]) {
+    pub(crate) fn keys(&self, keys: &[&str]) {
         let mut args = vec!["send-keys", "-t", "e2e"];
         args.extend_from_slice(keys);
         self.run(&args);
     }
 
     /// Wait until the screen satisfies `ok`; fail with the screen if not.
-    async fn wait(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
+    pub(crate) async fn wait(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let s = self.screen();

@@ -3,5 +3,6 @@
 //! the real binary in tmux.
 
 mod e2e_tmux;
+mod e2e_why;
 mod reconnect;
 mod snapshots;
