@@ -18,6 +18,7 @@ mod lan_security;
 mod lan_setup_code;
 mod limits;
 mod long_poll;
+mod no_backtrace;
 mod oob_import;
 mod ops;
 mod pending_why;

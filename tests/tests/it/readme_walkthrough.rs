@@ -90,7 +90,7 @@ fn script(blocks: &[Block], terminal: &str) -> String {
 }
 
 /// The binaries of this test run: next to the test executable's `deps/`.
-fn built_binaries() -> Result<PathBuf> {
+pub(crate) fn built_binaries() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let dir = exe
         .parent()

@@ -29,6 +29,12 @@ impl App {
         let Some(key) = Key::from_event(&ev) else {
             return Vec::new();
         };
+        // Repaint is global in every mode, dialogs and the filter prompt
+        // included: a garbled screen may hide the dialog itself.
+        if keymap::lookup(Scope::Global, key) == Some(Action::Repaint) {
+            self.repaint = true;
+            return Vec::new();
+        }
         let action = keymap::lookup(self.scope(), key);
         match &mut self.mode {
             Mode::Filter { input, before } => {
@@ -156,7 +162,9 @@ impl App {
             | Action::FilterApply
             | Action::FilterCancel
             | Action::FilterBackspace
-            | Action::FilterClear => {}
+            | Action::FilterClear
+            // Handled before the mode (on_key).
+            | Action::Repaint => {}
         }
         Vec::new()
     }

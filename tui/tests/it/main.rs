@@ -3,6 +3,7 @@
 //! the real binary in tmux.
 
 mod e2e_tmux;
+mod e2e_ux;
 mod e2e_why;
 mod reconnect;
 mod snapshots;
