@@ -179,6 +179,7 @@ pub enum OobMatch {
     Key,
     Mac,
     Secret,
+    SetupCode,
 }
 
 impl OobMatch {
@@ -187,6 +188,7 @@ impl OobMatch {
             OobMatch::Key => "key",
             OobMatch::Mac => "mac",
             OobMatch::Secret => "secret",
+            OobMatch::SetupCode => "setup_code",
         }
     }
 }

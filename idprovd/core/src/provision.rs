@@ -508,7 +508,16 @@ impl Devices {
                     if mismatch == [Mismatch::SetupCode]
                         && v.pending(id)?.is_some_and(|p| p.kid == ask.kid()) =>
                 {
-                    held = Some(self.raised_flags(v, u, ask)?);
+                    let raised = self.raised_flags(v, u, ask)?;
+                    // Held as it was when the code was proven.
+                    let hold = v.pending(id)?.and_then(|p| p.oob_hold).map_or_else(
+                        || OobHold {
+                            matched_by: OobMatch::SetupCode,
+                            held_by: Vec::new(),
+                        },
+                        |h| *h,
+                    );
+                    held = Some((hold, raised));
                 }
                 Err(mismatch) => {
                     let what: Vec<_> = mismatch.iter().map(|m| m.as_str()).collect();
@@ -532,6 +541,7 @@ impl Devices {
                             matched_by: match rule {
                                 Admission::OobKey => OobMatch::Key,
                                 Admission::OobMac => OobMatch::Mac,
+                                Admission::OobSetupCode => OobMatch::SetupCode,
                                 // match_oob names only OOB rules.
                                 _ => OobMatch::Secret,
                             },

@@ -347,7 +347,11 @@ async fn the_readme_walkthrough_runs_as_written() -> Result<()> {
     let label_log = dir.join("devices/label-1.log");
     wait(
         "label-1 (setup code only) to provision",
-        || read(&label_log).contains("event: provisioned").then_some(()),
+        || {
+            read(&label_log)
+                .contains("event: provisioned")
+                .then_some(())
+        },
         || format!("its log:\n{}", read(&label_log)),
     )
     .await?;
