@@ -28,6 +28,7 @@ pub fn pending_table(items: &[PendingView]) -> Table {
         "LAST SEEN",
         "ATTEMPTS",
         "FLAGS",
+        "OOB MATCH",
     ]);
     for p in items {
         t.row(vec![
@@ -38,6 +39,14 @@ pub fn pending_table(items: &[PendingView]) -> Table {
             time(p.last_seen),
             p.attempts.to_string(),
             joined(&p.flags),
+            match &p.oob_hold {
+                Some(h) => format!(
+                    "{} (held by {})",
+                    h.matched_by.as_str(),
+                    h.held_by.join(",")
+                ),
+                None => "-".into(),
+            },
         ]);
     }
     t
@@ -55,6 +64,13 @@ pub fn pending(p: &PendingView) -> std::io::Result<()> {
         ("last seen", time(p.last_seen)),
         ("attempts", p.attempts.to_string()),
         ("flags", joined(&p.flags)),
+        (
+            "oob list",
+            match &p.oob_hold {
+                Some(h) => h.to_string(),
+                None => "not listed (no OOB entry matched)".into(),
+            },
+        ),
     ])
 }
 

@@ -124,7 +124,20 @@ fn print_event(start: Instant, e: &Event) {
 }
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        // An ordinary error is its message and causes, never a backtrace
+        // (returning the error from main would print one under
+        // RUST_BACKTRACE=1).
+        Err(e) => {
+            eprintln!("device: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     let start = Instant::now();
     tracing_subscriber::fmt()
         .with_env_filter(

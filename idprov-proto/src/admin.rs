@@ -169,8 +169,58 @@ pub struct PendingView {
     pub attempts: u64,
     #[serde(default)]
     pub flags: Vec<String>,
+    /// Set when the device is on the OOB list but a flag held it here:
+    /// how it matched its entry and which flags hold it. Absent for a
+    /// device the list does not name. (Boxed: it is rare, and every admin
+    /// event is as large as its largest variant.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oob_hold: Option<Box<OobHold>>,
     /// Pass back with approve/reject; a mismatch is a conflict.
     pub revision: u64,
+}
+
+/// What a listed device's request matched in its OOB entry.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OobMatch {
+    Key,
+    Mac,
+    Secret,
+    SetupCode,
+}
+
+impl OobMatch {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OobMatch::Key => "key",
+            OobMatch::Mac => "mac",
+            OobMatch::Secret => "secret",
+            OobMatch::SetupCode => "setup_code",
+        }
+    }
+}
+
+/// Why a device the OOB list names waits for an administrator anyway.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OobHold {
+    pub matched_by: OobMatch,
+    /// The flags that hold it (those of `hold` in the daemon's flag
+    /// configuration that applied to this match).
+    pub held_by: Vec<String>,
+}
+
+impl std::fmt::Display for OobHold {
+    /// "matched its OOB entry by key, held by flag mac_reused", the line the
+    /// TUI and idprovctl show.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = if self.held_by.len() == 1 { "" } else { "s" };
+        write!(
+            f,
+            "matched its OOB entry by {}, held by flag{s} {}",
+            self.matched_by.as_str(),
+            self.held_by.join(", ")
+        )
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

@@ -254,6 +254,10 @@ fn announce(r: &Running) {
     if let Some(m) = r.metrics_addr {
         println!("metrics on http://{m}/metrics");
     }
+    print!(
+        "{}",
+        next_steps(&d.cfg.data_dir, r.first_profile.as_deref())
+    );
     tracing::info!(
         daemon_id = d.daemon_id(),
         addr = %r.addr,
@@ -261,6 +265,41 @@ fn announce(r: &Running) {
         "idprovd ready"
     );
     warn_if_no_administrator(&d.cfg.data_dir);
+}
+
+/// What a new administrator does next, printed after start-up: open the TUI
+/// with the profile, import an OOB list. Said with the profile this start
+/// created, else the first profile if it is still in the data dir; without
+/// one there is no next step to name (the no-administrator warning says
+/// how to add one).
+fn next_steps(data_dir: &std::path::Path, created: Option<&std::path::Path>) -> String {
+    let existing = data_dir.join(admins::FIRST_PROFILE);
+    let profile = match created {
+        Some(p) => p.to_path_buf(),
+        None if existing.is_file() => existing,
+        None => return String::new(),
+    };
+    let p = profile.display();
+    format!(
+        "next: watch and approve devices:  {tui} --profile {p}\n      import an OOB device list:  {oob} --profile {p} import LIST.csv\n",
+        tui = sibling_tool("idprov-tui"),
+        oob = sibling_tool("idprov-oob"),
+    )
+}
+
+/// How to run another idprov tool: next to this binary as it was started
+/// (`target/release/idprov-tui` when the daemon was started as
+/// `target/release/idprovd`), so the printed line can be pasted as it is;
+/// the bare name (found on the PATH) when the daemon was started by name or
+/// the tool is not there.
+fn sibling_tool(name: &str) -> String {
+    let argv0 = std::env::args_os().next().map(std::path::PathBuf::from);
+    match argv0.as_deref().and_then(std::path::Path::parent) {
+        Some(dir) if !dir.as_os_str().is_empty() && dir.join(name).is_file() => {
+            dir.join(name).display().to_string()
+        }
+        _ => name.to_string(),
+    }
 }
 
 /// A daemon nobody can administer approves nothing: say so at start, and

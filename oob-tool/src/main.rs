@@ -17,7 +17,7 @@ use idprov_oob::source::{Format, Input};
 use idprov_oob::upload::{self, ImportOptions, Refused};
 use idprov_oob::validate::{self, print_problems};
 use idprov_proto::DeviceId;
-use idprov_proto::admin::MAX_OOB_BATCH;
+use idprov_proto::admin::{ListQuery, MAX_OOB_BATCH};
 use indicatif::{ProgressBar, ProgressStyle};
 
 fn main() -> ExitCode {
@@ -348,21 +348,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .collect::<anyhow::Result<_>>()?;
             let client = client(profile)?;
             let rt = runtime()?;
-            let mut failed = 0;
-            for id in &ids {
-                match rt.block_on(client.oob_remove(id)) {
-                    Ok(()) => println!("removed {id}"),
-                    Err(e) => {
-                        failed += 1;
-                        eprintln!("error: {id}: {e}");
-                    }
-                }
-            }
-            Ok(if failed == 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            rt.block_on(remove_all(&client, ids))
         }
         Command::Generate {
             count,
@@ -438,4 +424,70 @@ fn is_broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {
         return matches!(c.kind(), csv::ErrorKind::Io(io) if io.kind() == BrokenPipe);
     }
     false
+}
+
+/// `remove ID...`, all or nothing like import: every ID must name an entry
+/// before any is removed (a typo removes nothing). The daemon removes one
+/// entry per request, so an entry removed by someone else between the check
+/// and its turn, or a daemon lost half-way, is reported with exactly what
+/// was and was not removed.
+async fn remove_all(client: &AdminClient, mut ids: Vec<DeviceId>) -> anyhow::Result<ExitCode> {
+    ids.sort();
+    ids.dedup();
+    let mut missing = Vec::new();
+    for id in &ids {
+        if !has_entry(client, id).await? {
+            missing.push(id.to_string());
+        }
+    }
+    if !missing.is_empty() {
+        eprintln!(
+            "error: no OOB entry for {}: nothing was removed",
+            missing.join(", ")
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    for (i, id) in ids.iter().enumerate() {
+        if let Err(e) = client.oob_remove(id).await {
+            let done: Vec<String> = ids[..i].iter().map(ToString::to_string).collect();
+            let left: Vec<String> = ids[i..].iter().map(ToString::to_string).collect();
+            eprintln!(
+                "error: {id}: {e}\nremoved: {}\nnot removed: {}",
+                if done.is_empty() {
+                    "none".to_string()
+                } else {
+                    done.join(", ")
+                },
+                left.join(", ")
+            );
+            return Err(anyhow::Error::new(e).context("removing OOB entries"));
+        }
+        println!("removed {id}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Whether the daemon has an OOB entry for `id`. The list is filtered by
+/// substring and ordered by device ID, so the pages are read until the ID
+/// is found or passed.
+async fn has_entry(client: &AdminClient, id: &DeviceId) -> anyhow::Result<bool> {
+    let mut q = ListQuery {
+        q: Some(id.to_string()),
+        limit: Some(idprov_proto::admin::MAX_PAGE),
+        after: None,
+    };
+    loop {
+        let page = client.oob_list(&q).await?;
+        if page.items.iter().any(|e| &e.device_id == id) {
+            return Ok(true);
+        }
+        let passed = page
+            .items
+            .last()
+            .is_some_and(|e| e.device_id.as_str() > id.as_str());
+        match page.next {
+            Some(next) if !passed => q.after = Some(next),
+            _ => return Ok(false),
+        }
+    }
 }

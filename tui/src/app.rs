@@ -74,6 +74,8 @@ pub enum Conn {
         retry_at: i64,
         attempt: u32,
     },
+    /// The daemon refused this administrator's token; no more attempts.
+    Refused,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,6 +158,9 @@ pub struct App {
     /// Unix seconds, advanced by the caller (tests pin it).
     pub now: i64,
     pub quit: bool,
+    /// Ctrl-L was pressed: the caller clears the terminal before the next
+    /// frame (and resets this).
+    pub repaint: bool,
     /// Whether a snapshot has ever arrived (lists are meaningful).
     pub loaded: bool,
     loading: Option<Loading>,
@@ -182,6 +187,7 @@ impl App {
             identity,
             now,
             quit: false,
+            repaint: false,
             loaded: false,
             loading: None,
             generation: 0,
@@ -271,6 +277,18 @@ impl App {
                         .saturating_add(i64::try_from(secs).unwrap_or(i64::MAX)),
                     attempt,
                 };
+                Vec::new()
+            }
+            Msg::Refused { error } => {
+                self.loading = None;
+                self.set_status(
+                    Level::Error,
+                    format!(
+                        "token refused (revoked or not valid), not retrying: {}. Quit (q); use a valid profile",
+                        text::safe(&error)
+                    ),
+                );
+                self.conn = Conn::Refused;
                 Vec::new()
             }
             Msg::Event(ev) => {

@@ -71,6 +71,16 @@ impl Daemon {
                         }
                         "the event stream ended".to_string()
                     }
+                    // A revoked or invalid token stays refused: retrying
+                    // would only fill the daemon's log. Say so and stop.
+                    Err(AdminError::Api {
+                        code: ErrorCode::Unauthorized,
+                        message,
+                        ..
+                    }) => {
+                        let _ = this.tx.send(Msg::Refused { error: message }).await;
+                        return;
+                    }
                     Err(e) => e.to_string(),
                 };
                 attempt = attempt.saturating_add(1);

@@ -160,6 +160,9 @@ pub enum Action {
     FilterCancel,
     FilterBackspace,
     FilterClear,
+    /// Ctrl-L: clear the terminal and draw everything again (after another
+    /// program wrote over the screen). Works in every mode.
+    Repaint,
 }
 
 pub struct Binding {
@@ -347,6 +350,13 @@ pub static BINDINGS: &[Binding] = &[
         Some("filter"),
     ),
     b(S::Global, &[ch('?')], A::Help, "this help", Some("help")),
+    b(
+        S::Global,
+        &[ctrl('l')],
+        A::Repaint,
+        "repaint the screen (in every mode)",
+        None,
+    ),
     b(
         S::Global,
         &[ch('q'), ctrl('c')],

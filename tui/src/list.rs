@@ -19,6 +19,12 @@ use memchr::memmem::Finder;
 pub trait Row {
     type Key: Ord + Clone + std::fmt::Debug;
     fn key(&self) -> &Self::Key;
+    /// The order rows are listed in: the key's own by default (device IDs
+    /// override it with the natural order, `sensor-2` before `sensor-10`).
+    /// A total order that agrees with the key's equality.
+    fn order(a: &Self::Key, b: &Self::Key) -> Ordering {
+        a.cmp(b)
+    }
     /// The text the filter searches, lower-cased by [`List`].
     fn haystack(&self) -> String;
 }
@@ -215,7 +221,10 @@ impl<T: Row> List<T> {
         let slots = &self.slots;
         let key = |s: &u32| slots[*s as usize].as_ref().map(Row::key);
         // Stable sort: of duplicate keys in one snapshot, the later one wins.
-        order.sort_by(|a, b| key(a).cmp(&key(b)));
+        order.sort_by(|a, b| match (key(a), key(b)) {
+            (Some(x), Some(y)) => T::order(x, y),
+            (x, y) => x.is_some().cmp(&y.is_some()),
+        });
         let mut deduped: Vec<u32> = Vec::with_capacity(order.len());
         for s in order {
             match deduped.last_mut() {
@@ -383,7 +392,7 @@ fn pos_in<T: Row>(
     key: &T::Key,
 ) -> Result<usize, usize> {
     slots_in_order.binary_search_by(|&s| match slab.get(s as usize).and_then(Option::as_ref) {
-        Some(item) => item.key().cmp(key),
+        Some(item) => T::order(item.key(), key),
         None => Ordering::Less,
     })
 }

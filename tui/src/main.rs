@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 use crossterm::event::{Event, EventStream};
 use futures_util::StreamExt;
-use idprov_admin_client::{AdminClient, load_profile};
+use idprov_admin_client::{AdminClient, AdminError, exit, load_profile};
 use idprov_tui::app::App;
 use idprov_tui::cli::Cli;
 use idprov_tui::daemon::Daemon;
@@ -15,7 +15,24 @@ use idprov_tui::msg::Msg;
 use idprov_tui::ui::{self, Theme};
 use tokio::sync::mpsc;
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match real_main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        // An ordinary error is its message and causes, never a backtrace
+        // (returning the error from main would print one under
+        // RUST_BACKTRACE=1); the exit code is that of every idprov tool.
+        Err(e) => {
+            eprintln!("idprov-tui: error: {e:#}");
+            let code = e
+                .chain()
+                .find_map(|c| c.downcast_ref::<AdminError>())
+                .map_or(exit::FAILURE, AdminError::exit_code);
+            std::process::ExitCode::from(code)
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let (path, profile) = load_profile(cli.profile.as_deref())?;
     let client =
@@ -93,6 +110,11 @@ async fn run(client: AdminClient, identity: String) -> anyhow::Result<()> {
         };
         for c in cmds {
             daemon.execute(c);
+        }
+        if std::mem::take(&mut app.repaint) {
+            // Forget what ratatui believes is on screen, so the next frame
+            // writes every cell again.
+            terminal.clear().context("clearing the terminal")?;
         }
         if app.quit {
             break;

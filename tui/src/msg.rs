@@ -136,6 +136,11 @@ pub enum Msg {
         retry_in: Duration,
         attempt: u32,
     },
+    /// The daemon refused the administrator's token (revoked, or not a
+    /// token it knows): the event stream gave up, for good.
+    Refused {
+        error: String,
+    },
     Event(AdminEvent),
     Snapshot {
         generation: u64,

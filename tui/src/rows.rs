@@ -12,6 +12,9 @@ impl Row for PendingView {
     fn key(&self) -> &DeviceId {
         &self.device_id
     }
+    fn order(a: &DeviceId, b: &DeviceId) -> std::cmp::Ordering {
+        crate::text::natural_cmp(a.as_str(), b.as_str())
+    }
     fn haystack(&self) -> String {
         let mut s = format!(
             "{} {} {} {} {} {}",
@@ -43,6 +46,9 @@ impl Row for DeviceView {
     fn key(&self) -> &DeviceId {
         &self.device_id
     }
+    fn order(a: &DeviceId, b: &DeviceId) -> std::cmp::Ordering {
+        crate::text::natural_cmp(a.as_str(), b.as_str())
+    }
     fn haystack(&self) -> String {
         let mut s = format!(
             "{} {} {} {}",
@@ -67,6 +73,9 @@ impl Row for OobEntryView {
     type Key = DeviceId;
     fn key(&self) -> &DeviceId {
         &self.device_id
+    }
+    fn order(a: &DeviceId, b: &DeviceId) -> std::cmp::Ordering {
+        crate::text::natural_cmp(a.as_str(), b.as_str())
     }
     fn haystack(&self) -> String {
         format!(

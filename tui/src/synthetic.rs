@@ -73,6 +73,7 @@ pub fn pending(n: usize, now: i64) -> Vec<PendingView> {
                 } else {
                     Vec::new()
                 },
+                oob_hold: None,
                 revision: 1 + rng.next() % 5,
             }
         })

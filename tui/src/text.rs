@@ -129,3 +129,81 @@ mod tests {
         assert_eq!(thousands(1000), "1,000");
     }
 }
+
+/// Natural order: runs of ASCII digits compare by their value, so
+/// `sensor-2` sorts before `sensor-10`; everything else compares by
+/// character. Equal by that rule (`a01`, `a1`), the plain order decides, so
+/// the order is total and agrees with string equality.
+pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let (x, y) = (a.as_bytes(), b.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    while i < x.len() && j < y.len() {
+        if x[i].is_ascii_digit() && y[j].is_ascii_digit() {
+            let (si, sj) = (i, j);
+            while i < x.len() && x[i].is_ascii_digit() {
+                i += 1;
+            }
+            while j < y.len() && y[j].is_ascii_digit() {
+                j += 1;
+            }
+            // Compare the digit runs without leading zeros: longer is
+            // larger, equal lengths compare digit by digit (no overflow).
+            let p = trim_zeros(&x[si..i]);
+            let q = trim_zeros(&y[sj..j]);
+            match p.len().cmp(&q.len()).then_with(|| p.cmp(q)) {
+                Ordering::Equal => {}
+                other => return other,
+            }
+        } else {
+            match x[i].cmp(&y[j]) {
+                Ordering::Equal => {}
+                other => return other,
+            }
+            i += 1;
+            j += 1;
+        }
+    }
+    (x.len() - i).cmp(&(y.len() - j)).then_with(|| a.cmp(b))
+}
+
+fn trim_zeros(d: &[u8]) -> &[u8] {
+    let n = d.iter().take_while(|&&c| c == b'0').count();
+    &d[n..]
+}
+
+#[cfg(test)]
+mod natural_tests {
+    use super::natural_cmp;
+
+    #[test]
+    fn digit_runs_compare_by_value() {
+        let mut v = vec![
+            "sensor-10",
+            "sensor-2",
+            "sensor-1",
+            "gw",
+            "sensor-02",
+            "sensor-1a",
+            "a",
+        ];
+        v.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(
+            v,
+            [
+                "a",
+                "gw",
+                "sensor-1",
+                "sensor-1a",
+                "sensor-02",
+                "sensor-2",
+                "sensor-10"
+            ]
+        );
+        assert_eq!(
+            natural_cmp("x99999999999999999999999", "x100000000000000000000000"),
+            std::cmp::Ordering::Less
+        );
+        assert_eq!(natural_cmp("same-7", "same-7"), std::cmp::Ordering::Equal);
+    }
+}

@@ -197,6 +197,7 @@ impl Admin {
             Error::bad_request("revision is required: pass the revision you decided on")
         })?;
         let now = self.core.now();
+        let who = actor.label();
         let view = self.core
             .transact(move |v, u| {
                 let Some(p) = v.pending(id.as_str())? else {
@@ -259,6 +260,15 @@ impl Admin {
                 Ok(out)
             })
             .await?;
+        // After the commit: the decision happened.
+        tracing::info!(
+            device_id = view.device_id.as_str(),
+            decision = if status == DeviceStatus::Active { "approved" } else { "rejected" },
+            actor = %who,
+            revision,
+            flags = %view.flags.join(","),
+            "pending device decided"
+        );
         Ok(view)
     }
 

@@ -415,19 +415,77 @@ fn figment_message(e: figment::Error) -> String {
     e.into_iter()
         .map(|e| {
             let path = e.path.join(".");
-            let src = e
-                .metadata
-                .as_ref()
-                .map(|m| format!(" (from {})", m.name))
-                .unwrap_or_default();
+            let src = match e.metadata.as_ref() {
+                // Where in the file, so the administrator can go there.
+                Some(m) => match &m.source {
+                    Some(figment::Source::File(f)) => match key_line(f, &e.path) {
+                        Some(n) => format!(" ({} line {n})", f.display()),
+                        None => format!(" ({})", f.display()),
+                    },
+                    _ => format!(" (from {})", m.name),
+                },
+                None => String::new(),
+            };
+            let what = kind_message(&e.kind);
             if path.is_empty() {
-                format!("{}{src}", e.kind)
+                format!("{what}{src}")
             } else {
-                format!("{path}: {}{src}", e.kind)
+                format!("{path}: {what}{src}")
             }
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// figment's own wording quotes serde's list of expected keys a second
+/// time ("expected `one of `a`, `b``"); say it once.
+fn kind_message(kind: &figment::error::Kind) -> String {
+    use figment::error::Kind;
+    match kind {
+        Kind::UnknownField(key, expected) => {
+            let known: Vec<String> = expected.iter().map(|k| format!("`{k}`")).collect();
+            format!(
+                "unknown key `{key}` (known keys here: {})",
+                known.join(", ")
+            )
+        }
+        Kind::MissingField(key) => format!("missing key `{key}`"),
+        other => other.to_string(),
+    }
+}
+
+/// The 1-based line of a TOML file that sets `path` (a key, or a table's
+/// header), found by following the table headers: figment keeps no
+/// positions. None when it cannot be told (the file changed, inline tables).
+fn key_line(file: &Path, path: &[String]) -> Option<usize> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let parts = |s: &str| -> Vec<String> {
+        s.split('.')
+            .map(|p| p.trim().trim_matches(|c| c == '"' || c == '\'').to_string())
+            .collect()
+    };
+    let mut table: Vec<String> = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if let Some(header) = line.strip_prefix('[') {
+            let name = header.trim_start_matches('[');
+            let name = name.split(']').next().unwrap_or_default();
+            table = parts(name);
+            if table == path {
+                return Some(n + 1);
+            }
+        } else if let Some((key, _)) = line.split_once('=') {
+            if line.starts_with('#') {
+                continue;
+            }
+            let mut full = table.clone();
+            full.extend(parts(key));
+            if full == path {
+                return Some(n + 1);
+            }
+        }
+    }
+    None
 }
 
 /// `[mdns]` configuration.

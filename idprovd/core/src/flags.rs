@@ -80,9 +80,21 @@ pub enum MatchedBy {
 /// and the MAC flags are recorded. A match by MAC alone or by a secret has
 /// nothing stronger than the MAC to go on, so there they hold as listed.
 pub fn holds(cfg: &FlagConfig, flags: &[Raised], by: MatchedBy) -> bool {
-    flags.iter().any(|f| {
-        cfg.hold.contains(&f.flag) && !(by == MatchedBy::ListedKey && f.flag.is_mac_based())
-    })
+    !holding(cfg, flags, by).is_empty()
+}
+
+/// The flags that keep an OOB match from being admitted (see [`holds`]),
+/// each once, for the pending view's "held by".
+pub fn holding(cfg: &FlagConfig, flags: &[Raised], by: MatchedBy) -> Vec<Flag> {
+    let mut out: Vec<Flag> = Vec::new();
+    for f in flags {
+        let applies =
+            cfg.hold.contains(&f.flag) && !(by == MatchedBy::ListedKey && f.flag.is_mac_based());
+        if applies && !out.contains(&f.flag) {
+            out.push(f.flag);
+        }
+    }
+    out
 }
 
 /// "name: detail; name: detail" for an audit entry.

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use idprov_proto::admin::{AdminEvent, DeviceStatus};
+use idprov_proto::admin::{AdminEvent, DeviceStatus, OobHold, OobMatch};
 use idprov_proto::device::{
     Credentials, PendingAnswer, ProofEndpoint, ProvisionRequest, ProvisionResponse, proof_audience,
 };
@@ -31,7 +31,8 @@ use crate::x509::CheckedCsr;
 #[derive(Debug)]
 pub enum Outcome {
     Issued(Credentials, Admission),
-    Pending(PendingAnswer, Waiting),
+    /// With how a listed device matched its entry when a flag held it.
+    Pending(PendingAnswer, Waiting, Option<OobHold>),
     Refused(Refusal),
 }
 
@@ -379,7 +380,7 @@ impl Devices {
         // A request that has just made the device pending is answered at
         // once, so that the device can show its verification code; it is
         // told to ask again at once (retry_after 0), and that request waits.
-        let (Outcome::Pending(p, Waiting::Repeat | Waiting::MacChanged), Some(slot), Some(wait)) =
+        let (Outcome::Pending(p, Waiting::Repeat | Waiting::MacChanged, _), Some(slot), Some(wait)) =
             (&outcome, slot, wait)
         else {
             return Ok(Provisioned {
@@ -444,8 +445,9 @@ impl Devices {
                 }
                 Ok(ProvisionResponse::Approved(c))
             }
-            Outcome::Pending(p, rule) => {
+            Outcome::Pending(p, rule, hold) => {
                 self.metrics.decision("pending", rule.as_str());
+                log_pending(&p, rule, hold.as_ref());
                 if rule == Waiting::MacChanged {
                     self.metrics.alert(crate::flags::Flag::MacChanged.as_str());
                 }
@@ -459,6 +461,31 @@ impl Devices {
                 Err(Error::Refused)
             }
         }
+    }
+}
+
+/// A committed pending decision, at info level with its fields: why a
+/// device the OOB list names waits (how it matched, the holding flags) must
+/// be told apart from an unknown device in the logs too. A repeated request
+/// of a waiting device is the same decision again: debug.
+fn log_pending(p: &PendingAnswer, rule: Waiting, hold: Option<&OobHold>) {
+    let id = p.device_id.as_str();
+    match (rule, hold) {
+        (Waiting::Repeat, _) => {
+            tracing::debug!(device_id = id, rule = rule.as_str(), "device still pending")
+        }
+        (_, Some(h)) => tracing::info!(
+            device_id = id,
+            rule = rule.as_str(),
+            matched_by = h.matched_by.as_str(),
+            held_by = %h.held_by.join(","),
+            "device pending: listed out of band, held by a flag"
+        ),
+        (_, None) => tracing::info!(
+            device_id = id,
+            rule = rule.as_str(),
+            "device pending: not on the OOB list"
+        ),
     }
 }
 
@@ -491,7 +518,16 @@ impl Devices {
                     if mismatch == [Mismatch::SetupCode]
                         && v.pending(id)?.is_some_and(|p| p.kid == ask.kid()) =>
                 {
-                    held = Some(self.raised_flags(v, u, ask)?);
+                    let raised = self.raised_flags(v, u, ask)?;
+                    // Held as it was when the code was proven.
+                    let hold = v.pending(id)?.and_then(|p| p.oob_hold).map_or_else(
+                        || OobHold {
+                            matched_by: OobMatch::SetupCode,
+                            held_by: Vec::new(),
+                        },
+                        |h| *h,
+                    );
+                    held = Some((hold, raised));
                 }
                 Err(mismatch) => {
                     let what: Vec<_> = mismatch.iter().map(|m| m.as_str()).collect();
@@ -512,8 +548,19 @@ impl Devices {
                         | Admission::Rule
                         | Admission::Window => flags::MatchedBy::MacOrSecret,
                     };
-                    if flags::holds(&self.cfg.flags, &raised, by) {
-                        held = Some(raised);
+                    let holding = flags::holding(&self.cfg.flags, &raised, by);
+                    if !holding.is_empty() {
+                        let hold = OobHold {
+                            matched_by: match rule {
+                                Admission::OobKey => OobMatch::Key,
+                                Admission::OobMac => OobMatch::Mac,
+                                Admission::OobSetupCode => OobMatch::SetupCode,
+                                // match_oob names only OOB rules.
+                                _ => OobMatch::Secret,
+                            },
+                            held_by: holding.iter().map(|f| f.as_str().to_string()).collect(),
+                        };
+                        held = Some((hold, raised));
                     } else {
                         return self.admit_oob(v, u, ask, entry, rule, &raised);
                     }
@@ -523,15 +570,14 @@ impl Devices {
 
         // 3. Unknown (or held): a rule or an open window may decide
         // (admission.rs); else wait for an administrator.
-        let was_held = held.is_some();
-        let raised = match held {
-            Some(f) => f,
-            None => self.raised_flags(v, u, ask)?,
+        let (oob_hold, raised) = match held {
+            Some((hold, f)) => (Some(Box::new(hold)), f),
+            None => (None, self.raised_flags(v, u, ask)?),
         };
         if let Some(outcome) = self.policy_tx(v, u, ask, &raised)? {
             return Ok(outcome);
         }
-        self.pending_tx(v, u, ask, raised, was_held)
+        self.pending_tx(v, u, ask, raised, oob_hold)
     }
 
     /// A waiting request's re-check: once its device is decided, the answer
@@ -676,14 +722,15 @@ impl Devices {
     }
 
     /// Record a request for an unknown device, or one whose OOB match was
-    /// held for its flags (`was_held`), in the pending queue.
+    /// held for its flags (`oob_hold`: how it matched, which flags hold it),
+    /// in the pending queue.
     fn pending_tx(
         &self,
         v: &dyn StoreView,
         u: &mut Unit,
         ask: &Ask<'_>,
         raised: Vec<Raised>,
-        was_held: bool,
+        oob_hold: Option<Box<OobHold>>,
     ) -> Result<Outcome, Error> {
         let (id, now, req) = (ask.id(), ask.now, ask.req);
         let retry = self.cfg.pending.retry_after.as_secs().max(1);
@@ -736,6 +783,8 @@ impl Devices {
                 p.last_seen = now;
                 p.attempts += 1;
                 p.source = ask.src.clone();
+                // As of this request: the list or the flags may have changed.
+                p.oob_hold = oob_hold.clone();
                 p.revision += 1;
                 u.change(Change::PutPending(p.clone()));
                 u.event(AdminEvent::PendingUpserted { pending: p.view() });
@@ -759,6 +808,7 @@ impl Devices {
                     last_seen: now,
                     attempts: 1,
                     flags: raised.iter().map(|f| f.flag.as_str().to_string()).collect(),
+                    oob_hold: oob_hold.clone(),
                     revision: 1,
                 };
                 u.change(Change::PutPending(p.clone()));
@@ -767,10 +817,9 @@ impl Devices {
                     kid: ask.kid().to_string(),
                     mac: req.mac,
                 });
-                let why = if was_held {
-                    "listed out of band but flagged, held for an administrator"
-                } else {
-                    "unknown device"
+                let why = match &oob_hold {
+                    Some(h) => format!("listed out of band: {h}"),
+                    None => "unknown device".to_string(),
                 };
                 let mut detail = format!("{why}, key {}", ask.kid());
                 if !raised.is_empty() {
@@ -791,7 +840,7 @@ impl Devices {
                 }
             }
         };
-        Ok(Outcome::Pending(answer, rule))
+        Ok(Outcome::Pending(answer, rule, oob_hold.map(|h| *h)))
     }
 
     /// Add newly raised flags to a device record (the caller stores it) and

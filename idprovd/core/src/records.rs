@@ -4,7 +4,7 @@
 //! encoding is theirs.
 
 use idprov_proto::admin::{
-    DeviceKeyView, DeviceStatus, DeviceView, OobEntryView, PendingView, SetupCodeState,
+    DeviceKeyView, DeviceStatus, DeviceView, OobEntryView, OobHold, PendingView, SetupCodeState,
 };
 use idprov_proto::keys::verification_code;
 use idprov_proto::x509::{CertificateView, RegistryCaView};
@@ -226,6 +226,10 @@ pub struct PendingRecord {
     pub attempts: u64,
     #[serde(default)]
     pub flags: Vec<String>,
+    /// How a listed device matched its OOB entry and the flags that held it
+    /// (as of its latest request); `None` for a device the list does not name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oob_hold: Option<Box<OobHold>>,
     pub revision: u64,
 }
 
@@ -249,6 +253,7 @@ impl PendingRecord {
             last_seen: self.last_seen,
             attempts: self.attempts,
             flags: self.flags.clone(),
+            oob_hold: self.oob_hold.clone(),
             revision: self.revision,
         }
     }

@@ -208,6 +208,7 @@ fn pending(id: &str, last_seen: i64) -> PendingRecord {
         last_seen,
         attempts: 1,
         flags: Vec::new(),
+        oob_hold: None,
         revision: 1,
     }
 }

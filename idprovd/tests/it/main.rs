@@ -5,6 +5,7 @@
 mod audit_cli;
 mod cli;
 mod clock_cli;
+mod config_errors;
 mod config_example;
 mod key_material;
 mod ops_cli;

@@ -151,11 +151,19 @@ async fn dry_run_prune_and_replace() {
     let listed: Vec<serde_json::Value> =
         serde_json::from_slice(&out.stdout).expect("list --json is JSON");
     assert_eq!(listed.len(), 3);
-    let out = env.oob(&["remove", "rt-04", "rt-99"]).await;
-    assert!(!out.status.success());
-    assert_eq!(stdout(&out), "removed rt-04\n");
-    assert!(stderr(&out).contains("rt-99"), "{}", stderr(&out));
-    assert_eq!(env.entries().await.len(), 2);
+    // All or nothing: an ID without an entry removes none of them.
+    let out = env.oob(&["remove", "rt-04", "rt-06", "rt-99"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stdout(&out), "");
+    assert_eq!(
+        stderr(&out),
+        "error: no OOB entry for rt-99: nothing was removed\n"
+    );
+    assert_eq!(env.entries().await.len(), 3);
+    let out = env.oob(&["remove", "rt-06", "rt-04"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "removed rt-04\nremoved rt-06\n");
+    assert_eq!(env.entries().await.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -29,6 +29,12 @@ impl App {
         let Some(key) = Key::from_event(&ev) else {
             return Vec::new();
         };
+        // Repaint is global in every mode, dialogs and the filter prompt
+        // included: a garbled screen may hide the dialog itself.
+        if keymap::lookup(Scope::Global, key) == Some(Action::Repaint) {
+            self.repaint = true;
+            return Vec::new();
+        }
         let action = keymap::lookup(self.scope(), key);
         match &mut self.mode {
             Mode::Filter { input, before } => {
@@ -158,7 +164,9 @@ impl App {
             | Action::FilterApply
             | Action::FilterCancel
             | Action::FilterBackspace
-            | Action::FilterClear => {}
+            | Action::FilterClear
+            // Handled before the mode (on_key).
+            | Action::Repaint => {}
         }
         Vec::new()
     }
@@ -223,6 +231,11 @@ impl App {
                         p.mac.map(|m| m.to_string()).unwrap_or_else(|| "-".into()),
                         text::safe(&p.source)
                     ),
+                    format!("flags              {}", flags_text(&p.flags)),
+                    match &p.oob_hold {
+                        Some(h) => format!("OOB list           {}", text::safe(&h.to_string())),
+                        None => "OOB list           not on the list (no OOB entry matched)".into(),
+                    },
                 ],
             )
         } else if matching {
@@ -386,4 +399,14 @@ fn id_list<'a>(ids: impl Iterator<Item = &'a str>, n: usize) -> Vec<String> {
         line.push_str(&format!(" and {} more", text::thousands(n - shown.len())));
     }
     vec![line]
+}
+
+/// A pending request's flags for the confirmation dialog.
+fn flags_text(flags: &[String]) -> String {
+    if flags.is_empty() {
+        "none".into()
+    } else {
+        let v: Vec<String> = flags.iter().map(|f| text::safe(f).into_owned()).collect();
+        v.join(", ")
+    }
 }

@@ -86,6 +86,7 @@ fn draw_header(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             ),
             theme.alarm(),
         ),
+        Conn::Refused => ("TOKEN REFUSED · not retrying".to_string(), theme.alarm()),
     };
     let left_width: usize = spans.iter().map(|s| s.content.len()).sum();
     // Keep at least one blank column between the tabs and the state.

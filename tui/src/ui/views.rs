@@ -247,6 +247,8 @@ fn pending(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
                     let v: Vec<String> = p.flags.iter().map(|f| safe(f).into_owned()).collect();
                     Span::styled(v.join(", "), theme.flag())
                 },
+                Span::styled(" · ", theme.dim()),
+                why_pending(p, theme),
             ]),
         ];
         // The policy's dry run: the rule or window that decides this
@@ -260,6 +262,15 @@ fn pending(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         ]));
         let t = format!("{} · rev {}", p.device_id, p.revision);
         detail(f, d_area, &t, lines, theme);
+    }
+}
+
+/// A device the OOB list names but a flag held looks, without this, just
+/// like an unknown device.
+fn why_pending(p: &PendingView, theme: &Theme) -> Span<'static> {
+    match &p.oob_hold {
+        Some(h) => Span::styled(safe(&h.to_string()).into_owned(), theme.flag()),
+        None => Span::styled("not on the OOB list", theme.dim()),
     }
 }
 

@@ -17,14 +17,19 @@ pub(crate) struct Tmux {
     socket: String,
 }
 
+/// Tmux servers started by this test binary, for unique socket names.
+static SERVERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 impl Tmux {
-    fn start(cmd: &str, conf: &Path, w: u16, h: u16) -> Tmux {
+    pub(crate) fn start(cmd: &str, conf: &Path, w: u16, h: u16) -> Tmux {
         Tmux::start_named("e2e", cmd, conf, w, h)
     }
 
-    /// A server of its own for each test (`tag`), so tests run in parallel.
+    /// A server of its own for each test (`tag` and a counter), so tests
+    /// run in parallel.
     pub(crate) fn start_named(tag: &str, cmd: &str, conf: &Path, w: u16, h: u16) -> Tmux {
-        let socket = format!("idprov-tui-{tag}-{}", std::process::id());
+        let n = SERVERS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let socket = format!("idprov-tui-{tag}-{}-{n}", std::process::id());
         let t = Tmux { socket };
         // remain-on-exit (from the config) keeps the pane after the TUI
         // exits, so the restored screen can be checked.
@@ -44,7 +49,7 @@ impl Tmux {
         t
     }
 
-    fn run(&self, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
         let out = Command::new("tmux")
             .arg("-L")
             .arg(&self.socket)
@@ -60,7 +65,7 @@ impl Tmux {
         }
     }
 
-    fn screen(&self) -> String {
+    pub(crate) fn screen(&self) -> String {
         String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", "e2e"]).stdout).into()
     }
 

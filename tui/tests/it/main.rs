@@ -3,6 +3,8 @@
 //! the real binary in tmux.
 
 mod e2e_tmux;
+mod e2e_ux;
+mod e2e_why;
 mod keypress_token;
 mod policy_tmux;
 mod reconnect;
