@@ -46,6 +46,9 @@ pub struct Config {
     pub flags: FlagConfig,
     /// Setup codes: lockout and the exchanges' bounds (setup_code.rs).
     pub setup_code: SetupCodeConfig,
+    /// Where the records live: the embedded redb file or a PostgreSQL
+    /// database shared by several daemons of one site.
+    pub store: StoreConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -154,6 +157,7 @@ impl Default for Config {
             rate_limit: RateLimitConfig::default(),
             flags: FlagConfig::default(),
             setup_code: SetupCodeConfig::default(),
+            store: StoreConfig::default(),
         }
     }
 }
@@ -362,6 +366,7 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             return bad("data_dir must not be empty");
         }
+        self.store.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 
@@ -630,5 +635,85 @@ impl Default for MonitorConfig {
             on_rogue: OnRogue::Pause,
             allow: Vec::new(),
         }
+    }
+}
+
+/// Which storage backend holds the records.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// The embedded store file in the data dir (one daemon).
+    #[default]
+    Redb,
+    /// A PostgreSQL database, shared by every daemon of the site.
+    Postgres,
+}
+
+/// `[store]` in the configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    pub backend: StoreBackend,
+    /// Used when `backend = "postgres"`.
+    pub postgres: PostgresConfig,
+}
+
+/// `[store.postgres]`: how to reach the database. The password never sits
+/// in this file: it comes from `password_file` or the environment variable
+/// named by `password_env` (and is then held in a type that neither prints
+/// nor serializes).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresConfig {
+    /// A libpq connection URL (`postgresql://idprov@db.example/idprov`) or
+    /// key=value parameters (`host=/run/postgresql dbname=idprov`), without
+    /// a password.
+    pub url: String,
+    /// A file holding the password (first line), readable by the daemon only.
+    pub password_file: Option<PathBuf>,
+    /// The name of an environment variable holding the password.
+    pub password_env: Option<String>,
+    /// Connections this daemon keeps to the database at most.
+    pub pool_size: u32,
+    /// How long to wait for a connection (new or from the pool) before the
+    /// request is answered 503.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            url: String::new(),
+            password_file: None,
+            password_env: None,
+            pool_size: 8,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl StoreConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.backend != StoreBackend::Postgres {
+            return Ok(());
+        }
+        let pg = &self.postgres;
+        if pg.url.trim().is_empty() {
+            return Err("store.postgres.url must be set when store.backend = \"postgres\"".into());
+        }
+        if pg.password_file.is_some() && pg.password_env.is_some() {
+            return Err(
+                "store.postgres: give the password by password_file or by password_env, not both"
+                    .into(),
+            );
+        }
+        if pg.pool_size == 0 || pg.pool_size > 256 {
+            return Err("store.postgres.pool_size must be between 1 and 256".into());
+        }
+        if pg.connect_timeout.is_zero() || pg.connect_timeout > Duration::from_secs(300) {
+            return Err("store.postgres.connect_timeout must be between 1s and 5m".into());
+        }
+        Ok(())
     }
 }
