@@ -14,7 +14,8 @@ use idprovd_core::store::StoreError;
 use super::{PgStore, Pool};
 
 pub(crate) struct Shared {
-    pub(crate) pool: Pool,
+    /// `None` only while the store is being dropped.
+    pool: Option<Pool>,
     failed: Mutex<Option<String>>,
     io_errors: AtomicU64,
     recoveries: AtomicU64,
@@ -23,11 +24,17 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(pool: Pool) -> Shared {
         Shared {
-            pool,
+            pool: Some(pool),
             failed: Mutex::new(None),
             io_errors: AtomicU64::new(0),
             recoveries: AtomicU64::new(0),
         }
+    }
+
+    pub(crate) fn pool(&self) -> Result<&Pool, StoreError> {
+        self.pool
+            .as_ref()
+            .ok_or_else(|| StoreError::Unavailable("the store is closing".into()))
     }
 
     pub(crate) fn failure(&self) -> Option<String> {
@@ -57,6 +64,23 @@ impl Shared {
     }
 }
 
+impl Drop for Shared {
+    /// The driver's connections block on their own runtime when closed,
+    /// which panics on an async thread — and the last handle on the store
+    /// may well be dropped on one. So the pool is closed on a thread of its
+    /// own.
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            let closing = std::thread::Builder::new()
+                .name("idprov-pg-close".into())
+                .spawn(move || drop(pool));
+            if let Err(e) = closing {
+                tracing::warn!(error = %e, "could not close the database connections");
+            }
+        }
+    }
+}
+
 impl PgStore {
     pub(crate) fn status(&self) -> StoreStatus {
         StoreStatus {
@@ -77,16 +101,24 @@ impl PgStore {
         // Idle connections from before the outage are dead but do not know
         // it until used: a failed probe drops its connection (the pool
         // sees it closed), so try until a fresh one answers or none opens.
+        let pool = match self.shared.pool() {
+            Ok(p) => p,
+            Err(e) => {
+                return StoreHealth::Unavailable {
+                    reason: e.to_string(),
+                };
+            }
+        };
         let mut probe = Err(String::new());
-        for _ in 0..=self.shared.pool.max_size() {
-            probe = match self.shared.pool.get() {
+        for _ in 0..=pool.max_size() {
+            probe = match pool.get() {
                 Err(e) => Err(e.to_string()),
                 Ok(mut c) => c
                     .simple_query("SELECT 1")
                     .map(drop)
                     .map_err(|e| e.to_string()),
             };
-            if probe.is_ok() || self.shared.pool.state().connections == 0 {
+            if probe.is_ok() || pool.state().connections == 0 {
                 break;
             }
         }

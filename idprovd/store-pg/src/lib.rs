@@ -59,6 +59,8 @@ pub struct PgStore {
     /// This process among the site's daemons (events it wrote itself are
     /// not read back from the events table).
     origin: String,
+    /// Commit latency, exported as `idprov_store_commit_seconds`.
+    commit_seconds: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -117,6 +119,10 @@ impl PgStore {
             shared: Arc::new(health::Shared::new(pool)),
             location,
             origin: format!("{}-{}", site_id, hex::encode(rand::random::<[u8; 6]>())),
+            // Buckets from 100 µs to ~3.3 s, as redb's.
+            commit_seconds: prometheus_client::metrics::histogram::Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 16),
+            ),
         };
         let mut conn = store.conn().map_err(|e| match e {
             StoreError::Unavailable(m) => {
@@ -134,12 +140,26 @@ impl PgStore {
         &self.location
     }
 
+    /// The commit-latency histogram (shared, not a copy).
+    pub fn commit_histogram(&self) -> prometheus_client::metrics::histogram::Histogram {
+        self.commit_seconds.clone()
+    }
+
     pub fn pool_status(&self) -> PoolStatus {
-        let s = self.shared.pool.state();
-        PoolStatus {
-            connections: s.connections,
-            idle: s.idle_connections,
-            max: self.shared.pool.max_size(),
+        match self.shared.pool() {
+            Ok(p) => {
+                let s = p.state();
+                PoolStatus {
+                    connections: s.connections,
+                    idle: s.idle_connections,
+                    max: p.max_size(),
+                }
+            }
+            Err(_) => PoolStatus {
+                connections: 0,
+                idle: 0,
+                max: 0,
+            },
         }
     }
 
@@ -179,7 +199,7 @@ impl PgStore {
             return Err(StoreError::Unavailable(reason));
         }
         self.shared
-            .pool
+            .pool()?
             .get()
             .map_err(|e| self.shared.failed(format!("no database connection: {e}")))
     }
@@ -203,7 +223,9 @@ impl PgStore {
                 // A utility statement: the snapshot is taken after the lock.
                 tx.batch_execute("LOCK TABLE site IN EXCLUSIVE MODE")?;
                 let out = f(&mut tx)?;
+                let started = std::time::Instant::now();
                 tx.commit()?;
+                self.commit_seconds.observe(started.elapsed().as_secs_f64());
                 Ok(out)
             })();
             match r {

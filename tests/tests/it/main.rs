@@ -19,6 +19,7 @@ mod limits;
 mod long_poll;
 mod oob_import;
 mod ops;
+mod pg_site;
 mod protocol_errors;
 mod protocol_examples;
 mod protocol_rules;
