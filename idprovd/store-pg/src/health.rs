@@ -90,6 +90,7 @@ impl PgStore {
             },
             io_errors: self.shared.io_errors.load(Ordering::Relaxed),
             recoveries: self.shared.recoveries.load(Ordering::Relaxed),
+            pool: Some(self.pool_status()),
         }
     }
 

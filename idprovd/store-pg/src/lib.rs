@@ -35,6 +35,7 @@ use r2d2_postgres::PostgresConnectionManager;
 
 use idprovd_core::Error;
 use idprovd_core::config::PostgresConfig;
+use idprovd_core::storage::PoolFigures;
 use idprovd_core::store::{GENESIS_HASH, StoreError};
 
 pub use error::PgError;
@@ -69,14 +70,6 @@ impl std::fmt::Debug for PgStore {
             .field("location", &self.location)
             .finish_non_exhaustive()
     }
-}
-
-/// Pool figures for `/metrics`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PoolStatus {
-    pub connections: u32,
-    pub idle: u32,
-    pub max: u32,
 }
 
 impl PgStore {
@@ -145,17 +138,17 @@ impl PgStore {
         self.commit_seconds.clone()
     }
 
-    pub fn pool_status(&self) -> PoolStatus {
+    pub fn pool_status(&self) -> PoolFigures {
         match self.shared.pool() {
             Ok(p) => {
                 let s = p.state();
-                PoolStatus {
+                PoolFigures {
                     connections: s.connections,
                     idle: s.idle_connections,
                     max: p.max_size(),
                 }
             }
-            Err(_) => PoolStatus {
+            Err(_) => PoolFigures {
                 connections: 0,
                 idle: 0,
                 max: 0,

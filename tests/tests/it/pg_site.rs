@@ -231,3 +231,54 @@ async fn pg_event_stream_carries_the_other_daemons_changes() -> R {
     assert_eq!(a.provision("seen-on-b", &k).await?.status, 200);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_lost_database_answers_503_then_recovers_by_itself() -> R {
+    let mut site = PgSite::start().await?;
+    let d = site.first().await?;
+    let k = DeviceKey::es256();
+    d.oob_key("survivor", &k).await?;
+    assert_eq!(d.provision("survivor", &k).await?.status, 200);
+    // The pool shows on /metrics.
+    let addr = d
+        .metrics_addr
+        .ok_or_else(|| anyhow::anyhow!("metrics enabled in tests"))?;
+    let text = d
+        .http()
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(text.contains("idprov_store_pool_max 8"), "{text}");
+
+    // PostgreSQL goes away (fast shutdown: the pool's connections are cut).
+    tokio::task::block_in_place(|| site.cluster.stop()).map_err(anyhow::Error::msg)?;
+    d.clock.advance(1);
+    let down = d.provision("survivor", &k).await?;
+    assert_eq!(
+        (down.status, down.code()),
+        (503, "unavailable"),
+        "{:?}",
+        down.body
+    );
+    assert!(down.retry_after.is_some());
+    let ready = d.http().get(format!("http://{addr}/readyz")).send().await?;
+    assert_eq!(ready.status(), 503);
+
+    // It comes back: the daemon serves again without a restart.
+    tokio::task::block_in_place(|| site.cluster.restart()).map_err(anyhow::Error::msg)?;
+    let mut status = 0;
+    for _ in 0..100 {
+        d.clock.advance(1);
+        status = d.provision("survivor", &k).await?.status;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200, "the daemon did not recover by itself");
+    let ready = d.http().get(format!("http://{addr}/readyz")).send().await?;
+    assert_eq!(ready.status(), 200);
+    Ok(())
+}
