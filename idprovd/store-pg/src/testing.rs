@@ -186,7 +186,12 @@ impl TestCluster {
 
     /// Run SQL on the `postgres` database.
     pub fn sql(&self, sql: &str) -> Result<(), String> {
-        let mut c = postgres::Client::connect(&self.url("postgres"), postgres::NoTls)
+        self.sql_in("postgres", sql)
+    }
+
+    /// Run SQL on database `db` (tests that tamper with a store).
+    pub fn sql_in(&self, db: &str, sql: &str) -> Result<(), String> {
+        let mut c = postgres::Client::connect(&self.url(db), postgres::NoTls)
             .map_err(|e| format!("connecting to the test cluster: {e}"))?;
         c.batch_execute(sql).map_err(|e| format!("{sql}: {e}"))
     }

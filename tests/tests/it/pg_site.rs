@@ -198,6 +198,22 @@ async fn pg_two_daemons_keep_single_use_rules_across_the_site() -> R {
     assert!(verify_chain(idprovd::store::GENESIS_HASH, &from_a).is_ok());
     let seqs: Vec<u64> = from_a.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, (1..=from_a.len() as u64).collect::<Vec<_>>());
+    // `idprovd audit verify` reads the site database while both daemons
+    // run, and names an entry edited in the database.
+    let (dir, pg) = (a.dir.clone(), a.cfg.store.postgres.clone());
+    let report = tokio::task::spawn_blocking(move || idprovd::audit_verify::verify_site(&dir, &pg))
+        .await??;
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(report.entries, from_a.len() as u64);
+    tokio::task::block_in_place(|| {
+        site.cluster
+            .sql_in(&site.db, "UPDATE audit SET detail = 'edited' WHERE seq = 2")
+    })
+    .map_err(anyhow::Error::msg)?;
+    let (dir, pg) = (b.dir.clone(), b.cfg.store.postgres.clone());
+    let report = tokio::task::spawn_blocking(move || idprovd::audit_verify::verify_site(&dir, &pg))
+        .await??;
+    assert_eq!(report.broken.as_ref().map(|b| b.seq), Some(2), "{report:?}");
     Ok(())
 }
 
