@@ -239,7 +239,8 @@ impl PgView<'_, '_> {
             (None, Some(_)) => false,
             (Some(h), Some(_)) => s.same_secret.as_deref() == Some(h.as_str()),
         };
-        let creds_same = key_mac_same && secret_same;
+        let setup_same = idprovd_core::store::same_setup(&old, &rec);
+        let creds_same = key_mac_same && secret_same && setup_same;
         if creds_same && old.expires_at == rec.expires_at && old.note == rec.note {
             result.unchanged += 1;
             return Ok(None);
@@ -254,6 +255,9 @@ impl PgView<'_, '_> {
             rec.secret_hash = old.secret_hash.clone();
             rec.secret_salt = old.secret_salt.clone();
             rec.secret_consumed_at = old.secret_consumed_at;
+        }
+        if setup_same {
+            rec.setup = old.setup.clone();
         }
         rec.created_at = old.created_at;
         rec.updated_at = opts.now;
