@@ -8,6 +8,10 @@
 //! own fields and the previous entry's hash, and sequence numbers must run
 //! on without a gap from 1.
 //!
+//! On the PostgreSQL backend the database is shared by the site's daemons
+//! and read on a snapshot, so the chain is read from it directly whether
+//! daemons run or not ([`verify_site`]).
+//!
 //! What the chain cannot show: entries cut off the end (the last entry
 //! hashes nothing after it). Compare `head_hash` with a value recorded
 //! earlier (a backup manifest, a log line) to catch that.
@@ -151,6 +155,27 @@ pub fn verify_dir(data_dir: &Path) -> Result<ChainReport, VerifyError> {
     })?;
     if let Some(e) = unreadable {
         return Err(e);
+    }
+    Ok(v.finish())
+}
+
+/// Check the chain of a PostgreSQL site (daemons may be running): the site
+/// is the one named by `identity.json` in `data_dir`.
+pub fn verify_site(
+    data_dir: &Path,
+    pg: &crate::config::PostgresConfig,
+) -> Result<ChainReport, VerifyError> {
+    let path = data_dir.join(crate::pki::IDENTITY);
+    let identity: crate::pki::Identity = std::fs::read(&path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+        .map_err(|e| StoreError::Db(format!("{}: {e}", path.display())))?;
+    let store = crate::store::PgStore::open(pg, &identity.daemon_id, false)?;
+    let mut v = Verifier::default();
+    for e in idprovd_store_pg::read_audit(&store)? {
+        if !v.push(&e) {
+            break;
+        }
     }
     Ok(v.finish())
 }

@@ -17,6 +17,7 @@ pub mod mdns;
 pub mod monitor;
 pub mod server;
 pub mod service;
+pub mod site;
 
 pub use idprovd_core::{
     admin_ops, admins, alerts, audit, certs, clock, config, context, crl, daemon, devices, error,
@@ -27,6 +28,7 @@ pub use idprovd_core::{
 /// The records and errors of the storage interface, and the redb backend.
 pub mod store {
     pub use idprovd_core::store::*;
+    pub use idprovd_store_pg::PgStore;
     pub use idprovd_store_redb::{DbError, RedbStore, STORE_FILE, read_audit_offline};
 }
 
@@ -89,20 +91,23 @@ pub async fn start(
     let names = cfg.server_names.clone();
     let addrs = cfg.server_addresses.clone();
     let certs_cfg = cfg.certificates.clone();
-    let cache_size = cfg.store.cache_size;
-    let (lock, pki, (store, commits), x509) = tokio::task::spawn_blocking(move || -> Result<_> {
+    let store_cfg = cfg.store.clone();
+    let (lock, pki, opened, x509) = tokio::task::spawn_blocking(move || -> Result<_> {
         // First: a second daemon on this data dir must change nothing in it.
         let lock = pki::DataDirLock::acquire(&dir)?;
-        let pki = pki::Pki::load_or_create(&dir, now, &names, &addrs)?;
-        let redb =
-            store::RedbStore::open_cached(&dir, &pki.identity.daemon_id, pki.created, cache_size)?;
-        let commits = redb.commit_histogram();
-        let store: storage::SharedStore = Arc::new(redb);
-        let x509 = crl::X509State::load(store.as_ref(), &pki, &certs_cfg, now)?;
-        Ok((lock, pki, (store, commits), x509))
+        let redb = store_cfg.backend == config::StoreBackend::Redb;
+        let pki = pki::Pki::load_or_create_for(&dir, now, &names, &addrs, redb)?;
+        let opened = site::open_store(&store_cfg, &dir, &pki)?;
+        let x509 = crl::X509State::load(opened.store.as_ref(), &pki, &certs_cfg, now)?;
+        Ok((lock, pki, opened, x509))
     })
     .await
     .context("startup task")??;
+    let site::Opened {
+        store,
+        commits,
+        site: site_store,
+    } = opened;
 
     let first_profile = if pki.created {
         let path = cfg.data_dir.join(admins::FIRST_PROFILE);
@@ -188,6 +193,15 @@ pub async fn start(
         stopping.cancelled().await;
         waiters.close();
     });
+    if let Some(pg) = site_store {
+        // Changes the site's other daemons commit reach this one's event
+        // stream (and its waiting devices).
+        tokio::spawn(site::follow_events(
+            pg,
+            daemon.core.events.clone(),
+            shutdown.clone(),
+        ));
+    }
     let router = http::router(daemon.clone());
     let limits = daemon.cfg.limits.clone();
     let housekeeping = tokio::spawn(housekeeping(daemon.clone(), shutdown.clone()));

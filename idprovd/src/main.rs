@@ -326,8 +326,13 @@ struct AuditBroken(u64);
 /// else (or with --online) through the admin API.
 fn audit_verify(cfg: &Config, profile: Option<&Path>, online: bool, json: bool) -> Result<()> {
     use idprovd::audit_verify::{VerifyError, verify_dir, verify_online};
+    let postgres = cfg.store.backend == idprovd::config::StoreBackend::Postgres;
     let offline = if online {
         None
+    } else if postgres {
+        let r = idprovd::audit_verify::verify_site(&cfg.data_dir, &cfg.store.postgres)
+            .context("reading the audit log from the site database")?;
+        Some(r)
     } else {
         match verify_dir(&cfg.data_dir) {
             Ok(r) => Some(r),
@@ -336,6 +341,7 @@ fn audit_verify(cfg: &Config, profile: Option<&Path>, online: bool, json: bool) 
         }
     };
     let (report, via) = match offline {
+        Some(r) if postgres => (r, "site database"),
         Some(r) => (r, "store file"),
         None => {
             let (client, rt) = admin_client(cfg, profile)?;

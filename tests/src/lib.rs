@@ -7,6 +7,7 @@ pub mod mountns;
 pub mod netns;
 pub mod relay;
 pub mod security;
+pub mod site;
 pub mod x509;
 
 use std::net::SocketAddr;
@@ -80,7 +81,12 @@ impl TestDaemon {
         Self::boot(test_config(dir), ManualClock::starting_now()).await
     }
 
-    async fn boot(cfg: Config, clock: ManualClock) -> Result<TestDaemon> {
+    /// Keep a temporary directory alive as long as the daemon.
+    pub fn keep_tmp(&mut self, tmp: tempfile::TempDir) {
+        self._tmp = Some(tmp);
+    }
+
+    pub async fn boot(cfg: Config, clock: ManualClock) -> Result<TestDaemon> {
         let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
         let shutdown = CancellationToken::new();
         let running = idprovd::start(

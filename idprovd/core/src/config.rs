@@ -46,7 +46,8 @@ pub struct Config {
     pub flags: FlagConfig,
     /// Setup codes: lockout and the exchanges' bounds (setup_code.rs).
     pub setup_code: SetupCodeConfig,
-    /// The store's page cache and the group commit.
+    /// Where the records live (redb or PostgreSQL), the page cache and
+    /// the group commit.
     pub store: StoreConfig,
     /// Auto-approval rules and enrollment windows (policy.rs).
     pub policy: PolicyConfig,
@@ -55,6 +56,11 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
+    /// Where the records live: the embedded redb file or a PostgreSQL
+    /// database shared by several daemons of one site.
+    pub backend: StoreBackend,
+    /// Used when `backend = "postgres"`.
+    pub postgres: PostgresConfig,
     /// Bytes of the store's page cache (redb's cache). It bounds the
     /// memory the store takes as it grows; pages beyond it are read from
     /// the file (the kernel's page cache) again.
@@ -180,6 +186,8 @@ impl Default for Config {
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
+            backend: StoreBackend::default(),
+            postgres: PostgresConfig::default(),
             // A hub's working set (the devices, tokens and replay indexes
             // requests touch) fits; see docs/operations.md, "Figures".
             cache_size: 16 * 1024 * 1024,
@@ -402,6 +410,7 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             return bad("data_dir must not be empty");
         }
+        self.store.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 
@@ -766,6 +775,52 @@ impl Default for PolicyConfig {
     }
 }
 
+/// Which storage backend holds the records.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// The embedded store file in the data dir (one daemon).
+    #[default]
+    Redb,
+    /// A PostgreSQL database, shared by every daemon of the site.
+    Postgres,
+}
+
+/// `[store.postgres]`: how to reach the database. The password never sits
+/// in this file: it comes from `password_file` or the environment variable
+/// named by `password_env` (and is then held in a type that neither prints
+/// nor serializes).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresConfig {
+    /// A libpq connection URL (`postgresql://idprov@db.example/idprov`) or
+    /// key=value parameters (`host=/run/postgresql dbname=idprov`), without
+    /// a password.
+    pub url: String,
+    /// A file holding the password (first line), readable by the daemon only.
+    pub password_file: Option<PathBuf>,
+    /// The name of an environment variable holding the password.
+    pub password_env: Option<String>,
+    /// Connections this daemon keeps to the database at most.
+    pub pool_size: u32,
+    /// How long to wait for a connection (new or from the pool) before the
+    /// request is answered 503.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            url: String::new(),
+            password_file: None,
+            password_env: None,
+            pool_size: 8,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
 impl PolicyConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.window_default.is_zero() || self.window_default > self.window_max {
@@ -809,4 +864,28 @@ pub fn check_rules<'a>(
         }
     }
     Ok(())
+}
+impl StoreConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.backend != StoreBackend::Postgres {
+            return Ok(());
+        }
+        let pg = &self.postgres;
+        if pg.url.trim().is_empty() {
+            return Err("store.postgres.url must be set when store.backend = \"postgres\"".into());
+        }
+        if pg.password_file.is_some() && pg.password_env.is_some() {
+            return Err(
+                "store.postgres: give the password by password_file or by password_env, not both"
+                    .into(),
+            );
+        }
+        if pg.pool_size == 0 || pg.pool_size > 256 {
+            return Err("store.postgres.pool_size must be between 1 and 256".into());
+        }
+        if pg.connect_timeout.is_zero() || pg.connect_timeout > Duration::from_secs(300) {
+            return Err("store.postgres.connect_timeout must be between 1s and 5m".into());
+        }
+        Ok(())
+    }
 }

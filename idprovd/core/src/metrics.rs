@@ -74,6 +74,9 @@ pub struct Metrics {
     pub store_batch_size: Histogram,
     /// Decisions refused because the commit queue was full.
     pub commit_queue_full: Counter,
+    store_pool_connections: Gauge,
+    store_pool_idle: Gauge,
+    store_pool_max: Gauge,
 }
 
 /// Version and git revision of this build (`idprov_build_info`).
@@ -105,6 +108,9 @@ impl Metrics {
                 prometheus_client::metrics::histogram::exponential_buckets(1.0, 2.0, 8),
             ),
             commit_queue_full: Counter::default(),
+            store_pool_connections: Gauge::default(),
+            store_pool_idle: Gauge::default(),
+            store_pool_max: Gauge::default(),
         };
         m.register_all(commit_seconds)
     }
@@ -191,6 +197,21 @@ impl Metrics {
             self.store_unavailable.clone(),
         );
         r.register(
+            "store_pool_connections",
+            "Database connections open now (PostgreSQL backend; 0 on redb)",
+            self.store_pool_connections.clone(),
+        );
+        r.register(
+            "store_pool_idle",
+            "Database connections open and idle (PostgreSQL backend)",
+            self.store_pool_idle.clone(),
+        );
+        r.register(
+            "store_pool_max",
+            "Most database connections the pool opens (store.postgres.pool_size)",
+            self.store_pool_max.clone(),
+        );
+        r.register(
             "store_commit_seconds",
             "Time to commit one durable store transaction",
             commit_seconds,
@@ -263,6 +284,10 @@ impl Metrics {
         self.store_recoveries.inc_by(re);
         self.store_unavailable
             .set(i64::from(store.health != StoreHealth::Ok));
+        let pool = store.pool.unwrap_or_default();
+        self.store_pool_connections.set(i64::from(pool.connections));
+        self.store_pool_idle.set(i64::from(pool.idle));
+        self.store_pool_max.set(i64::from(pool.max));
         self.pending.set(clamp(snapshot.pending));
         self.devices.set(clamp(snapshot.devices));
         self.oob_entries.set(clamp(snapshot.oob_entries));

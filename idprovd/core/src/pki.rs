@@ -142,6 +142,19 @@ impl Pki {
         extra_names: &[String],
         extra_addrs: &[IpAddr],
     ) -> Result<Pki> {
+        Self::load_or_create_for(dir, now, extra_names, extra_addrs, true)
+    }
+
+    /// [`Pki::load_or_create`] for a daemon whose records may live outside
+    /// the data dir: `store_file` is false with the PostgreSQL backend, whose
+    /// missing database the store itself reports.
+    pub fn load_or_create_for(
+        dir: &Path,
+        now: i64,
+        extra_names: &[String],
+        extra_addrs: &[IpAddr],
+        store_file: bool,
+    ) -> Result<Pki> {
         ensure_private_dir(dir)?;
         // `marker` is what makes the dir initialised, for the messages.
         let (marker, created) = match INITIALISED_BY.into_iter().find(|f| dir.join(f).exists()) {
@@ -194,7 +207,7 @@ impl Pki {
         }
         // Checked here, before the server certificate is written: a lost
         // store must leave the dir as it was too.
-        if !created && !dir.join(STORE_FILE).exists() {
+        if store_file && !created && !dir.join(STORE_FILE).exists() {
             return Err(crate::store::StoreError::Missing(dir.join(STORE_FILE)).into());
         }
         // The server key is derived material: devices pin the CA, not it,

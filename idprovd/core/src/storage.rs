@@ -380,6 +380,18 @@ pub struct StoreStatus {
     pub io_errors: u64,
     /// Successful recoveries (reopens, reconnects) after one.
     pub recoveries: u64,
+    /// The connection pool of a networked store (none for an embedded one).
+    pub pool: Option<PoolFigures>,
+}
+
+/// A networked store's connection pool, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolFigures {
+    /// Connections open now (in use and idle).
+    pub connections: u32,
+    pub idle: u32,
+    /// The most the pool opens.
+    pub max: u32,
 }
 
 /// A shared handle on a store.

@@ -181,6 +181,7 @@ impl RedbStore {
             },
             io_errors: self.shared.io_errors.load(Ordering::Relaxed),
             recoveries: self.shared.recoveries.load(Ordering::Relaxed),
+            pool: None,
         }
     }
 

@@ -91,6 +91,45 @@ fn flags_beat_env_beat_file_beat_defaults_and_unknown_keys_fail() {
     assert!(!dir.exists(), "check-config creates nothing");
 }
 
+#[test]
+fn check_config_shows_the_store_backend_never_the_password() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("d");
+    let file = tmp.path().join("idprovd.toml");
+    let pg = "[store]\nbackend = \"postgres\"\n[store.postgres]\nurl = \"host=/run/postgresql dbname=idprov\"\n";
+    std::fs::write(&file, format!("{pg}password_env = \"IDPROV_TEST_DB_PW\"\n")).expect("write");
+    let (ok, stdout, stderr) = out(idprovd(&dir)
+        .env("IDPROV_TEST_DB_PW", "hunter2-not-shown")
+        .arg("--config")
+        .arg(&file)
+        .arg("check-config"));
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("backend = \"postgres\""), "{stdout}");
+    assert!(
+        stdout.contains("host=/run/postgresql dbname=idprov"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("hunter2") && !stderr.contains("hunter2"));
+    // The default is the embedded store.
+    let (ok, stdout, _) = out(idprovd(&dir).arg("check-config"));
+    assert!(ok);
+    assert!(stdout.contains("backend = \"redb\""), "{stdout}");
+    // PostgreSQL without a URL, or with two password sources: refused.
+    std::fs::write(&file, "[store]\nbackend = \"postgres\"\n").expect("write");
+    let (ok, _, stderr) = out(idprovd(&dir).arg("--config").arg(&file).arg("check-config"));
+    assert!(!ok);
+    assert!(stderr.contains("store.postgres.url"), "{stderr}");
+    std::fs::write(
+        &file,
+        format!("{pg}password_env = \"X\"\npassword_file = \"/etc/pw\"\n"),
+    )
+    .expect("write");
+    let (ok, _, stderr) = out(idprovd(&dir).arg("--config").arg(&file).arg("check-config"));
+    assert!(!ok);
+    assert!(stderr.contains("not both"), "{stderr}");
+    assert!(!dir.exists(), "check-config creates nothing");
+}
+
 struct Daemon(Child);
 impl Drop for Daemon {
     fn drop(&mut self) {

@@ -24,6 +24,7 @@ mod oob_import;
 mod ops;
 mod pending_why;
 mod policy;
+mod pg_site;
 mod protocol_errors;
 mod protocol_examples;
 mod protocol_rules;
