@@ -74,10 +74,7 @@ impl PgView<'_, '_> {
                     )?;
                 }
                 Change::PutPolicy(p) => {
-                    self.execute(
-                        "UPDATE site SET policy = $1 WHERE id = 1",
-                        &[&encode(&p)?],
-                    )?;
+                    self.execute("UPDATE site SET policy = $1 WHERE id = 1", &[&encode(&p)?])?;
                 }
                 Change::NoteIdentity {
                     device_id,

@@ -16,7 +16,7 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
 ];
 
 /// The schema version this binary writes.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 
 /// Key of the advisory lock migrations hold ("idprov" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6964_7072_6f76;
