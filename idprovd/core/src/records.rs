@@ -116,6 +116,68 @@ pub fn same_setup(old: &OobRecord, new: &OobRecord) -> bool {
     }
 }
 
+/// What an import commit does with a staged entry whose id is stored.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ImportMerge {
+    /// Nothing differs: leave the stored entry.
+    Unchanged,
+    /// Other credentials without `replace`: the whole import is refused.
+    Refused(String),
+    /// Store `new` (it now carries what it keeps of the stored entry).
+    Changed,
+}
+
+/// The one rule every backend's import commit applies to a staged entry
+/// `new` meeting the stored `old`, counted in `result`. `same_secret(h)`
+/// says whether the staged secret is the stored one (hash `h`); it is
+/// asked only when both have one (backends keep staged secrets apart).
+pub fn merge_import<E>(
+    old: &OobRecord,
+    new: &mut OobRecord,
+    same_secret: impl FnOnce(&str) -> Result<bool, E>,
+    replace: bool,
+    now: i64,
+    result: &mut idprov_proto::oob_import::OobImportResult,
+) -> Result<ImportMerge, E> {
+    let key_mac_same = old.kid == new.kid && old.mac == new.mac;
+    // An entry that leaves the secret out keeps the stored one as long as
+    // its key and MAC stay: the daemon never gives a secret back, so an
+    // exported list could not say it again.
+    let secret_same = match (&old.secret_hash, &new.secret_hash) {
+        (None, None) => true,
+        (Some(_), None) => key_mac_same,
+        (None, Some(_)) => false,
+        (Some(h), Some(_)) => same_secret(h)?,
+    };
+    let setup_same = same_setup(old, new);
+    let creds_same = key_mac_same && secret_same && setup_same;
+    if creds_same && old.expires_at == new.expires_at && old.note == new.note {
+        result.unchanged += 1;
+        return Ok(ImportMerge::Unchanged);
+    }
+    if !creds_same && !replace {
+        return Ok(ImportMerge::Refused(
+            "an entry with other credentials (key, MAC or secret) exists; import with --replace to change it"
+                .into(),
+        ));
+    }
+    if secret_same {
+        new.secret_hash = old.secret_hash.clone();
+        new.secret_salt = old.secret_salt.clone();
+        new.secret_consumed_at = old.secret_consumed_at;
+    }
+    if setup_same {
+        new.setup = old.setup.clone();
+    }
+    new.created_at = old.created_at;
+    new.updated_at = now;
+    result.changed += 1;
+    if result.changed_ids.len() < idprov_proto::oob_import::MAX_LISTED_IDS {
+        result.changed_ids.push(new.device_id.clone());
+    }
+    Ok(ImportMerge::Changed)
+}
+
 /// Hash a one-time secret with its salt.
 pub fn secret_hash(salt: &str, secret: &str) -> String {
     let mut v = Vec::with_capacity(salt.len() + secret.len() + 1);

@@ -9,7 +9,9 @@ use std::collections::HashSet;
 
 use idprov_proto::error::EntryError;
 use idprov_proto::oob_import::{MAX_LISTED_IDS, OobImportResult};
-use idprovd_core::store::{CommitOptions, OobRecord, StoreError, StoreResult, secret_hash};
+use idprovd_core::store::{
+    CommitOptions, ImportMerge, OobRecord, StoreError, StoreResult, merge_import, secret_hash,
+};
 
 use super::error::{decode, encode};
 use super::view::{PgView, get};
@@ -230,40 +232,11 @@ impl PgView<'_, '_> {
             }
             return Ok(None);
         };
-        let key_mac_same = old.kid == rec.kid && old.mac == rec.mac;
-        // An entry that leaves the secret out keeps the stored one as long
-        // as its key and MAC stay: the daemon never gives a secret back.
-        let secret_same = match (&old.secret_hash, &rec.secret_hash) {
-            (None, None) => true,
-            (Some(_), None) => key_mac_same,
-            (None, Some(_)) => false,
-            (Some(h), Some(_)) => s.same_secret.as_deref() == Some(h.as_str()),
-        };
-        let setup_same = idprovd_core::store::same_setup(&old, &rec);
-        let creds_same = key_mac_same && secret_same && setup_same;
-        if creds_same && old.expires_at == rec.expires_at && old.note == rec.note {
-            result.unchanged += 1;
-            return Ok(None);
-        }
-        if !creds_same && !opts.replace {
-            return Ok(Some(
-                "an entry with other credentials (key, MAC or secret) exists; import with --replace to change it"
-                    .into(),
-            ));
-        }
-        if secret_same {
-            rec.secret_hash = old.secret_hash.clone();
-            rec.secret_salt = old.secret_salt.clone();
-            rec.secret_consumed_at = old.secret_consumed_at;
-        }
-        if setup_same {
-            rec.setup = old.setup.clone();
-        }
-        rec.created_at = old.created_at;
-        rec.updated_at = opts.now;
-        result.changed += 1;
-        if result.changed_ids.len() < MAX_LISTED_IDS {
-            result.changed_ids.push(rec.device_id.clone());
+        let same_secret = |h: &str| Ok::<_, StoreError>(s.same_secret.as_deref() == Some(h));
+        match merge_import(&old, &mut rec, same_secret, opts.replace, opts.now, result)? {
+            ImportMerge::Unchanged => return Ok(None),
+            ImportMerge::Refused(why) => return Ok(Some(why)),
+            ImportMerge::Changed => {}
         }
         if !opts.dry_run {
             self.put_oob(&rec)?;

@@ -16,7 +16,9 @@ use idprov_proto::error::EntryError;
 use idprov_proto::oob_import::{MAX_LISTED_IDS, OobImportResult};
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
 
-use idprovd_core::store::{CommitOptions, OobRecord, StoreError, secret_hash};
+use idprovd_core::store::{
+    CommitOptions, ImportMerge, OobRecord, StoreError, merge_import, secret_hash,
+};
 
 use super::{DbError, OOB, OOB_MAC, StoreResult, Tx, decode, encode};
 
@@ -222,42 +224,23 @@ impl Tx<'_> {
                     continue;
                 };
                 let mut rec: OobRecord = decode(id, json)?;
-                let key_mac_same = old.kid == rec.kid && old.mac == rec.mac;
-                // An entry that leaves the secret out keeps the stored one
-                // as long as its key and MAC stay: the daemon never gives a
-                // secret back, so an exported list could not say it again.
-                let secret_same = match (&old.secret_hash, &rec.secret_hash) {
-                    (None, None) => true,
-                    (Some(_), None) => key_mac_same,
-                    (None, Some(_)) => false,
-                    (Some(h), Some(_)) => secrets.get(id)?.is_some_and(|s| s.value() == h),
+                let same_secret = |h: &str| -> Result<bool, DbError> {
+                    Ok(secrets.get(id)?.is_some_and(|s| s.value() == h))
                 };
-                let setup_same = idprovd_core::store::same_setup(&old, &rec);
-                let creds_same = key_mac_same && secret_same && setup_same;
-                if creds_same && old.expires_at == rec.expires_at && old.note == rec.note {
-                    result.unchanged += 1;
-                    continue;
-                }
-                if !creds_same && !opts.replace {
-                    refuse(
-                        "an entry with other credentials (key, MAC or secret) exists; import with --replace to change it"
-                            .into(),
-                    );
-                    continue;
-                }
-                if secret_same {
-                    rec.secret_hash = old.secret_hash.clone();
-                    rec.secret_salt = old.secret_salt.clone();
-                    rec.secret_consumed_at = old.secret_consumed_at;
-                }
-                if setup_same {
-                    rec.setup = old.setup.clone();
-                }
-                rec.created_at = old.created_at;
-                rec.updated_at = opts.now;
-                result.changed += 1;
-                if result.changed_ids.len() < MAX_LISTED_IDS {
-                    result.changed_ids.push(rec.device_id.clone());
+                match merge_import(
+                    &old,
+                    &mut rec,
+                    same_secret,
+                    opts.replace,
+                    opts.now,
+                    &mut result,
+                )? {
+                    ImportMerge::Unchanged => continue,
+                    ImportMerge::Refused(why) => {
+                        refuse(why);
+                        continue;
+                    }
+                    ImportMerge::Changed => {}
                 }
                 if !opts.dry_run {
                     oob.insert(id, encode(&rec)?.as_slice())?;
